@@ -1,0 +1,18 @@
+//! The wire contracts of vnet-ha, and nothing else.
+//!
+//! - [`vnet::v1`]: the public API served by every `vnetd` (profiles, pools, cluster, watch).
+//! - [`vnet::raft::v1`]: the peer API that `vnetd` nodes speak among themselves.
+//!
+//! Code here is generated from the `.proto` files beside this crate; domain types live in
+//! `vnet-model`, and the conversions between the two live at the edge, in `vnet-node`.
+
+pub mod vnet {
+    pub mod v1 {
+        tonic::include_proto!("vnet.v1");
+    }
+    pub mod raft {
+        pub mod v1 {
+            tonic::include_proto!("vnet.raft.v1");
+        }
+    }
+}
