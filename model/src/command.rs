@@ -1,0 +1,53 @@
+//! What a client asks the state machine to do, and what it answers when it does it. Requests are
+//! the payload of Raft log entries, so their serde encoding is durable: change it compatibly.
+
+use serde::{Deserialize, Serialize};
+
+use crate::member::Member;
+use crate::pool::{Pool, PoolSpec};
+use crate::profile::{Profile, ProfileSpec};
+use crate::Revision;
+
+/// One command and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The client identity, recorded with the resulting change for audit.
+    pub actor: String,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreatePool(PoolSpec),
+    /// Refused while any profile holds an identity from the pool's range.
+    DeletePool {
+        name: String,
+    },
+    CreateProfile(ProfileSpec),
+    /// Replaces the profile named `spec.name`. Identities left out keep their value when a vNIC
+    /// (or vHBA) of the same name had one, and are allocated otherwise.
+    UpdateProfile {
+        spec: ProfileSpec,
+        expected_revision: Option<Revision>,
+    },
+    DeleteProfile {
+        name: String,
+        expected_revision: Option<Revision>,
+    },
+    /// Inserts or replaces the member with this id (a node registers or refreshes itself).
+    PutMember(Member),
+    RemoveMember {
+        id: u64,
+    },
+}
+
+/// The result of an accepted command: the object as it now stands, or what was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Pool(Pool),
+    PoolDeleted { name: String },
+    Profile(Profile),
+    ProfileDeleted { name: String },
+    Member(Member),
+    MemberRemoved { id: u64 },
+}

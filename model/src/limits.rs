@@ -1,0 +1,45 @@
+//! Every bound the state machine enforces, in one place so that the API edge, the CLI and the
+//! documentation quote the same numbers. Each bound keeps the replicated state, and so snapshots
+//! and the time to apply one command, small enough for a control plane on a two-core appliance.
+
+/// Profiles in the cluster: one per rack server, with room for many units' worth of servers.
+pub const PROFILES_MAX: usize = 4096;
+
+/// Virtual NICs in one profile.
+pub const VNICS_PER_PROFILE_MAX: usize = 8;
+
+/// Virtual HBAs in one profile.
+pub const VHBAS_PER_PROFILE_MAX: usize = 8;
+
+/// Identity pools (MAC and WWN together) in the cluster.
+pub const POOLS_MAX: usize = 64;
+
+/// Identities in one pool. The allocator tracks free ranges, so a large pool costs memory only in
+/// proportion to its fragmentation; the bound keeps usage arithmetic and operator mistakes sane.
+pub const POOL_SIZE_MAX: u64 = 1 << 24;
+
+/// Raft members (units and witnesses).
+pub const MEMBERS_MAX: usize = 16;
+
+/// Events kept for `Watch` and audit; older ones are dropped, oldest first.
+pub const EVENT_HISTORY_MAX: usize = 4096;
+
+/// Characters in any name: profile, server, pool, member, vNIC, vHBA, network, fabric. 63 so a
+/// name fits a DNS label.
+pub const NAME_LEN_MAX: usize = 63;
+
+/// Host ports on a unit's switch, numbered `1..=HOST_PORTS_MAX`; one rack server per port.
+pub const HOST_PORTS_MAX: u8 = 30;
+
+/// The lowest and highest usable 802.1Q VLAN id (0 means untagged, 4095 is reserved).
+pub const VLAN_ID_MIN: u16 = 1;
+pub const VLAN_ID_MAX: u16 = 4094;
+
+/// Characters in a member's API or peer address.
+pub const ADDR_LEN_MAX: usize = 255;
+
+/// Characters in a request's actor (the client identity recorded for audit).
+pub const ACTOR_LEN_MAX: usize = 255;
+
+/// Characters of an offending value that an error message echoes before cutting it short.
+pub const VALUE_SHOWN_LEN_MAX: usize = 80;

@@ -1,0 +1,576 @@
+//! The replicated state, the pure `apply` that changes it, and the bounded history of changes
+//! that `Watch` and audit read.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::command::{Command, Outcome, Request};
+use crate::error::{HistoryTruncated, Rejection};
+use crate::identity::{Identity, Mac, Wwn};
+use crate::index::IdentityIndex;
+use crate::limits::{ACTOR_LEN_MAX, EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX};
+use crate::member::Member;
+use crate::plan::plan_profile;
+use crate::pool::{Pool, PoolSpec, PoolUsage};
+use crate::profile::{Profile, ProfileSpec};
+use crate::Revision;
+
+/// One accepted change, as `Watch` streams it and audit records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: Revision,
+    pub actor: String,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    PoolPut(Pool),
+    PoolDeleted { name: String },
+    ProfilePut(Profile),
+    ProfileDeleted { name: String },
+    MemberPut(Member),
+    MemberRemoved { id: u64 },
+}
+
+/// Everything the cluster agrees on. Changed only by `apply`, so every replica that applies the
+/// same log holds an equal `State`.
+///
+/// Serialized (for snapshots) as its primary data only; deserializing rebuilds the identity index
+/// and refuses a state that breaks any invariant, so a corrupt snapshot cannot be installed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    revision: Revision,
+    profiles: BTreeMap<String, Profile>,
+    pools: BTreeMap<String, Pool>,
+    members: BTreeMap<u64, Member>,
+    /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
+    events: VecDeque<Event>,
+    /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
+    history_start: Revision,
+    /// Derived from `profiles` and `pools`.
+    index: IdentityIndex,
+}
+
+impl State {
+    /// Revision of the last applied change (0 before any).
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// In name order.
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.values()
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.get(name)
+    }
+
+    /// In name order.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.values()
+    }
+
+    pub fn pool_usage(&self, name: &str) -> Option<PoolUsage> {
+        let pool = self.pools.get(name)?;
+        let free = self.index.pool_free(name)?;
+        Some(PoolUsage::new(
+            name,
+            pool.range.kind(),
+            free.size(),
+            free.used(),
+        ))
+    }
+
+    /// In pool name order.
+    pub fn pools_usage(&self) -> Vec<PoolUsage> {
+        self.pools
+            .keys()
+            .filter_map(|name| self.pool_usage(name))
+            .collect()
+    }
+
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// In id order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// The profile holding `mac`, if any.
+    pub fn owner_of_mac(&self, mac: Mac) -> Option<&str> {
+        self.index.owner(Identity::Mac(mac))
+    }
+
+    /// The profile holding `wwn` (as WWPN or WWNN), if any.
+    pub fn owner_of_wwn(&self, wwn: Wwn) -> Option<&str> {
+        self.index.owner(Identity::Wwn(wwn))
+    }
+
+    /// The retained events with revision `>= from`, oldest first; fails if events that would
+    /// belong to that answer have been dropped from the bounded history.
+    pub fn events_since(
+        &self,
+        from: Revision,
+    ) -> Result<impl Iterator<Item = &Event>, HistoryTruncated> {
+        if from < self.history_start {
+            return Err(HistoryTruncated {
+                oldest_available: self.history_start,
+            });
+        }
+        let start = self.events.partition_point(|event| event.revision < from);
+        Ok(self.events.range(start..))
+    }
+
+    /// The lowest `from` that `events_since` serves in full: 0 until the history first overflows,
+    /// then one past the newest dropped event. (Revisions are log indices and not every entry is
+    /// a change, so this may be lower than the revision of the oldest retained event.)
+    pub fn oldest_retained_revision(&self) -> Revision {
+        self.history_start
+    }
+
+    /// Checks every invariant, including that the identity index equals one rebuilt from scratch:
+    /// names match their keys, limits hold, stored objects pass their static validation, pools of
+    /// a kind do not overlap, member names are unique, no identity is held twice, and the history
+    /// is ordered and within the current revision.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_primary()?;
+        let rebuilt = IdentityIndex::build(self.profiles.values(), self.pools.values())?;
+        if rebuilt != self.index {
+            return Err(
+                "the identity index differs from one rebuilt from profiles and pools".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The invariants of the primary data; the index is not consulted.
+    fn check_primary(&self) -> Result<(), String> {
+        let over = |what: &str, count: usize, limit: usize| {
+            if count > limit {
+                Err(format!("{count} {what}, more than the limit of {limit}"))
+            } else {
+                Ok(())
+            }
+        };
+        over("profiles", self.profiles.len(), PROFILES_MAX)?;
+        over("pools", self.pools.len(), POOLS_MAX)?;
+        over("members", self.members.len(), MEMBERS_MAX)?;
+        over("events", self.events.len(), EVENT_HISTORY_MAX)?;
+
+        for (name, profile) in &self.profiles {
+            if *name != profile.name {
+                return Err(format!("profile {:?} is stored as {name:?}", profile.name));
+            }
+            profile
+                .spec()
+                .validate()
+                .map_err(|rejection| format!("profile {name:?}: {rejection}"))?;
+            if !(profile.created_revision <= profile.revision && profile.revision <= self.revision)
+            {
+                return Err(format!(
+                    "profile {name:?} was created at revision {} and changed at {}, which is out \
+                     of order with the state revision {}",
+                    profile.created_revision, profile.revision, self.revision
+                ));
+            }
+        }
+
+        for (name, pool) in &self.pools {
+            if *name != pool.name {
+                return Err(format!("pool {:?} is stored as {name:?}", pool.name));
+            }
+            pool.spec()
+                .validate()
+                .map_err(|rejection| format!("pool {name:?}: {rejection}"))?;
+            if pool.revision > self.revision {
+                return Err(format!(
+                    "pool {name:?} has revision {}, after the state revision {}",
+                    pool.revision, self.revision
+                ));
+            }
+        }
+        let pools: Vec<&Pool> = self.pools.values().collect();
+        for (position, pool) in pools.iter().enumerate() {
+            if let Some(other) = pools[position + 1..]
+                .iter()
+                .find(|other| pool.range.overlaps(&other.range))
+            {
+                return Err(format!(
+                    "pools {:?} ({}) and {:?} ({}) overlap",
+                    pool.name, pool.range, other.name, other.range
+                ));
+            }
+        }
+
+        let mut member_names = BTreeMap::new();
+        for (&id, member) in &self.members {
+            if id != member.id {
+                return Err(format!("member {} is stored as {id}", member.id));
+            }
+            member
+                .validate()
+                .map_err(|rejection| format!("member {id}: {rejection}"))?;
+            if let Some(other) = member_names.insert(member.name.as_str(), id) {
+                return Err(format!(
+                    "members {other} and {id} are both named {:?}",
+                    member.name
+                ));
+            }
+        }
+
+        let mut previous: Option<Revision> = None;
+        for event in &self.events {
+            if previous.is_some_and(|previous| event.revision <= previous) {
+                return Err(format!(
+                    "event at revision {} follows one at revision {previous:?}",
+                    event.revision
+                ));
+            }
+            if event.revision < self.history_start || event.revision > self.revision {
+                return Err(format!(
+                    "event at revision {} lies outside the history {}..={}",
+                    event.revision, self.history_start, self.revision
+                ));
+            }
+            previous = Some(event.revision);
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, event: Event) {
+        self.events.push_back(event);
+        while self.events.len() > EVENT_HISTORY_MAX {
+            if let Some(dropped) = self.events.pop_front() {
+                self.history_start = dropped.revision.saturating_add(1);
+            }
+        }
+    }
+
+    // The handlers below check everything before their first mutation, and the mutations cannot
+    // fail: that is what makes a refused command leave the state unchanged.
+
+    fn create_pool(&mut self, revision: Revision, spec: &PoolSpec) -> Result<Outcome, Rejection> {
+        spec.validate()?;
+        if self.pools.contains_key(&spec.name) {
+            return Err(Rejection::already_exists("pool", &spec.name));
+        }
+        if self.pools.len() >= POOLS_MAX {
+            return Err(Rejection::limit("pools", POOLS_MAX));
+        }
+        if let Some(other) = self
+            .pools
+            .values()
+            .find(|other| other.range.overlaps(&spec.range))
+        {
+            return Err(Rejection::invalid(
+                "range",
+                &spec.range.to_string(),
+                format!("overlaps pool {:?} ({})", other.name, other.range),
+            ));
+        }
+        let pool = Pool {
+            name: spec.name.clone(),
+            range: spec.range,
+            revision,
+        };
+        self.index.add_pool(&pool);
+        self.pools.insert(pool.name.clone(), pool.clone());
+        Ok(Outcome::Pool(pool))
+    }
+
+    fn delete_pool(&mut self, name: &str) -> Result<Outcome, Rejection> {
+        let Some(pool) = self.pools.get(name) else {
+            return Err(Rejection::not_found("pool", name));
+        };
+        if let Some(((kind, value), owner)) = self.index.first_held_in(pool) {
+            let used = self.index.pool_free(name).map_or(0, |free| free.used());
+            let example = Identity::from_kind_u64(kind, value).map_or_else(
+                |_| format!("{kind} {value:#x}"),
+                |identity| identity.to_string(),
+            );
+            return Err(Rejection::FailedPrecondition {
+                reason: format!(
+                    "pool {name:?} cannot be deleted while profiles hold {used} of its \
+                     identities (such as {example}, held by profile {owner:?})"
+                ),
+            });
+        }
+        self.index.remove_pool(name);
+        self.pools.remove(name);
+        Ok(Outcome::PoolDeleted {
+            name: name.to_owned(),
+        })
+    }
+
+    fn create_profile(
+        &mut self,
+        revision: Revision,
+        spec: &ProfileSpec,
+    ) -> Result<Outcome, Rejection> {
+        spec.validate()?;
+        if self.profiles.contains_key(&spec.name) {
+            return Err(Rejection::already_exists("profile", &spec.name));
+        }
+        if self.profiles.len() >= PROFILES_MAX {
+            return Err(Rejection::limit("profiles", PROFILES_MAX));
+        }
+        let profile = plan_profile(&self.index, &self.pools, spec, None, revision)?;
+        for identity in profile.identities() {
+            self.index.claim(identity, &profile.name);
+        }
+        self.profiles.insert(profile.name.clone(), profile.clone());
+        Ok(Outcome::Profile(profile))
+    }
+
+    fn update_profile(
+        &mut self,
+        revision: Revision,
+        spec: &ProfileSpec,
+        expected_revision: Option<Revision>,
+    ) -> Result<Outcome, Rejection> {
+        spec.validate()?;
+        let Some(previous) = self.profiles.get(&spec.name) else {
+            return Err(Rejection::not_found("profile", &spec.name));
+        };
+        check_expected_revision(previous, expected_revision)?;
+        let profile = plan_profile(&self.index, &self.pools, spec, Some(previous), revision)?;
+        let released: Vec<Identity> = previous.identities().collect();
+        for identity in released {
+            self.index.release(identity);
+        }
+        for identity in profile.identities() {
+            self.index.claim(identity, &profile.name);
+        }
+        self.profiles.insert(profile.name.clone(), profile.clone());
+        Ok(Outcome::Profile(profile))
+    }
+
+    fn delete_profile(
+        &mut self,
+        name: &str,
+        expected_revision: Option<Revision>,
+    ) -> Result<Outcome, Rejection> {
+        let Some(previous) = self.profiles.get(name) else {
+            return Err(Rejection::not_found("profile", name));
+        };
+        check_expected_revision(previous, expected_revision)?;
+        if let Some(removed) = self.profiles.remove(name) {
+            for identity in removed.identities() {
+                self.index.release(identity);
+            }
+        }
+        Ok(Outcome::ProfileDeleted {
+            name: name.to_owned(),
+        })
+    }
+
+    fn put_member(&mut self, member: &Member) -> Result<Outcome, Rejection> {
+        member.validate()?;
+        if self
+            .members
+            .values()
+            .any(|other| other.id != member.id && other.name == member.name)
+        {
+            return Err(Rejection::already_exists("member", &member.name));
+        }
+        if !self.members.contains_key(&member.id) && self.members.len() >= MEMBERS_MAX {
+            return Err(Rejection::limit("members", MEMBERS_MAX));
+        }
+        self.members.insert(member.id, member.clone());
+        Ok(Outcome::Member(member.clone()))
+    }
+
+    fn remove_member(&mut self, id: u64) -> Result<Outcome, Rejection> {
+        if self.members.remove(&id).is_none() {
+            return Err(Rejection::not_found("member", id.to_string()));
+        }
+        Ok(Outcome::MemberRemoved { id })
+    }
+}
+
+fn check_expected_revision(
+    profile: &Profile,
+    expected_revision: Option<Revision>,
+) -> Result<(), Rejection> {
+    match expected_revision {
+        Some(expected) if expected != profile.revision => Err(Rejection::RevisionMismatch {
+            name: profile.name.clone(),
+            expected,
+            actual: profile.revision,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn validate_actor(actor: &str) -> Result<(), Rejection> {
+    let length = actor.chars().count();
+    if length > ACTOR_LEN_MAX {
+        return Err(Rejection::invalid(
+            "actor",
+            actor,
+            format!("is {length} characters long, more than the limit of {ACTOR_LEN_MAX}"),
+        ));
+    }
+    if actor.chars().any(char::is_control) {
+        return Err(Rejection::invalid(
+            "actor",
+            actor,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies one committed request at `revision` (its Raft log index, strictly increasing across
+/// calls).
+///
+/// On `Ok`, `state.revision() == revision` and the change is appended to the bounded history,
+/// attributed to `request.actor`. On `Err`, the state is exactly unchanged (its revision too), so
+/// a refused entry still leaves every replica equal. Deterministic: the same state and request
+/// give the same result on every replica.
+pub fn apply(
+    state: &mut State,
+    revision: Revision,
+    request: &Request,
+) -> Result<Outcome, Rejection> {
+    // Re-applying an entry would allocate twice, so a caller that loses track of what it applied
+    // gets a refusal rather than a silently diverging replica.
+    if revision <= state.revision {
+        return Err(Rejection::FailedPrecondition {
+            reason: format!(
+                "revision {revision} is not after the current revision {}; each log entry must \
+                 be applied once, in order",
+                state.revision
+            ),
+        });
+    }
+    validate_actor(&request.actor)?;
+    let outcome = match &request.command {
+        Command::CreatePool(spec) => state.create_pool(revision, spec)?,
+        Command::DeletePool { name } => state.delete_pool(name)?,
+        Command::CreateProfile(spec) => state.create_profile(revision, spec)?,
+        Command::UpdateProfile {
+            spec,
+            expected_revision,
+        } => state.update_profile(revision, spec, *expected_revision)?,
+        Command::DeleteProfile {
+            name,
+            expected_revision,
+        } => state.delete_profile(name, *expected_revision)?,
+        Command::PutMember(member) => state.put_member(member)?,
+        Command::RemoveMember { id } => state.remove_member(*id)?,
+    };
+    let change = match &outcome {
+        Outcome::Pool(pool) => Change::PoolPut(pool.clone()),
+        Outcome::PoolDeleted { name } => Change::PoolDeleted { name: name.clone() },
+        Outcome::Profile(profile) => Change::ProfilePut(profile.clone()),
+        Outcome::ProfileDeleted { name } => Change::ProfileDeleted { name: name.clone() },
+        Outcome::Member(member) => Change::MemberPut(member.clone()),
+        Outcome::MemberRemoved { id } => Change::MemberRemoved { id: *id },
+    };
+    state.revision = revision;
+    state.record(Event {
+        revision,
+        actor: request.actor.clone(),
+        change,
+    });
+    Ok(outcome)
+}
+
+/// The serialized form of `State`: primary data only, in key order.
+#[derive(Serialize)]
+#[serde(rename = "State")]
+struct SnapshotRef<'a> {
+    revision: Revision,
+    history_start: Revision,
+    profiles: Vec<&'a Profile>,
+    pools: Vec<&'a Pool>,
+    members: Vec<&'a Member>,
+    events: &'a VecDeque<Event>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "State")]
+struct Snapshot {
+    revision: Revision,
+    history_start: Revision,
+    profiles: Vec<Profile>,
+    pools: Vec<Pool>,
+    members: Vec<Member>,
+    events: VecDeque<Event>,
+}
+
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SnapshotRef {
+            revision: self.revision,
+            history_start: self.history_start,
+            profiles: self.profiles.values().collect(),
+            pools: self.pools.values().collect(),
+            members: self.members.values().collect(),
+            events: &self.events,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<State, D::Error> {
+        let snapshot = Snapshot::deserialize(deserializer)?;
+        State::from_snapshot(snapshot).map_err(serde::de::Error::custom)
+    }
+}
+
+impl State {
+    fn from_snapshot(snapshot: Snapshot) -> Result<State, String> {
+        fn keyed<K: Ord, V>(
+            what: &str,
+            values: Vec<V>,
+            key: impl Fn(&V) -> K,
+            show: impl Fn(&K) -> String,
+        ) -> Result<BTreeMap<K, V>, String> {
+            let mut map = BTreeMap::new();
+            for value in values {
+                let k = key(&value);
+                if map.contains_key(&k) {
+                    return Err(format!("{what} {} appears twice", show(&k)));
+                }
+                map.insert(k, value);
+            }
+            Ok(map)
+        }
+        let mut state = State {
+            revision: snapshot.revision,
+            history_start: snapshot.history_start,
+            profiles: keyed(
+                "profile",
+                snapshot.profiles,
+                |p| p.name.clone(),
+                |k| format!("{k:?}"),
+            )?,
+            pools: keyed(
+                "pool",
+                snapshot.pools,
+                |p| p.name.clone(),
+                |k| format!("{k:?}"),
+            )?,
+            members: keyed("member", snapshot.members, |m| m.id, u64::to_string)?,
+            events: snapshot.events,
+            index: IdentityIndex::default(),
+        };
+        // Pools are validated here before the index is built from them, which the allocator's
+        // proof that pool ranges hold only valid identities depends on.
+        state.check_primary()?;
+        state.index = IdentityIndex::build(state.profiles.values(), state.pools.values())?;
+        Ok(state)
+    }
+}
