@@ -19,8 +19,9 @@ pub enum Rejection {
     },
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: String, name: String },
-    /// An explicitly requested MAC or WWN is already held by profile `owner`.
-    #[error("{identity} is already held by profile {owner:?}")]
+    /// An explicitly requested MAC or WWN (`identity`, in canonical form) is already held by
+    /// profile `owner`.
+    #[error("identity {identity} is already held by profile {owner:?}")]
     IdentityInUse { identity: String, owner: String },
     #[error("{kind} {name:?} does not exist")]
     NotFound { kind: String, name: String },
@@ -116,10 +117,10 @@ mod tests {
             ),
             (
                 Rejection::IdentityInUse {
-                    identity: "MAC 02:00:00:00:00:01".into(),
+                    identity: "02:00:00:00:00:01".into(),
                     owner: "web-1".into(),
                 },
-                "MAC 02:00:00:00:00:01 is already held by profile \"web-1\"",
+                "identity 02:00:00:00:00:01 is already held by profile \"web-1\"",
             ),
             (
                 Rejection::not_found("pool", "macs"),

@@ -162,7 +162,7 @@ impl Planner<'_> {
         if let Some(owner) = self.index.owner(identity) {
             if !self.releasing.contains(&key) {
                 return Err(Rejection::IdentityInUse {
-                    identity: identity.to_string(),
+                    identity: canonical(identity),
                     owner: owner.to_owned(),
                 });
             }
@@ -267,5 +267,13 @@ impl Planner<'_> {
         };
         self.claimed.insert((kind, value), field);
         Ok(value)
+    }
+}
+
+/// The bare canonical form (`02:00:00:00:00:01`), for error fields a program may read back.
+fn canonical(identity: Identity) -> String {
+    match identity {
+        Identity::Mac(mac) => mac.to_string(),
+        Identity::Wwn(wwn) => wwn.to_string(),
     }
 }

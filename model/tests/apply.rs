@@ -523,7 +523,7 @@ fn every_rejection_of_profiles() {
             )),
             |r| {
                 *r == Rejection::IdentityInUse {
-                    identity: "MAC 02:00:00:00:00:00".into(),
+                    identity: "02:00:00:00:00:00".into(),
                     owner: "taken".into(),
                 }
             },
@@ -540,7 +540,7 @@ fn every_rejection_of_profiles() {
             )),
             |r| {
                 *r == Rejection::IdentityInUse {
-                    identity: "WWN 20:00:00:00:00:00:00:01".into(),
+                    identity: "20:00:00:00:00:00:00:01".into(),
                     owner: "taken".into(),
                 }
             },
