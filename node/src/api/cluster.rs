@@ -1,0 +1,134 @@
+//! `vnet.v1.ClusterService`: status and membership.
+
+use tonic::{Request, Response, Status};
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::cluster_service_server::ClusterService;
+
+use raft_store::PeerNode;
+
+use super::{consistency, Api};
+use crate::convert::member::{role_from_wire, status_to_wire, to_wire};
+use crate::error::ApiError;
+use crate::peer::{LeaderReply, LeaderRequest};
+
+impl Api {
+    async fn member_wire(&self, id: u64) -> Option<pb::Member> {
+        let status = self
+            .node
+            .status(crate::node::Consistency::Linearizable)
+            .await;
+        status.members.iter().find(|m| m.id == id).map(to_wire)
+    }
+
+    fn check_addr(field: &str, addr: &str) -> Result<(), ApiError> {
+        let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(field, addr, "expected host:port"))
+        }
+    }
+}
+
+fn membership_index(reply: LeaderReply) -> Result<u64, ApiError> {
+    match reply {
+        LeaderReply::MembershipChanged { log_index } => Ok(log_index),
+        other => Err(ApiError::Internal {
+            reason: format!("a membership change produced {other:?}"),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Api {
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        let consistency = consistency("consistency", request.get_ref().consistency)?;
+        let status = self.node.status(consistency).await;
+        Ok(Response::new(status_to_wire(&status)))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        let request = request.into_inner();
+        if request.id == 0 {
+            return Err(ApiError::invalid("id", 0, "member ids start at 1").into());
+        }
+        vnet_model::name::validate_name("name", &request.name).map_err(ApiError::Rejected)?;
+        Self::check_addr("peer_addr", &request.peer_addr)?;
+        if !request.api_addr.is_empty() {
+            Self::check_addr("api_addr", &request.api_addr)?;
+        }
+        let role = role_from_wire("role", request.role)?;
+        let reply = self
+            .node
+            .execute(LeaderRequest::AddLearner {
+                id: request.id,
+                node: PeerNode {
+                    name: request.name,
+                    peer_addr: request.peer_addr,
+                },
+                api_addr: request.api_addr,
+                role,
+            })
+            .await?;
+        let revision = membership_index(reply)?;
+        Ok(Response::new(pb::AddMemberResponse {
+            member: self.member_wire(request.id).await,
+            revision,
+        }))
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<pb::PromoteMemberRequest>,
+    ) -> Result<Response<pb::PromoteMemberResponse>, Status> {
+        let id = request.into_inner().id;
+        let reply = self.node.execute(LeaderRequest::Promote { id }).await?;
+        let revision = membership_index(reply)?;
+        Ok(Response::new(pb::PromoteMemberResponse {
+            member: self.member_wire(id).await,
+            revision,
+        }))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let id = request.into_inner().id;
+        let reply = self.node.execute(LeaderRequest::Remove { id }).await?;
+        Ok(Response::new(pb::RemoveMemberResponse {
+            revision: membership_index(reply)?,
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let to = request.into_inner().to_id;
+        match self
+            .node
+            .execute(LeaderRequest::TransferLeader { to })
+            .await?
+        {
+            LeaderReply::Transferred { leader, term } => {
+                Ok(Response::new(pb::TransferLeaderResponse {
+                    leader_id: leader,
+                    term,
+                }))
+            }
+            other => Err(ApiError::Internal {
+                reason: format!("a leader transfer produced {other:?}"),
+            }
+            .into()),
+        }
+    }
+}

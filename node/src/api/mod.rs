@@ -1,0 +1,63 @@
+//! The public gRPC API (`vnet.v1`), served by every node.
+//!
+//! Each service converts the request at the edge (see `convert`), hands it to the [`Node`]
+//! (which forwards to the leader as needed), and converts the answer back. Errors become status
+//! codes in one place, [`ApiError`]'s `From` impl.
+
+pub mod cluster;
+pub mod pools;
+pub mod profiles;
+pub mod watch;
+
+use vnet_proto::vnet::v1 as pb;
+
+use crate::error::ApiError;
+use crate::node::{Consistency, Node};
+
+/// Metadata key a client may set to say who it is; recorded with each change it makes.
+pub const ACTOR_HEADER: &str = "x-vnet-actor";
+/// Longest actor name accepted from a client.
+pub const ACTOR_LEN_MAX: usize = 128;
+
+/// Who is asking: the client's own name if it gave one, else its address.
+pub fn actor<T>(request: &tonic::Request<T>) -> Result<String, ApiError> {
+    if let Some(value) = request.metadata().get(ACTOR_HEADER) {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid(ACTOR_HEADER, "<binary>", "must be printable ASCII"))?;
+        if text.is_empty() || text.len() > ACTOR_LEN_MAX || text.chars().any(|c| c.is_control()) {
+            return Err(ApiError::invalid(
+                ACTOR_HEADER,
+                text,
+                format!("must be 1..={ACTOR_LEN_MAX} printable characters"),
+            ));
+        }
+        return Ok(text.to_string());
+    }
+    Ok(match request.remote_addr() {
+        Some(addr) => format!("grpc:{addr}"),
+        None => "grpc:unknown".to_string(),
+    })
+}
+
+pub fn consistency(field: &str, value: i32) -> Result<Consistency, ApiError> {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Unspecified) | Ok(pb::ReadConsistency::Linearizable) => {
+            Ok(Consistency::Linearizable)
+        }
+        Ok(pb::ReadConsistency::Local) => Ok(Consistency::Local),
+        Err(_) => Err(ApiError::invalid(
+            field,
+            value,
+            "not a ReadConsistency value",
+        )),
+    }
+}
+
+/// Shared by every service: the node they serve, and a signal that the node is stopping (so
+/// long-lived watch streams end and let the server shut down).
+#[derive(Clone)]
+pub struct Api {
+    pub node: Node,
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}

@@ -1,0 +1,162 @@
+//! `vnet.v1.ProfileService`.
+
+use tonic::{Request, Response, Status};
+use vnet_model::{Command, Outcome};
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::profile_service_server::ProfileService;
+
+use super::{actor, consistency, Api};
+use crate::convert::profile::{spec_from_wire, to_wire};
+use crate::error::ApiError;
+
+/// Profiles per page when the client does not say.
+pub const LIST_PAGE_SIZE_DEFAULT: u32 = 100;
+/// Most profiles one page may hold.
+pub const LIST_PAGE_SIZE_MAX: u32 = 1_000;
+/// Page tokens are the name of the last profile returned, behind this prefix.
+const PAGE_TOKEN_PREFIX: &str = "after:";
+
+fn outcome_profile(outcome: Outcome) -> Result<pb::Profile, ApiError> {
+    match outcome {
+        Outcome::Profile(profile) => Ok(to_wire(&profile)),
+        other => Err(ApiError::Internal {
+            reason: format!("a profile change produced {other:?}"),
+        }),
+    }
+}
+
+fn required_profile(profile: Option<pb::Profile>) -> Result<pb::Profile, ApiError> {
+    profile.ok_or_else(|| ApiError::invalid("profile", "<absent>", "is required"))
+}
+
+fn expected(revision: u64) -> Option<u64> {
+    (revision != 0).then_some(revision)
+}
+
+#[tonic::async_trait]
+impl ProfileService for Api {
+    async fn create_profile(
+        &self,
+        request: Request<pb::CreateProfileRequest>,
+    ) -> Result<Response<pb::CreateProfileResponse>, Status> {
+        let actor = actor(&request)?;
+        let spec = spec_from_wire(required_profile(request.into_inner().profile)?)?;
+        let (outcome, _) = self
+            .node
+            .write(&actor, Command::CreateProfile(spec))
+            .await?;
+        Ok(Response::new(pb::CreateProfileResponse {
+            profile: Some(outcome_profile(outcome)?),
+        }))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let request = request.into_inner();
+        let consistency = consistency("consistency", request.consistency)?;
+        self.node.read_barrier(consistency).await?;
+        let (profile, revision) = self.node.view().read(|applied| {
+            (
+                applied.state.profile(&request.name).map(to_wire),
+                applied.state.revision(),
+            )
+        });
+        let profile = profile.ok_or_else(|| {
+            ApiError::Rejected(vnet_model::Rejection::NotFound {
+                kind: "profile".to_string(),
+                name: request.name.clone(),
+            })
+        })?;
+        Ok(Response::new(pb::GetProfileResponse {
+            profile: Some(profile),
+            revision,
+        }))
+    }
+
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let request = request.into_inner();
+        let consistency = consistency("consistency", request.consistency)?;
+        let page_size = match request.page_size {
+            0 => LIST_PAGE_SIZE_DEFAULT,
+            n if n <= LIST_PAGE_SIZE_MAX => n,
+            n => {
+                return Err(ApiError::invalid(
+                    "page_size",
+                    n,
+                    format!("at most {LIST_PAGE_SIZE_MAX}"),
+                )
+                .into())
+            }
+        } as usize;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(
+                token
+                    .strip_prefix(PAGE_TOKEN_PREFIX)
+                    .ok_or_else(|| {
+                        ApiError::invalid("page_token", token, "not a token this server issued")
+                    })?
+                    .to_string(),
+            ),
+        };
+        self.node.read_barrier(consistency).await?;
+        let (profiles, more, revision) = self.node.view().read(|applied| {
+            let mut matching = applied
+                .state
+                .profiles()
+                .filter(|p| after.as_deref().is_none_or(|after| p.name.as_str() > after))
+                .filter(|p| request.server.is_empty() || p.server == request.server);
+            let page: Vec<pb::Profile> = matching.by_ref().take(page_size).map(to_wire).collect();
+            let more = matching.next().is_some();
+            (page, more, applied.state.revision())
+        });
+        let next_page_token = match profiles.last() {
+            Some(last) if more => format!("{PAGE_TOKEN_PREFIX}{}", last.name),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListProfilesResponse {
+            profiles,
+            next_page_token,
+            revision,
+        }))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.into_inner();
+        let spec = spec_from_wire(required_profile(request.profile)?)?;
+        let command = Command::UpdateProfile {
+            spec,
+            expected_revision: expected(request.expected_revision),
+        };
+        let (outcome, _) = self.node.write(&actor, command).await?;
+        Ok(Response::new(pb::UpdateProfileResponse {
+            profile: Some(outcome_profile(outcome)?),
+        }))
+    }
+
+    async fn delete_profile(
+        &self,
+        request: Request<pb::DeleteProfileRequest>,
+    ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
+        let actor = actor(&request)?;
+        let request = request.into_inner();
+        if request.name.is_empty() {
+            return Err(ApiError::invalid("name", "", "is required").into());
+        }
+        let command = Command::DeleteProfile {
+            name: request.name,
+            expected_revision: expected(request.expected_revision),
+        };
+        let (_, revision) = self.node.write(&actor, command).await?;
+        Ok(Response::new(pb::DeleteProfileResponse { revision }))
+    }
+}

@@ -1,0 +1,622 @@
+//! `vnetd` configuration: a TOML file, overridden by `VNET_*` environment variables, overridden
+//! by command-line flags. Every key exists in all three forms; `vnetd --help` documents each.
+//!
+//! Parsing produces [`Args`] (everything optional); [`Args::resolve`] merges the file under it,
+//! applies defaults, validates the whole, and yields a [`Config`] in which every value is known
+//! good. Errors name the key and the value at fault.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use vnet_model::Role;
+
+use raft_store::NodeId;
+
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+pub const DEFAULT_ELECTION_MIN_MS: u64 = 300;
+pub const DEFAULT_ELECTION_MAX_MS: u64 = 600;
+pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_CAPACITY: u32 = 30;
+/// Host ports on a unit's switch are numbered 1..=HOST_PORTS_MAX.
+pub const HOST_PORTS_MAX: u8 = 30;
+/// Entries kept in the log behind a snapshot, so that a briefly lagging follower catches up from
+/// the log instead of needing the whole snapshot.
+pub const LOG_KEPT_BEHIND_SNAPSHOT_ENTRIES: u64 = 1_000;
+/// Snapshot bytes sent per install-snapshot message.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleArg {
+    /// A unit: owns a switch and presents profiles.
+    Unit,
+    /// A witness: votes in Raft so that two units keep a quorum, presents nothing.
+    Witness,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// vnetd — a vnet-ha node: replicates profile state with Raft and serves the vnet.v1 API.
+///
+/// Every option can also be set in the TOML file given by --config (same name, with '-' written
+/// as '_', e.g. `api_listen = "0.0.0.0:7001"`) or by the VNET_* environment variable shown.
+/// Precedence: flag, then environment, then file, then default.
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
+#[command(name = "vnetd", version, about, long_about, max_term_width = 100)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "VNET_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// This node's Raft id: a positive integer, unique in the cluster, never reused.
+    #[arg(long, env = "VNET_ID")]
+    pub id: Option<u64>,
+
+    /// This node's name, e.g. `unit-a` ([a-z0-9._-], at most 63 characters).
+    #[arg(long, env = "VNET_NAME")]
+    pub name: Option<String>,
+
+    /// Role in the cluster. [default: unit]
+    #[arg(long, env = "VNET_ROLE", value_enum)]
+    pub role: Option<RoleArg>,
+
+    /// Directory for the Raft log and snapshots. Created if missing.
+    #[arg(long, env = "VNET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address for the public gRPC API (vnet.v1). [default: 127.0.0.1:7001]
+    #[arg(long, env = "VNET_API_LISTEN", value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// Address for peer traffic (Raft). [default: 127.0.0.1:7101]
+    #[arg(long, env = "VNET_PEER_LISTEN", value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// API address other nodes and clients should use to reach this node, if it differs from
+    /// --api-listen (e.g. when listening on 0.0.0.0).
+    #[arg(long, env = "VNET_API_ADVERTISE", value_name = "HOST:PORT")]
+    pub api_advertise: Option<String>,
+
+    /// Peer address other nodes should use to reach this node. Defaults to this node's entry in
+    /// --initial-cluster, else --peer-listen.
+    #[arg(long, env = "VNET_PEER_ADVERTISE", value_name = "HOST:PORT")]
+    pub peer_advertise: Option<String>,
+
+    /// The founding members, as `id=name@peer-host:port,...`. The member with the lowest id
+    /// founds the cluster on first start. Leave empty on a node that will join a running cluster
+    /// through `vnetctl member add`.
+    #[arg(long, env = "VNET_INITIAL_CLUSTER", value_name = "LIST")]
+    pub initial_cluster: Option<String>,
+
+    /// Which host port each server is cabled to on this unit, as `server=port,...` (ports
+    /// 1..=30). Units only.
+    #[arg(long, env = "VNET_CABLING", value_name = "LIST")]
+    pub cabling: Option<String>,
+
+    /// How many profiles this unit may present at once. Units only. [default: 30]
+    #[arg(long, env = "VNET_CAPACITY")]
+    pub capacity: Option<u32>,
+
+    /// Raft heartbeat interval in milliseconds. [default: 100]
+    #[arg(long, env = "VNET_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Shortest Raft election timeout in milliseconds. [default: 300]
+    #[arg(long, env = "VNET_ELECTION_MIN_MS", value_name = "MS")]
+    pub election_min_ms: Option<u64>,
+
+    /// Longest Raft election timeout in milliseconds. [default: 600]
+    #[arg(long, env = "VNET_ELECTION_MAX_MS", value_name = "MS")]
+    pub election_max_ms: Option<u64>,
+
+    /// Build a snapshot (and purge the log behind it) after this many new log entries.
+    /// [default: 5000]
+    #[arg(long, env = "VNET_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    pub snapshot_every: Option<u64>,
+
+    /// How long a client request may wait for the leader, in milliseconds. [default: 5000]
+    #[arg(long, env = "VNET_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// Log filter, e.g. `info` or `vnet_node=debug,openraft=warn`. [default: info]
+    #[arg(long, env = "VNET_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Log line format. [default: text]
+    #[arg(long, env = "VNET_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// A founding member from `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_addr: String,
+}
+
+/// Raft timing and snapshot policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_every_entries: u64,
+}
+
+impl RaftTiming {
+    pub fn to_openraft(&self) -> Result<openraft::Config, openraft::ConfigError> {
+        openraft::Config {
+            cluster_name: "vnet-ha".to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT_ENTRIES,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES_MAX,
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub peer_listen: SocketAddr,
+    /// `None`: advertise the address the API listener actually bound (port 0 in tests).
+    pub api_advertise: Option<String>,
+    pub peer_advertise: String,
+    pub initial_cluster: Vec<InitialMember>,
+    pub cabling: BTreeMap<String, u8>,
+    pub capacity: u32,
+    pub raft: RaftTiming,
+    pub request_timeout_ms: u64,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} is required (flag --{flag}, variable {env}, or `{key}` in the config file)")]
+    Missing {
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("invalid {key} {value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Args {
+    /// Reads the config file (if any), layers these arguments over it, and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => Self::from_file(path)?,
+            None => Args::default(),
+        };
+        self.over(file).validate()
+    }
+
+    fn from_file(path: &Path) -> Result<Args, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `self` wins wherever it has a value.
+    fn over(self, file: Args) -> Args {
+        Args {
+            config: self.config,
+            id: self.id.or(file.id),
+            name: self.name.or(file.name),
+            role: self.role.or(file.role),
+            data_dir: self.data_dir.or(file.data_dir),
+            api_listen: self.api_listen.or(file.api_listen),
+            peer_listen: self.peer_listen.or(file.peer_listen),
+            api_advertise: self.api_advertise.or(file.api_advertise),
+            peer_advertise: self.peer_advertise.or(file.peer_advertise),
+            initial_cluster: self.initial_cluster.or(file.initial_cluster),
+            cabling: self.cabling.or(file.cabling),
+            capacity: self.capacity.or(file.capacity),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            election_min_ms: self.election_min_ms.or(file.election_min_ms),
+            election_max_ms: self.election_max_ms.or(file.election_max_ms),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every),
+            request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            log_level: self.log_level.or(file.log_level),
+            log_format: self.log_format.or(file.log_format),
+        }
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let id = self.id.ok_or(ConfigError::Missing {
+            key: "id",
+            flag: "id",
+            env: "VNET_ID",
+        })?;
+        if id == 0 {
+            return Err(invalid("id", "0", "node ids start at 1"));
+        }
+        let name = self.name.ok_or(ConfigError::Missing {
+            key: "name",
+            flag: "name",
+            env: "VNET_NAME",
+        })?;
+        vnet_model::name::validate_name("name", &name)
+            .map_err(|e| invalid("name", name.clone(), e.to_string()))?;
+        let data_dir = self.data_dir.ok_or(ConfigError::Missing {
+            key: "data_dir",
+            flag: "data-dir",
+            env: "VNET_DATA_DIR",
+        })?;
+        let role = match self.role.unwrap_or(RoleArg::Unit) {
+            RoleArg::Unit => Role::Unit,
+            RoleArg::Witness => Role::Witness,
+        };
+        let api_listen = self
+            .api_listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7001)));
+        let peer_listen = self
+            .peer_listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7101)));
+        let initial_cluster = match self.initial_cluster.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(list) => parse_initial_cluster(list)?,
+        };
+        if let Some(me) = initial_cluster.iter().find(|m| m.id == id) {
+            if me.name != name {
+                return Err(invalid(
+                    "initial_cluster",
+                    self.initial_cluster.clone().unwrap_or_default(),
+                    format!(
+                        "it names node {id} {:?}, but this node's name is {name:?}",
+                        me.name
+                    ),
+                ));
+            }
+        }
+        let peer_advertise = match self.peer_advertise {
+            Some(addr) => {
+                check_host_port("peer_advertise", &addr)?;
+                addr
+            }
+            None => initial_cluster
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.peer_addr.clone())
+                .unwrap_or_else(|| peer_listen.to_string()),
+        };
+        if let Some(addr) = &self.api_advertise {
+            check_host_port("api_advertise", addr)?;
+        }
+        let cabling = match self.cabling.as_deref() {
+            None | Some("") => BTreeMap::new(),
+            Some(list) => parse_cabling(list)?,
+        };
+        let capacity = match role {
+            Role::Unit => self.capacity.unwrap_or(DEFAULT_CAPACITY),
+            Role::Witness => {
+                if !cabling.is_empty() {
+                    return Err(invalid(
+                        "cabling",
+                        self.cabling.unwrap_or_default(),
+                        "a witness has no switch, so no server is cabled to it",
+                    ));
+                }
+                if let Some(capacity) = self.capacity.filter(|c| *c != 0) {
+                    return Err(invalid(
+                        "capacity",
+                        capacity.to_string(),
+                        "a witness presents no profiles; leave capacity unset or 0",
+                    ));
+                }
+                0
+            }
+        };
+        let raft = RaftTiming {
+            heartbeat_ms: self.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS),
+            election_min_ms: self.election_min_ms.unwrap_or(DEFAULT_ELECTION_MIN_MS),
+            election_max_ms: self.election_max_ms.unwrap_or(DEFAULT_ELECTION_MAX_MS),
+            snapshot_every_entries: self
+                .snapshot_every
+                .unwrap_or(DEFAULT_SNAPSHOT_EVERY_ENTRIES),
+        };
+        if raft.heartbeat_ms == 0 {
+            return Err(invalid("heartbeat_ms", "0", "must be at least 1"));
+        }
+        if raft.election_min_ms <= raft.heartbeat_ms * 2 {
+            return Err(invalid(
+                "election_min_ms",
+                raft.election_min_ms.to_string(),
+                format!(
+                    "must exceed twice heartbeat_ms ({}), or followers time out between \
+                     heartbeats",
+                    raft.heartbeat_ms
+                ),
+            ));
+        }
+        if raft.election_max_ms <= raft.election_min_ms {
+            return Err(invalid(
+                "election_max_ms",
+                raft.election_max_ms.to_string(),
+                format!("must exceed election_min_ms ({})", raft.election_min_ms),
+            ));
+        }
+        if raft.snapshot_every_entries == 0 {
+            return Err(invalid("snapshot_every", "0", "must be at least 1"));
+        }
+        let request_timeout_ms = self
+            .request_timeout_ms
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
+        if request_timeout_ms < raft.election_max_ms {
+            return Err(invalid(
+                "request_timeout_ms",
+                request_timeout_ms.to_string(),
+                format!(
+                    "must be at least election_max_ms ({}), or requests fail during every \
+                     election",
+                    raft.election_max_ms
+                ),
+            ));
+        }
+        Ok(Config {
+            id,
+            name,
+            role,
+            data_dir,
+            api_listen,
+            peer_listen,
+            api_advertise: self.api_advertise,
+            peer_advertise,
+            initial_cluster,
+            cabling,
+            capacity,
+            raft,
+            request_timeout_ms,
+            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+        })
+    }
+}
+
+fn check_host_port(key: &'static str, addr: &str) -> Result<(), ConfigError> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(invalid(key, addr, "expected host:port"));
+    };
+    if host.is_empty() {
+        return Err(invalid(key, addr, "the host is empty"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(invalid(
+            key,
+            addr,
+            format!("port {port:?} is not a number in 1..=65535"),
+        )),
+    }
+}
+
+/// Parses `id=name@host:port,...`.
+pub fn parse_initial_cluster(list: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut members: Vec<InitialMember> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |reason: String| invalid("initial_cluster", item, reason);
+        let (id, rest) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected id=name@host:port".to_string()))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("id {id:?} is not a positive integer")))?;
+        if id == 0 {
+            return Err(bad("node ids start at 1".to_string()));
+        }
+        let (name, peer_addr) = rest
+            .split_once('@')
+            .ok_or_else(|| bad("expected id=name@host:port".to_string()))?;
+        vnet_model::name::validate_name("name", name).map_err(|e| bad(e.to_string()))?;
+        check_host_port("initial_cluster", peer_addr)?;
+        if let Some(dup) = members
+            .iter()
+            .find(|m| m.id == id || m.name == name || m.peer_addr == peer_addr)
+        {
+            return Err(bad(format!(
+                "it repeats the id, name or address of {}={}@{}",
+                dup.id, dup.name, dup.peer_addr
+            )));
+        }
+        members.push(InitialMember {
+            id,
+            name: name.to_string(),
+            peer_addr: peer_addr.to_string(),
+        });
+    }
+    Ok(members)
+}
+
+/// Parses `server=port,...`.
+pub fn parse_cabling(list: &str) -> Result<BTreeMap<String, u8>, ConfigError> {
+    let mut cabling = BTreeMap::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |reason: String| invalid("cabling", item, reason);
+        let (server, port) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected server=port".to_string()))?;
+        vnet_model::name::validate_name("server", server).map_err(|e| bad(e.to_string()))?;
+        let port: u8 = port
+            .parse()
+            .ok()
+            .filter(|p| (1..=HOST_PORTS_MAX).contains(p))
+            .ok_or_else(|| bad(format!("port {port:?} is not in 1..={HOST_PORTS_MAX}")))?;
+        if let Some((other, _)) = cabling.iter().find(|(_, p)| **p == port) {
+            return Err(bad(format!("port {port} is already cabled to {other}")));
+        }
+        if cabling.insert(server.to_string(), port).is_some() {
+            return Err(bad(format!("server {server} is listed twice")));
+        }
+    }
+    Ok(cabling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Args {
+        Args {
+            id: Some(1),
+            name: Some("unit-a".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Args::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let config = base().resolve().expect("valid");
+        assert_eq!(config.role, Role::Unit);
+        assert_eq!(config.raft.heartbeat_ms, DEFAULT_HEARTBEAT_MS);
+        assert_eq!(config.capacity, DEFAULT_CAPACITY);
+        assert_eq!(config.peer_advertise, "127.0.0.1:7101");
+    }
+
+    #[test]
+    fn missing_keys_are_named_with_all_three_spellings() {
+        let err = Args::default().resolve().expect_err("no id");
+        let text = err.to_string();
+        assert!(text.contains("--id") && text.contains("VNET_ID"), "{text}");
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_rejects() {
+        let members =
+            parse_initial_cluster("1=unit-a@127.0.0.1:7101, 2=unit-b@h:7102").expect("ok");
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[1].peer_addr, "h:7102");
+        for (bad, needle) in [
+            ("1=unit-a", "expected id=name@host:port"),
+            ("x=unit-a@h:1", "not a positive integer"),
+            ("0=unit-a@h:1", "start at 1"),
+            ("1=unit-a@h:99999", "port"),
+            ("1=a@h:1,1=b@h:2", "repeats"),
+            ("1=Bad Name@h:1", "name"),
+        ] {
+            let err = parse_initial_cluster(bad).expect_err(bad).to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn own_entry_must_match_name_and_sets_peer_advertise() {
+        let mut args = base();
+        args.initial_cluster = Some("1=unit-a@10.0.0.1:7101,2=unit-b@10.0.0.2:7101".into());
+        assert_eq!(
+            args.clone().resolve().expect("ok").peer_advertise,
+            "10.0.0.1:7101"
+        );
+        args.name = Some("unit-z".into());
+        let err = args.resolve().expect_err("name mismatch").to_string();
+        assert!(err.contains("unit-z"), "{err}");
+    }
+
+    #[test]
+    fn cabling_parses_and_rejects() {
+        let cabling = parse_cabling("srv-1=1,srv-2=30").expect("ok");
+        assert_eq!(cabling.get("srv-2"), Some(&30));
+        for bad in ["srv-1=0", "srv-1=31", "srv-1", "a=1,b=1", "a=1,a=2"] {
+            assert!(parse_cabling(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn witness_rules() {
+        let mut args = base();
+        args.role = Some(RoleArg::Witness);
+        assert_eq!(args.clone().resolve().expect("ok").capacity, 0);
+        args.cabling = Some("srv=1".into());
+        assert!(args
+            .resolve()
+            .expect_err("cabled witness")
+            .to_string()
+            .contains("witness"));
+    }
+
+    #[test]
+    fn timing_is_checked() {
+        let mut args = base();
+        args.election_min_ms = Some(150);
+        assert!(args.clone().resolve().is_err());
+        args.election_min_ms = Some(500);
+        args.election_max_ms = Some(400);
+        assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vnetd.toml");
+        std::fs::write(
+            &path,
+            "id = 2\nname = \"unit-b\"\ndata_dir = \"/d\"\nheartbeat_ms = 50\nelection_min_ms = 200\nelection_max_ms = 400\n",
+        )
+        .expect("write");
+        let args = Args {
+            config: Some(path.clone()),
+            heartbeat_ms: Some(60),
+            ..Args::default()
+        };
+        let config = args.resolve().expect("ok");
+        assert_eq!(config.id, 2);
+        assert_eq!(config.raft.heartbeat_ms, 60);
+        assert_eq!(config.raft.election_min_ms, 200);
+        std::fs::write(&path, "id = 2\nbogus = 1\n").expect("write");
+        let err = Args {
+            config: Some(path),
+            ..Args::default()
+        }
+        .resolve()
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

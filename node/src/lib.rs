@@ -1,0 +1,145 @@
+//! `vnetd`, a vnet-ha node, as a library: [`run`] serves one node until a shutdown future
+//! completes. The binary (`main.rs`) only parses configuration, sets up logging and calls it;
+//! tests and the chaos harness call it directly with listeners bound to port 0.
+//!
+//! How the modules fit:
+//! - [`config`]: flags, `VNET_*` variables and the TOML file, merged and validated.
+//! - [`node`]: the Raft instance and the request paths to the leader (forwarding, read
+//!   barriers, membership, leader transfer, bootstrap).
+//! - [`peer`]: the peer API between nodes (Raft transport, forwarding) — client and server.
+//! - [`api`]: the public `vnet.v1` services.
+//! - [`convert`]: wire <-> model conversions, one file per type.
+//! - [`error`]: [`error::ApiError`] and its gRPC status mapping.
+//! - [`telemetry`]: logging setup.
+//!
+//! Storage is `raft-store`; the domain and its state machine are `vnet-model`. This crate is the
+//! only one that knows all of them and the wire.
+
+pub mod api;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod node;
+pub mod peer;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeerServer;
+use vnet_proto::vnet::v1::cluster_service_server::ClusterServiceServer;
+use vnet_proto::vnet::v1::pool_service_server::PoolServiceServer;
+use vnet_proto::vnet::v1::profile_service_server::ProfileServiceServer;
+use vnet_proto::vnet::v1::watch_service_server::WatchServiceServer;
+
+pub use config::{Args, Config};
+pub use node::Node;
+
+use crate::peer::client::PEER_MESSAGE_BYTES_MAX;
+
+/// How long in-flight requests may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
+
+/// The two listeners a node serves on: the public API and peer traffic.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let api = TcpListener::bind(config.api_listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on api_listen {}: {e}", config.api_listen),
+            )
+        })?;
+        let peer = TcpListener::bind(config.peer_listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on peer_listen {}: {e}", config.peer_listen),
+            )
+        })?;
+        Ok(Self { api, peer })
+    }
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly: servers first (with a grace
+/// period for in-flight requests), then Raft.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let api_addr = match &config.api_advertise {
+        Some(addr) => addr.clone(),
+        None => listeners.api.local_addr()?.to_string(),
+    };
+    let node = Node::start(Arc::new(config)).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let peer_server = Server::builder()
+        .add_service(
+            RaftPeerServer::new(peer::service::PeerService::new(node.clone()))
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.peer),
+            stopped(stop_rx.clone()),
+        );
+    let api = api::Api {
+        node: node.clone(),
+        stopping: stop_rx.clone(),
+    };
+    let api_server = Server::builder()
+        .add_service(ProfileServiceServer::new(api.clone()))
+        .add_service(PoolServiceServer::new(api.clone()))
+        .add_service(ClusterServiceServer::new(api.clone()))
+        .add_service(WatchServiceServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), stopped(stop_rx));
+    let peer_task = tokio::spawn(peer_server);
+    let api_task = tokio::spawn(api_server);
+
+    let result = match node.bootstrap_if_founder().await {
+        Ok(()) => {
+            let registering = tokio::spawn({
+                let node = node.clone();
+                async move { node.register_self(api_addr).await }
+            });
+            tracing::info!(id = node.id(), name = %node.config().name, "node is serving");
+            shutdown.await;
+            tracing::info!("shutting down");
+            registering.abort();
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e)),
+    };
+
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+    for (name, task) in [("api", api_task), ("peer", peer_task)] {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(server = name, error = %e, "server stopped with an error")
+            }
+            Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(server = name, "server did not stop within the grace period");
+                abort.abort();
+            }
+        }
+    }
+    node.shutdown().await;
+    result
+}

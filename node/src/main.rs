@@ -1,0 +1,38 @@
+//! `vnetd`: parse configuration, set up logging, serve until SIGINT or SIGTERM.
+
+use clap::Parser;
+use vnet_node::{config::Args, run, telemetry, Listeners};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match serve().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnetd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Args::parse().resolve()?;
+    telemetry::init(&config.log_level, config.log_format)?;
+    let listeners = Listeners::bind(&config).await?;
+    run(config, listeners, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

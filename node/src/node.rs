@@ -1,0 +1,961 @@
+//! The node: one Raft instance, its applied state, and the paths by which requests reach the
+//! leader.
+//!
+//! Every change and every linearizable read goes through [`Node::execute`]: on the leader it runs
+//! locally; on a follower it is forwarded to the leader over the peer API. The client never needs
+//! to know who leads.
+//!
+//! Retrying is where a replicated system quietly breaks linearizability, so the rules are strict:
+//! - A request is retried (toward a new leader) only when it certainly did not take effect:
+//!   openraft answered `ForwardToLeader` (the entry was never appended, or was truncated and can
+//!   never commit), or the connection to the leader could not be opened at all.
+//! - A write whose request may have reached a leader but whose answer did not come back is
+//!   reported as `Indeterminate`, never retried here: a blind retry could apply it twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use vnet_model::{Command, Member, Outcome, Request, Role};
+
+use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
+use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
+
+/// How long to wait for something to change (a leader to appear, metrics to move) before looking
+/// again while retrying a request toward the leader.
+pub const LEADER_RETRY_INTERVAL_MS: u64 = 50;
+/// How long a probe of a peer may take during bootstrap.
+pub const BOOTSTRAP_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// How long status waits for the leader's view before answering with this node's own.
+pub const STATUS_FROM_LEADER_TIMEOUT_MS: u64 = 1_000;
+/// A learner within this many entries of the leader's log counts as caught up for promotion and
+/// leader transfer.
+pub const CAUGHT_UP_LAG_ENTRIES_MAX: u64 = 64;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (confirmed with a quorum).
+    Linearizable,
+    /// Whatever this node has applied; possibly stale, served without contacting anyone.
+    Local,
+}
+
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    config: Arc<Config>,
+    raft: Raft,
+    view: StateView,
+    peers: PeerClients,
+    pristine_at_start: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] raft_store::OpenError),
+    #[error("cannot read the Raft log in {path}: {source}")]
+    Log {
+        path: String,
+        source: openraft::StorageError<NodeId>,
+    },
+    #[error("invalid Raft timing: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("cannot start Raft: {0}")]
+    Raft(#[from] openraft::error::Fatal<NodeId>),
+    #[error(
+        "the data directory {data_dir} is empty, but peer {peer_id} at {peer_addr} already belongs \
+         to an initialized cluster. A node that lost its data must not rejoin under its old id \
+         (it could vote twice and roll back committed entries): start it with a new --id and add \
+         it with `vnetctl member add`"
+    )]
+    LostData {
+        data_dir: String,
+        peer_id: NodeId,
+        peer_addr: String,
+    },
+    #[error("cannot initialize the cluster: {0}")]
+    Initialize(String),
+}
+
+impl Node {
+    /// Opens the store and starts Raft. Does not bootstrap: call [`Node::bootstrap_if_founder`]
+    /// once the peer server is listening (peers probe each other during bootstrap).
+    pub async fn start(config: Arc<Config>) -> Result<Self, StartError> {
+        let (mut log, state_machine) = raft_store::open(&config.data_dir)?;
+        let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        // Keep the log handle's sled db alive only through openraft; `log` moves into Raft.
+        let _ = &mut log;
+        let view = state_machine.view();
+        let peers = PeerClients::default();
+        let raft_config = config.raft.to_openraft()?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            NetworkFactory {
+                peers: peers.clone(),
+            },
+            log,
+            state_machine,
+        )
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: config.id,
+                config,
+                raft,
+                view,
+                peers,
+                pristine_at_start,
+            }),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn view(&self) -> &StateView {
+        &self.inner.view
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn peers(&self) -> &PeerClients {
+        &self.inner.peers
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.request_timeout_ms)
+    }
+
+    /// Founds the cluster if this node is the founder (lowest id in the initial cluster) and its
+    /// store has never held anything. `initialize` therefore runs at most once per cluster: a
+    /// restarted node has a vote or log on disk and never gets here, and the other initial
+    /// members wait for the founder's leader to reach them.
+    pub async fn bootstrap_if_founder(&self) -> Result<(), StartError> {
+        let config = &self.inner.config;
+        let Some(founder) = config.initial_cluster.iter().map(|m| m.id).min() else {
+            return Ok(());
+        };
+        if !self.inner.pristine_at_start || founder != self.id() {
+            return Ok(());
+        }
+        // An empty disk on the founder is either a brand-new cluster or a founder that lost its
+        // data. Ask the others: if any already belongs to an initialized cluster, refuse.
+        for member in config.initial_cluster.iter().filter(|m| m.id != self.id()) {
+            let probe = self
+                .peers()
+                .probe(
+                    &member.peer_addr,
+                    Duration::from_millis(BOOTSTRAP_PROBE_TIMEOUT_MS),
+                )
+                .await;
+            match probe {
+                Ok(reply) if reply.initialized => {
+                    return Err(StartError::LostData {
+                        data_dir: config.data_dir.display().to_string(),
+                        peer_id: member.id,
+                        peer_addr: member.peer_addr.clone(),
+                    })
+                }
+                Ok(_) => {}
+                // Not up yet: it has nothing, so it cannot contradict us.
+                Err(e) => {
+                    tracing::info!(peer = member.id, error = %e, "peer not reachable during bootstrap")
+                }
+            }
+        }
+        let members: BTreeMap<NodeId, PeerNode> = config
+            .initial_cluster
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    PeerNode {
+                        name: m.name.clone(),
+                        peer_addr: m.peer_addr.clone(),
+                    },
+                )
+            })
+            .collect();
+        match self.raft().initialize(members).await {
+            Ok(()) => {
+                tracing::info!(
+                    members = config.initial_cluster.len(),
+                    "founded the cluster"
+                );
+                Ok(())
+            }
+            // Someone replicated to us between the probe and now: the cluster exists, which is
+            // what we wanted.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(StartError::Initialize(e.to_string())),
+        }
+    }
+
+    fn metrics(&self) -> RaftMetrics<NodeId, PeerNode> {
+        self.raft().metrics().borrow().clone()
+    }
+
+    /// Proposes a model change and returns its outcome, and the revision it was applied at, once
+    /// committed and applied.
+    pub async fn write(&self, actor: &str, command: Command) -> Result<(Outcome, u64), ApiError> {
+        let request = Request {
+            actor: actor.to_string(),
+            command,
+        };
+        match self.execute(LeaderRequest::Write(request)).await? {
+            LeaderReply::Applied { outcome, revision } => Ok((outcome, revision)),
+            other => Err(unexpected_reply("write", &other)),
+        }
+    }
+
+    /// Waits until this node's applied state reflects every write acknowledged before the call,
+    /// for a linearizable read; returns at once for a local read.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        if consistency == Consistency::Local {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.request_timeout();
+        let index = match self.execute(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex { index } => index,
+            other => return Err(unexpected_reply("read index", &other)),
+        };
+        let mut progress = self.view().subscribe();
+        loop {
+            if progress.borrow_and_update().applied_index >= index {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(ApiError::Unavailable {
+                        reason: "this node is shutting down".to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(ApiError::Unavailable {
+                        reason: format!(
+                            "this node has not applied up to index {index} in time; it is \
+                             behind the leader"
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Runs `request` on the leader, wherever it is, retrying only where that is safe (see the
+    /// module doc).
+    pub async fn execute(&self, request: LeaderRequest) -> Result<LeaderReply, ApiError> {
+        let deadline = Instant::now() + self.request_timeout();
+        let mut metrics = self.raft().metrics();
+        let mut last_reason = String::from("no leader is known yet");
+        loop {
+            let (leader, leader_addr) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|id| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.peer_addr.clone())
+                });
+                (leader, addr)
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match (leader, leader_addr) {
+                (Some(id), _) if id == self.id() => self.execute_as_leader(request.clone()).await,
+                (Some(id), Some(addr)) => {
+                    match self.peers().to_leader(&addr, &request, remaining).await {
+                        Ok(result) => result,
+                        Err(e @ PeerCallError::Unreachable { .. }) if never_sent(&e) => {
+                            Err(ApiError::NotLeader { leader: Some(id) })
+                                .inspect_err(|_| last_reason = e.to_string())
+                        }
+                        Err(e) if request.is_read_only() => {
+                            last_reason = e.to_string();
+                            Err(ApiError::NotLeader { leader: Some(id) })
+                        }
+                        Err(e) => {
+                            return Err(ApiError::Indeterminate {
+                                reason: e.to_string(),
+                            })
+                        }
+                    }
+                }
+                (Some(id), None) => {
+                    last_reason = format!("leader {id} is not in this node's membership view");
+                    Err(ApiError::NotLeader { leader: Some(id) })
+                }
+                (None, _) => Err(ApiError::NotLeader { leader: None }),
+            };
+            match result {
+                Err(ApiError::NotLeader { .. }) => {}
+                other => return other,
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::Unavailable {
+                    reason: format!(
+                        "gave up after {} ms: {last_reason}",
+                        self.request_timeout().as_millis()
+                    ),
+                });
+            }
+            // Wait for the leader to change, but look again soon anyway: a leader that is
+            // unreachable may stay "current" in metrics until an election times out.
+            let wait_until =
+                (Instant::now() + Duration::from_millis(LEADER_RETRY_INTERVAL_MS)).min(deadline);
+            let _ = tokio::time::timeout_at(wait_until, metrics.changed()).await;
+        }
+    }
+
+    /// Runs `request` here, as the leader. Answers `NotLeader` if this node is not the leader,
+    /// which callers treat as "certainly not done; retry toward the leader".
+    pub async fn execute_as_leader(&self, request: LeaderRequest) -> LeaderResult {
+        let timeout = self.request_timeout();
+        match request {
+            LeaderRequest::Write(request) => {
+                let written =
+                    tokio::time::timeout(timeout, self.raft().client_write(request)).await;
+                match written {
+                    Err(_) => Err(ApiError::Indeterminate {
+                        reason: format!("not committed within {} ms", timeout.as_millis()),
+                    }),
+                    Ok(Ok(response)) => match response.data {
+                        Response::Applied(Ok(outcome)) => Ok(LeaderReply::Applied {
+                            outcome,
+                            revision: response.log_id.index,
+                        }),
+                        Response::Applied(Err(rejection)) => Err(ApiError::Rejected(rejection)),
+                        Response::Internal => Err(ApiError::Internal {
+                            reason: "a client write produced no model outcome".to_string(),
+                        }),
+                    },
+                    Ok(Err(e)) => Err(client_write_error(e)),
+                }
+            }
+            LeaderRequest::ReadIndex => {
+                // get_read_log_id confirms leadership with a quorum before answering, so a
+                // deposed leader cannot hand out a stale read index.
+                match tokio::time::timeout(timeout, self.raft().get_read_log_id()).await {
+                    Err(_) => Err(ApiError::Unavailable {
+                        reason: format!(
+                            "could not confirm leadership with a quorum within {} ms",
+                            timeout.as_millis()
+                        ),
+                    }),
+                    Ok(Ok((read_log_id, _))) => Ok(LeaderReply::ReadIndex {
+                        index: read_log_id.map_or(0, |id| id.index),
+                    }),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        Err(ApiError::NotLeader {
+                            leader: f.leader_id,
+                        })
+                    }
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                        Err(ApiError::Unavailable {
+                            reason: e.to_string(),
+                        })
+                    }
+                    Ok(Err(RaftError::Fatal(e))) => Err(ApiError::Unavailable {
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            LeaderRequest::AddLearner {
+                id,
+                node,
+                api_addr,
+                role,
+            } => self.add_learner(id, node, api_addr, role).await,
+            LeaderRequest::Promote { id } => self.promote(id).await,
+            LeaderRequest::Remove { id } => self.remove(id).await,
+            LeaderRequest::TransferLeader { to } => self.transfer_leader(to).await,
+            LeaderRequest::Status => {
+                self.require_leader()?;
+                Ok(LeaderReply::Status(Box::new(self.local_status())))
+            }
+        }
+    }
+
+    fn require_leader(&self) -> Result<RaftMetrics<NodeId, PeerNode>, ApiError> {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.id()) || metrics.state != ServerState::Leader {
+            return Err(ApiError::NotLeader {
+                leader: metrics.current_leader,
+            });
+        }
+        Ok(metrics)
+    }
+
+    async fn add_learner(
+        &self,
+        id: NodeId,
+        node: PeerNode,
+        api_addr: String,
+        role: Role,
+    ) -> LeaderResult {
+        let metrics = self.require_leader()?;
+        if let Some(existing) = metrics.membership_config.membership().get_node(&id) {
+            return Err(ApiError::MemberExists {
+                id,
+                name: existing.name.clone(),
+            });
+        }
+        let name = node.name.clone();
+        let peer_addr = node.peer_addr.clone();
+        // Not blocking: a learner that is not running yet is still a member; it catches up when
+        // it starts, and status shows how far it has got.
+        let added = tokio::time::timeout(
+            self.request_timeout(),
+            self.raft().add_learner(id, node, false),
+        )
+        .await
+        .map_err(|_| ApiError::Indeterminate {
+            reason: "adding the learner did not commit in time".to_string(),
+        })?
+        .map_err(client_write_error)?;
+        // Record what the caller told us, so status shows the role at once; the member refreshes
+        // its own record (cabling, capacity) when it starts.
+        let member = Member {
+            id,
+            name,
+            role,
+            api_addr,
+            peer_addr,
+            cabling: BTreeMap::new(),
+            capacity: 0,
+        };
+        let request = Request {
+            actor: format!("vnetd/{}", self.config().name),
+            command: Command::PutMember(member),
+        };
+        match Box::pin(self.execute_as_leader(LeaderRequest::Write(request))).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(member = id, error = %e, "could not record the new member"),
+        }
+        Ok(LeaderReply::MembershipChanged {
+            log_index: added.log_id.index,
+        })
+    }
+
+    async fn promote(&self, id: NodeId) -> LeaderResult {
+        let metrics = self.require_leader()?;
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::MemberNotFound { id });
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            return Err(ApiError::FailedPrecondition {
+                reason: format!("member {id} is already a voter"),
+            });
+        }
+        self.require_caught_up(&metrics, id)?;
+        let changed = tokio::time::timeout(
+            self.request_timeout(),
+            self.raft()
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+        )
+        .await
+        .map_err(|_| ApiError::Indeterminate {
+            reason: "the membership change did not commit in time".to_string(),
+        })?
+        .map_err(client_write_error)?;
+        Ok(LeaderReply::MembershipChanged {
+            log_index: changed.log_id.index,
+        })
+    }
+
+    fn require_caught_up(
+        &self,
+        metrics: &RaftMetrics<NodeId, PeerNode>,
+        id: NodeId,
+    ) -> Result<(), ApiError> {
+        let last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map_or(0, |log_id| log_id.index);
+        if last.saturating_sub(matched) > CAUGHT_UP_LAG_ENTRIES_MAX {
+            return Err(ApiError::FailedPrecondition {
+                reason: format!(
+                    "member {id} has not caught up: it has replicated up to index {matched} of \
+                     {last}; wait and retry"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: NodeId) -> LeaderResult {
+        let metrics = self.require_leader()?;
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::MemberNotFound { id });
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ApiError::FailedPrecondition {
+                    reason: format!("member {id} is the only voter; add another voter first"),
+                });
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let changed = tokio::time::timeout(
+            self.request_timeout(),
+            self.raft().change_membership(change, false),
+        )
+        .await
+        .map_err(|_| ApiError::Indeterminate {
+            reason: "the membership change did not commit in time".to_string(),
+        })?
+        .map_err(client_write_error)?;
+        if self.view().read(|a| a.state.member(id).is_some()) {
+            let request = Request {
+                actor: format!("vnetd/{}", self.config().name),
+                command: Command::RemoveMember { id },
+            };
+            // Removing ourselves makes us step down; the record is then removed by a later
+            // leader's view of the world only if someone asks. Log, don't fail: the membership
+            // change itself is done.
+            if let Err(e) = Box::pin(self.execute(LeaderRequest::Write(request))).await {
+                tracing::warn!(member = id, error = %e, "could not remove the member record");
+            }
+        }
+        Ok(LeaderReply::MembershipChanged {
+            log_index: changed.log_id.index,
+        })
+    }
+
+    /// Hands leadership to `to`. openraft 0.9 has no transfer call, and its voters refuse to vote
+    /// while a leader's lease is fresh. So: every other voter holds off elections of its own, this
+    /// leader stops sending heartbeats, and the caught-up target campaigns until it wins (its
+    /// log is as long as anyone's, so it can). Holds expire by themselves, so a transfer that
+    /// fails halfway leaves the cluster as it was.
+    async fn transfer_leader(&self, to: NodeId) -> LeaderResult {
+        let metrics = self.require_leader()?;
+        if to == self.id() {
+            return Ok(LeaderReply::Transferred {
+                leader: to,
+                term: metrics.current_term,
+            });
+        }
+        let membership = metrics.membership_config.membership();
+        let Some(target) = membership.get_node(&to) else {
+            return Err(ApiError::MemberNotFound { id: to });
+        };
+        if !membership.voter_ids().any(|v| v == to) {
+            return Err(ApiError::FailedPrecondition {
+                reason: format!("member {to} is a learner; only a voter can lead"),
+            });
+        }
+        self.require_caught_up(&metrics, to)?;
+        let timing = &self.config().raft;
+        let hold = Duration::from_millis(timing.election_max_ms * 4);
+        let rpc_timeout = Duration::from_millis(timing.election_max_ms);
+        for (id, node) in membership.nodes() {
+            if *id == to || *id == self.id() {
+                continue;
+            }
+            let control = ElectionControl::Hold {
+                duration_ms: hold.as_millis() as u64,
+            };
+            if let Err(e) = self
+                .peers()
+                .election(&node.peer_addr, &control, rpc_timeout)
+                .await
+            {
+                tracing::warn!(peer = id, error = %e, "could not ask a voter to hold elections");
+            }
+        }
+        self.election_control(ElectionControl::Hold {
+            duration_ms: hold.as_millis() as u64,
+        });
+        self.raft().runtime_config().heartbeat(false);
+        let campaign = ElectionControl::Campaign {
+            deadline_ms: hold.as_millis() as u64,
+        };
+        let asked = self
+            .peers()
+            .election(&target.peer_addr, &campaign, rpc_timeout)
+            .await;
+        let result = match asked {
+            Err(e) => Err(ApiError::Unavailable {
+                reason: format!("could not reach the transfer target: {e}"),
+            }),
+            Ok(()) => {
+                let waited = self
+                    .raft()
+                    .wait(Some(hold))
+                    .metrics(|m| m.current_leader == Some(to), "leader transfer")
+                    .await;
+                match waited {
+                    Ok(m) => Ok(LeaderReply::Transferred {
+                        leader: to,
+                        term: m.current_term,
+                    }),
+                    Err(e) => Err(ApiError::Unavailable {
+                        reason: format!("member {to} did not take over in time: {e}"),
+                    }),
+                }
+            }
+        };
+        self.raft().runtime_config().heartbeat(true);
+        result
+    }
+
+    /// Applies an election-control request from a leader running a transfer.
+    pub fn election_control(&self, control: ElectionControl) {
+        let raft = self.raft().clone();
+        let id = self.id();
+        match control {
+            ElectionControl::Hold { duration_ms } => {
+                raft.runtime_config().elect(false);
+                tokio::spawn(async move {
+                    // Not a synchronisation: the hold is a lease on our own elections, and it
+                    // must end even if the leader that asked for it is gone.
+                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                    raft.runtime_config().elect(true);
+                });
+            }
+            ElectionControl::Campaign { deadline_ms } => {
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+                    let mut metrics = raft.metrics();
+                    while Instant::now() < deadline {
+                        if metrics.borrow().current_leader == Some(id) {
+                            return;
+                        }
+                        if raft.trigger().elect().await.is_err() {
+                            return;
+                        }
+                        let retry = (Instant::now()
+                            + Duration::from_millis(LEADER_RETRY_INTERVAL_MS * 2))
+                        .min(deadline);
+                        let _ = tokio::time::timeout_at(retry, metrics.changed()).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Keeps this node's member record (role, addresses, cabling, capacity) in the replicated
+    /// state, so that every node (and later the placement controller) knows it. Runs until the
+    /// record is in place, retrying while there is no leader.
+    pub async fn register_self(&self, api_addr: String) {
+        let config = self.config();
+        let desired = Member {
+            id: self.id(),
+            name: config.name.clone(),
+            role: config.role,
+            api_addr,
+            peer_addr: config.peer_advertise.clone(),
+            cabling: config.cabling.clone(),
+            capacity: config.capacity,
+        };
+        let mut metrics = self.raft().metrics();
+        loop {
+            let in_membership = {
+                let m = metrics.borrow_and_update();
+                m.current_leader.is_some()
+                    && m.membership_config
+                        .membership()
+                        .get_node(&self.id())
+                        .is_some()
+            };
+            if in_membership {
+                if self
+                    .view()
+                    .read(|a| a.state.member(self.id()) == Some(&desired))
+                {
+                    return;
+                }
+                let command = Command::PutMember(desired.clone());
+                match self.write(&format!("vnetd/{}", config.name), command).await {
+                    Ok(_) => {
+                        tracing::info!("registered this node's member record");
+                        return;
+                    }
+                    Err(ApiError::Rejected(rejection)) => {
+                        tracing::error!(
+                            error = %rejection,
+                            "the cluster refused this node's member record; fix the config"
+                        );
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "member registration will be retried"),
+                }
+            }
+            let retry = Instant::now() + Duration::from_millis(LEADER_RETRY_INTERVAL_MS * 4);
+            if tokio::time::timeout_at(retry, metrics.changed())
+                .await
+                .is_ok_and(|changed| changed.is_err())
+            {
+                return;
+            }
+        }
+    }
+
+    /// The cluster as the leader sees it (forwarded there when possible), else as this node does.
+    pub async fn status(&self, consistency: Consistency) -> ClusterStatus {
+        if consistency == Consistency::Linearizable
+            && self.metrics().current_leader != Some(self.id())
+        {
+            let leader = self.metrics().current_leader.and_then(|id| {
+                self.metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.peer_addr.clone())
+            });
+            if let Some(addr) = leader {
+                let timeout = Duration::from_millis(STATUS_FROM_LEADER_TIMEOUT_MS);
+                if let Ok(Ok(LeaderReply::Status(status))) = self
+                    .peers()
+                    .to_leader(&addr, &LeaderRequest::Status, timeout)
+                    .await
+                {
+                    return *status;
+                }
+            }
+        }
+        self.local_status()
+    }
+
+    /// This node's own view of the cluster.
+    pub fn local_status(&self) -> ClusterStatus {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_leader = metrics.current_leader == Some(self.id());
+        let stale_after_ms = self.config().raft.election_max_ms * 2;
+        let records: BTreeMap<NodeId, Member> = self
+            .view()
+            .read(|a| a.state.members().map(|m| (m.id, m.clone())).collect());
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let record = records.get(id);
+                let voter = voters.contains(id);
+                let last_contact_ms = if *id == self.id() {
+                    Some(0)
+                } else if is_leader {
+                    self.peers().last_contact_ms(*id)
+                } else {
+                    None
+                };
+                let raft_state = if *id == self.id() {
+                    RaftStateKind::from(metrics.state)
+                } else if metrics.current_leader == Some(*id) {
+                    RaftStateKind::Leader
+                } else if is_leader && last_contact_ms.is_none_or(|ms| ms > stale_after_ms) {
+                    RaftStateKind::Offline
+                } else if !voter {
+                    RaftStateKind::Learner
+                } else if is_leader {
+                    RaftStateKind::Follower
+                } else {
+                    RaftStateKind::Unknown
+                };
+                let matched_index = if *id == self.id() {
+                    metrics.last_log_index
+                } else {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|log_id| log_id.index)
+                };
+                MemberStatus {
+                    id: *id,
+                    name: node.name.clone(),
+                    peer_addr: node.peer_addr.clone(),
+                    role: record.map(|m| m.role),
+                    api_addr: record.map(|m| m.api_addr.clone()).unwrap_or_default(),
+                    cabling: record.map(|m| m.cabling.clone()).unwrap_or_default(),
+                    capacity: record.map_or(0, |m| m.capacity),
+                    voter,
+                    raft_state,
+                    last_contact_ms,
+                    matched_index,
+                }
+            })
+            .collect();
+        let progress = self.view().progress();
+        let leader_name = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
+        ClusterStatus {
+            responder_id: self.id(),
+            leader_id: metrics.current_leader,
+            leader_name: leader_name.unwrap_or_default(),
+            term: metrics.current_term,
+            commit_index: self.committed_index_hint(&metrics),
+            applied_index: progress.applied_index,
+            revision: progress.revision,
+            members,
+        }
+    }
+
+    /// The commit index as far as this node can tell: on the leader, the highest index a quorum
+    /// of voters has replicated; elsewhere, what it has applied (it cannot know more).
+    fn committed_index_hint(&self, metrics: &RaftMetrics<NodeId, PeerNode>) -> u64 {
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let Some(replication) = metrics.replication.as_ref() else {
+            return applied;
+        };
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let mut matched: Vec<u64> = voters
+            .iter()
+            .map(|id| {
+                if *id == self.id() {
+                    metrics.last_log_index.unwrap_or(0)
+                } else {
+                    replication
+                        .get(id)
+                        .cloned()
+                        .flatten()
+                        .map_or(0, |log_id| log_id.index)
+                }
+            })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum = voters.len() / 2 + 1;
+        matched
+            .get(quorum - 1)
+            .copied()
+            .unwrap_or(applied)
+            .max(applied)
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft().shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+}
+
+impl LeaderRequest {
+    fn is_read_only(&self) -> bool {
+        matches!(self, LeaderRequest::ReadIndex | LeaderRequest::Status)
+    }
+}
+
+/// Did the request certainly never leave this node? True only for a failed connection attempt:
+/// tonic reports it as UNAVAILABLE with a connect error underneath. Any other failure may have
+/// happened after the request was sent.
+fn never_sent(error: &PeerCallError) -> bool {
+    let PeerCallError::Unreachable { status, .. } = error else {
+        return false;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut text = status.message().to_lowercase();
+    while let Some(e) = source {
+        text.push(' ');
+        text.push_str(&e.to_string().to_lowercase());
+        source = e.source();
+    }
+    text.contains("connect") && !text.contains("reset")
+}
+
+fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>) -> ApiError {
+    match e {
+        // ForwardToLeader means the entry was never appended here, or was truncated and can never
+        // commit (openraft answers pending writes this way only on truncation): safe to retry.
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ApiError::FailedPrecondition {
+                reason: e.to_string(),
+            }
+        }
+        RaftError::Fatal(e) => ApiError::Unavailable {
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn unexpected_reply(what: &str, reply: &LeaderReply) -> ApiError {
+    ApiError::Internal {
+        reason: format!("the leader answered a {what} with {reply:?}"),
+    }
+}
+
+/// What status reports; the API converts it to the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub responder_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub leader_name: String,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_addr: String,
+    pub role: Option<Role>,
+    pub api_addr: String,
+    pub cabling: BTreeMap<String, u8>,
+    pub capacity: u32,
+    pub voter: bool,
+    pub raft_state: RaftStateKind,
+    pub last_contact_ms: Option<u64>,
+    pub matched_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftStateKind {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Unknown,
+    Offline,
+}
+
+impl From<ServerState> for RaftStateKind {
+    fn from(state: ServerState) -> Self {
+        match state {
+            ServerState::Leader => Self::Leader,
+            ServerState::Follower => Self::Follower,
+            ServerState::Candidate => Self::Candidate,
+            ServerState::Learner => Self::Learner,
+            ServerState::Shutdown => Self::Offline,
+        }
+    }
+}

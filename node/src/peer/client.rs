@@ -1,0 +1,277 @@
+//! Outgoing peer calls: openraft's network over tonic, and calls to the leader.
+//!
+//! One lazily connected tonic channel per peer address is shared by every caller; tonic
+//! reconnects it when the peer comes back. Each successful exchange records the peer's last
+//! contact time, which status reports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+use vnet_proto::vnet::raft::v1::RaftMessage;
+
+use raft_store::{NodeId, PeerNode, TypeConfig};
+
+use super::{decode, encode, ElectionControl, LeaderRequest, LeaderResult, ProbeReply};
+
+/// How long to wait for a TCP connection to a peer.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
+/// Largest peer message accepted or sent. Snapshot chunks are far below it (see
+/// `SNAPSHOT_CHUNK_BYTES_MAX`); append batches are bounded by openraft's `max_payload_entries`.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Why a call to a peer failed, from the caller's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    /// The request never reached the peer (no connection): nothing happened there.
+    #[error("peer {addr} is unreachable: {status}")]
+    Unreachable { addr: String, status: tonic::Status },
+    /// The request may have reached the peer, but no answer came back.
+    #[error("peer {addr} did not answer: {status}")]
+    NoAnswer { addr: String, status: tonic::Status },
+    /// The peer answered with an error status (it could not read the request, say).
+    #[error("peer {addr} refused the request: {status}")]
+    Refused { addr: String, status: tonic::Status },
+}
+
+impl PeerCallError {
+    fn from_status(addr: &str, status: tonic::Status) -> Self {
+        let addr = addr.to_string();
+        match status.code() {
+            // tonic reports a failed connect as UNAVAILABLE before anything is sent.
+            tonic::Code::Unavailable => Self::Unreachable { addr, status },
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                Self::NoAnswer { addr, status }
+            }
+            _ => Self::Refused { addr, status },
+        }
+    }
+}
+
+/// Shared connections to peers, and when each peer last answered.
+#[derive(Debug, Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+// These locks guard plain maps with no invariants spanning calls; a panic while holding one
+// cannot leave a map half-updated in a way that matters, so a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl PeerClients {
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, PeerCallError> {
+        let mut channels = lock(&self.channels);
+        let channel = match channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| PeerCallError::Refused {
+                        addr: addr.to_string(),
+                        status: tonic::Status::invalid_argument(format!(
+                            "peer address {addr:?} is not valid: {e}"
+                        )),
+                    })?
+                    .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+    }
+
+    pub fn record_contact(&self, id: NodeId) {
+        lock(&self.last_contact).insert(id, Instant::now());
+    }
+
+    /// Milliseconds since `id` last answered a call from this node, if it ever did.
+    pub fn last_contact_ms(&self, id: NodeId) -> Option<u64> {
+        lock(&self.last_contact)
+            .get(&id)
+            .map(|at| at.elapsed().as_millis() as u64)
+    }
+
+    /// Sends a request to the leader at `addr` and returns its answer.
+    pub async fn to_leader(
+        &self,
+        addr: &str,
+        request: &LeaderRequest,
+        timeout: Duration,
+    ) -> Result<LeaderResult, PeerCallError> {
+        let mut client = self.client(addr)?;
+        let mut message = tonic::Request::new(encode(request));
+        message.set_timeout(timeout);
+        let reply = client
+            .forward(message)
+            .await
+            .map_err(|status| PeerCallError::from_status(addr, status))?;
+        decode(reply.get_ref(), "forward reply").map_err(|status| PeerCallError::Refused {
+            addr: addr.to_string(),
+            status,
+        })
+    }
+
+    pub async fn probe(&self, addr: &str, timeout: Duration) -> Result<ProbeReply, PeerCallError> {
+        let mut client = self.client(addr)?;
+        let mut message = tonic::Request::new(encode(&()));
+        message.set_timeout(timeout);
+        let reply = client
+            .probe(message)
+            .await
+            .map_err(|status| PeerCallError::from_status(addr, status))?;
+        decode(reply.get_ref(), "probe reply").map_err(|status| PeerCallError::Refused {
+            addr: addr.to_string(),
+            status,
+        })
+    }
+
+    pub async fn election(
+        &self,
+        addr: &str,
+        control: &ElectionControl,
+        timeout: Duration,
+    ) -> Result<(), PeerCallError> {
+        let mut client = self.client(addr)?;
+        let mut message = tonic::Request::new(encode(control));
+        message.set_timeout(timeout);
+        client
+            .trigger_election(message)
+            .await
+            .map_err(|status| PeerCallError::from_status(addr, status))?;
+        Ok(())
+    }
+}
+
+/// openraft's network factory: one [`PeerConnection`] per replication target.
+#[derive(Debug, Clone)]
+pub struct NetworkFactory {
+    pub peers: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerConnection {
+            target,
+            addr: node.peer_addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    peers: PeerClients,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>;
+
+impl PeerConnection {
+    async fn call<T, E>(
+        &self,
+        message: RaftMessage,
+        option: &RPCOption,
+        rpc: RpcKind,
+    ) -> RpcResult<T, E>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let mut client = self
+            .peers
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            RpcKind::AppendEntries => client.append_entries(request).await,
+            RpcKind::Vote => client.vote(request).await,
+            RpcKind::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                let e = PeerCallError::from_status(&self.addr, status);
+                return Err(match e {
+                    PeerCallError::Unreachable { .. } => {
+                        RPCError::Unreachable(Unreachable::new(&e))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&e)),
+                });
+            }
+        };
+        let result: Result<T, RaftError<NodeId, E>> = decode(&reply, rpc.name())
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        self.peers.record_contact(self.target);
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RpcKind {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl RpcKind {
+    fn name(self) -> &'static str {
+        match self {
+            RpcKind::AppendEntries => "append-entries reply",
+            RpcKind::Vote => "vote reply",
+            RpcKind::InstallSnapshot => "install-snapshot reply",
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(encode(&rpc), &option, RpcKind::AppendEntries)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        // The chunk's bytes ride beside the JSON payload, not inside it (JSON would write each
+        // byte as a decimal number).
+        let data = std::mem::take(&mut rpc.data);
+        let mut message = encode(&rpc);
+        message.data = data;
+        self.call(message, &option, RpcKind::InstallSnapshot).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(encode(&rpc), &option, RpcKind::Vote).await
+    }
+}

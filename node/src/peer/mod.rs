@@ -1,0 +1,114 @@
+//! Peer traffic: the Raft transport and the leader-directed requests between `vnetd` nodes.
+//!
+//! - [`client`]: outgoing calls — openraft's `RaftNetwork` over tonic, and forwarding to the
+//!   leader.
+//! - [`service`]: the `vnet.raft.v1.RaftPeer` server that answers them.
+//!
+//! Messages travel as JSON inside [`RaftMessage`]: openraft's own types derive serde, and a
+//! self-describing encoding lets a receiver name exactly what it could not read. Every decode of
+//! a peer message is checked, and a bad one is answered with `INVALID_ARGUMENT`, never a panic.
+
+pub mod client;
+pub mod service;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use vnet_model::{Outcome, Request, Role};
+use vnet_proto::vnet::raft::v1::RaftMessage;
+
+use raft_store::{NodeId, PeerNode};
+
+use crate::error::ApiError;
+use crate::node::ClusterStatus;
+
+/// The only payload encoding this build reads and writes.
+pub const FORMAT: &str = "json/1";
+
+pub fn encode<T: Serialize>(value: &T) -> RaftMessage {
+    RaftMessage {
+        format: FORMAT.to_string(),
+        // Serializing our own types to JSON cannot fail: they have string keys and no
+        // non-serializable fields. Should that ever change, an empty payload is refused by the
+        // receiver with a clear error rather than crashing this node.
+        payload: serde_json::to_vec(value).unwrap_or_default(),
+        data: Vec::new(),
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(message: &RaftMessage, what: &str) -> Result<T, tonic::Status> {
+    if message.format != FORMAT {
+        return Err(tonic::Status::invalid_argument(format!(
+            "peer message {what}: format {:?} is not supported (expected {FORMAT:?})",
+            message.format
+        )));
+    }
+    serde_json::from_slice(&message.payload).map_err(|e| {
+        tonic::Status::invalid_argument(format!("peer message {what}: payload is not valid: {e}"))
+    })
+}
+
+/// What a follower asks of the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderRequest {
+    /// Propose a model change.
+    Write(Request),
+    /// Confirm leadership with a quorum and say up to which log index a reader must have applied
+    /// to observe every write acknowledged before this request was sent.
+    ReadIndex,
+    /// Add a node as a learner, wait for it to catch up, and record it as a member.
+    AddLearner {
+        id: NodeId,
+        node: PeerNode,
+        api_addr: String,
+        role: Role,
+    },
+    /// Make a caught-up learner a voter.
+    Promote { id: NodeId },
+    /// Remove a node from the Raft membership and from the member records.
+    Remove { id: NodeId },
+    /// Hand leadership to `to`.
+    TransferLeader { to: NodeId },
+    /// The cluster as the leader sees it (replication progress, last contact).
+    Status,
+}
+
+/// The leader's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderReply {
+    /// The model's outcome and the revision (log index) it was applied at.
+    Applied {
+        outcome: Outcome,
+        revision: u64,
+    },
+    ReadIndex {
+        index: u64,
+    },
+    MembershipChanged {
+        log_index: u64,
+    },
+    Transferred {
+        leader: NodeId,
+        term: u64,
+    },
+    Status(Box<ClusterStatus>),
+}
+
+pub type LeaderResult = Result<LeaderReply, ApiError>;
+
+/// What a node says of itself when probed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReply {
+    pub id: NodeId,
+    pub initialized: bool,
+    pub last_log_index: Option<u64>,
+}
+
+/// Election control, for leader transfer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ElectionControl {
+    /// Start an election now and keep trying until `deadline_ms` passes or this node leads.
+    Campaign { deadline_ms: u64 },
+    /// Do not start elections of your own for `duration_ms` (voting is unaffected), so that the
+    /// transfer target is the only candidate.
+    Hold { duration_ms: u64 },
+}

@@ -1,0 +1,86 @@
+//! The `vnet.raft.v1.RaftPeer` server: hands Raft messages to openraft and leader requests to the
+//! node. A message it cannot read is refused with `INVALID_ARGUMENT` naming what was wrong.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeer;
+use vnet_proto::vnet::raft::v1::RaftMessage;
+
+use raft_store::{NodeId, TypeConfig};
+
+use super::{decode, encode, ElectionControl, LeaderRequest, LeaderResult, ProbeReply};
+use crate::node::Node;
+
+pub struct PeerService {
+    node: Node,
+}
+
+impl PeerService {
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
+        let result = self.node.raft().append_entries(rpc).await;
+        Ok(Response::new(encode(&result)))
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request.get_ref(), "vote")?;
+        let result = self.node.raft().vote(rpc).await;
+        Ok(Response::new(encode(&result)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&message, "install-snapshot")?;
+        rpc.data = message.data;
+        let result: Result<_, RaftError<NodeId, InstallSnapshotError>> =
+            self.node.raft().install_snapshot(rpc).await;
+        Ok(Response::new(encode(&result)))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let leader_request: LeaderRequest = decode(request.get_ref(), "forward")?;
+        let result: LeaderResult = self.node.execute_as_leader(leader_request).await;
+        Ok(Response::new(encode(&result)))
+    }
+
+    async fn probe(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let () = decode(request.get_ref(), "probe")?;
+        let raft = self.node.raft();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
+        let reply = ProbeReply {
+            id: self.node.id(),
+            initialized,
+            last_log_index: raft.metrics().borrow().last_log_index,
+        };
+        Ok(Response::new(encode(&reply)))
+    }
+
+    async fn trigger_election(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let control: ElectionControl = decode(request.get_ref(), "trigger-election")?;
+        self.node.election_control(control);
+        Ok(Response::new(encode(&())))
+    }
+}

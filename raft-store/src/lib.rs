@@ -1,0 +1,120 @@
+//! Durable storage for vnet-ha's Raft: the log on sled, the state machine in memory, snapshots as
+//! checksummed files.
+//!
+//! - [`log_store`]: openraft's `RaftLogStorage` on sled (vote, committed, log entries), with the
+//!   fsync rules openraft's safety rests on.
+//! - [`state_machine`]: openraft's `RaftStateMachine`, applying [`vnet_model::apply`] to an
+//!   in-memory [`vnet_model::State`], shared read-only with the API through [`StateView`].
+//! - [`snapshot_file`]: the snapshot encoding (magic, version, length, CRC-32) and its atomic,
+//!   fsynced replacement on disk.
+//!
+//! This crate knows openraft, sled and the model; it knows nothing of gRPC, the network or the
+//! fabric. [`open`] is the one way in: it returns both halves over one data directory.
+
+pub mod log_store;
+pub mod snapshot_file;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vnet_model::{Outcome, Rejection, Request};
+
+pub use log_store::LogStore;
+pub use state_machine::{Applied, Progress, StateMachineStore, StateView};
+
+pub type NodeId = u64;
+
+/// What the Raft membership records about a node: enough to reach it over the peer API.
+/// Everything else about a member (role, API address, cabling) is model state, replicated as
+/// ordinary commands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub name: String,
+    pub peer_addr: String,
+}
+
+impl fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_addr)
+    }
+}
+
+/// The result of applying one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A client request, accepted or rejected by the model.
+    Applied(Result<Outcome, Rejection>),
+    /// A blank or membership entry: Raft's own business, nothing for a client.
+    Internal,
+}
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for vnet-ha.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = PeerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Why a data directory could not be opened. Each names the path at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the Raft log database in {path}: {source}")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("cannot use the snapshot in {path}: {source}")]
+    Snapshot {
+        path: PathBuf,
+        source: snapshot_file::SnapshotError,
+    },
+}
+
+/// Opens (creating if needed) the store in `data_dir`: `raft-log/` for sled, `snapshots/` for the
+/// snapshot file. A store that cannot be read whole is refused with an error, never half-opened.
+pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let log_path = data_dir.join("raft-log");
+    let db = sled::Config::new()
+        .path(&log_path)
+        // The log is small (purged behind snapshots); a small cache keeps memory in check.
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .map_err(|source| OpenError::Sled {
+            path: log_path.clone(),
+            source,
+        })?;
+    let log = LogStore::open(&db).map_err(|source| OpenError::Sled {
+        path: log_path,
+        source,
+    })?;
+    let snapshot_path = data_dir.join("snapshots");
+    let snapshots = snapshot_file::SnapshotDir::open(snapshot_path.clone()).map_err(|source| {
+        OpenError::Snapshot {
+            path: snapshot_path.clone(),
+            source,
+        }
+    })?;
+    let state_machine =
+        StateMachineStore::open(snapshots).map_err(|source| OpenError::Snapshot {
+            path: snapshot_path,
+            source,
+        })?;
+    Ok((log, state_machine))
+}
