@@ -647,20 +647,22 @@ impl Node {
                 });
             }
             ElectionControl::Campaign { deadline_ms } => {
+                // One election per election timeout: each attempt raises the term, so retrying
+                // faster than an election can finish only churns terms.
+                let attempt = Duration::from_millis(self.config().raft.election_max_ms);
                 tokio::spawn(async move {
                     let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-                    let mut metrics = raft.metrics();
                     while Instant::now() < deadline {
-                        if metrics.borrow().current_leader == Some(id) {
-                            return;
-                        }
                         if raft.trigger().elect().await.is_err() {
                             return;
                         }
-                        let retry = (Instant::now()
-                            + Duration::from_millis(LEADER_RETRY_INTERVAL_MS * 2))
-                        .min(deadline);
-                        let _ = tokio::time::timeout_at(retry, metrics.changed()).await;
+                        let won = raft
+                            .wait(Some(attempt.min(deadline - Instant::now())))
+                            .metrics(|m| m.current_leader == Some(id), "campaign")
+                            .await;
+                        if won.is_ok() {
+                            return;
+                        }
                     }
                 });
             }

@@ -1,0 +1,243 @@
+//! Three nodes in one process: election, replication, forwarding, failure of the leader,
+//! membership changes, restart, leader transfer.
+
+mod common;
+
+use common::*;
+use vnet_proto::vnet::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elects_replicates_and_forwards() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower")
+        .id;
+
+    // A write sent to a follower is forwarded to the leader and acknowledged.
+    let created = create(cluster.node(follower), sample_profile("web-01", 1))
+        .await
+        .expect("create through a follower");
+    assert_eq!(created.vnics[0].mac, "02:00:00:00:00:01");
+    assert!(created.revision > 0);
+
+    // A linearizable read on any node sees it at once.
+    for node in &cluster.nodes {
+        let read = get(node, "web-01", pb::ReadConsistency::Linearizable)
+            .await
+            .expect("linearizable read");
+        assert_eq!(read, created, "node {} read", node.id);
+    }
+    // And every node's own copy converges (replication, not forwarding).
+    for node in &cluster.nodes {
+        wait_for("the local copy has the profile", || async {
+            get(node, "web-01", pb::ReadConsistency::Local).await.ok()
+        })
+        .await;
+    }
+
+    // Status from a follower reports the leader's view: every member, and the indexes.
+    let status = cluster
+        .node(follower)
+        .status(pb::ReadConsistency::Linearizable)
+        .await
+        .expect("status");
+    assert_eq!(status.leader_id, Some(leader));
+    assert_eq!(status.members.len(), 3);
+    assert!(status.commit_index >= created.revision);
+    assert!(status.applied_index >= created.revision);
+    let roles: Vec<i32> = status.members.iter().map(|m| m.role).collect();
+    wait_for("every member registered its role", || async {
+        let status = cluster
+            .node(leader)
+            .status(pb::ReadConsistency::Linearizable)
+            .await?;
+        let witness = status.members.iter().find(|m| m.name == "witness")?;
+        (witness.role == pb::MemberRole::Witness as i32
+            && status
+                .members
+                .iter()
+                .all(|m| m.role != 0 && !m.api_addr.is_empty()))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(roles.len(), 3);
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_when_the_leader_stops_and_a_restarted_node_finds_its_state() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let old_leader = cluster.leader().await;
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != old_leader)
+        .expect("peer")
+        .id;
+    create(cluster.node(survivor), sample_profile("before", 1))
+        .await
+        .expect("create before failure");
+
+    cluster.node_mut(old_leader).stop().await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader);
+    create(cluster.node(survivor), sample_profile("during", 2))
+        .await
+        .expect("create with the old leader down");
+
+    // The old leader comes back on its data dir: it keeps what it had and catches up.
+    cluster.node_mut(old_leader).start().await;
+    let restarted = cluster.node(old_leader);
+    for name in ["before", "during"] {
+        wait_for("the restarted node has caught up", || async {
+            get(restarted, name, pb::ReadConsistency::Local).await.ok()
+        })
+        .await;
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adds_promotes_and_removes_a_member() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    create(cluster.node(leader), sample_profile("web-01", 1))
+        .await
+        .expect("create");
+
+    // A fourth node starts empty, outside the initial cluster, and is added as a learner.
+    let (api, api_addr) = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let a = l.local_addr().expect("addr");
+        (l, a)
+    };
+    let (peer, peer_addr) = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let a = l.local_addr().expect("addr");
+        (l, a)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = vnet_node::config::Args {
+        id: Some(4),
+        name: Some("unit-c".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        api_listen: Some(api_addr),
+        peer_listen: Some(peer_addr),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("config");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let fourth = tokio::spawn(vnet_node::run(
+        config,
+        vnet_node::Listeners { api, peer },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let mut admin = cluster.node(leader).cluster().await;
+    admin
+        .add_member(pb::AddMemberRequest {
+            id: 4,
+            name: "unit-c".into(),
+            peer_addr: peer_addr.to_string(),
+            api_addr: api_addr.to_string(),
+            role: pb::MemberRole::Unit as i32,
+        })
+        .await
+        .expect("add member");
+    // The learner catches up: it can serve a local read of data written before it joined.
+    let fourth_client = async {
+        vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{api_addr}"))
+                .expect("endpoint")
+                .connect_lazy(),
+        )
+    }
+    .await;
+    wait_for("the learner has replicated the profile", || {
+        let mut client = fourth_client.clone();
+        async move {
+            client
+                .get_profile(pb::GetProfileRequest {
+                    name: "web-01".into(),
+                    consistency: pb::ReadConsistency::Local as i32,
+                })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let promoted = admin
+        .promote_member(pb::PromoteMemberRequest { id: 4 })
+        .await
+        .expect("promote")
+        .into_inner();
+    assert_eq!(
+        promoted.member.expect("member").membership,
+        pb::RaftMembership::Voter as i32
+    );
+    let err = admin
+        .promote_member(pb::PromoteMemberRequest { id: 4 })
+        .await
+        .expect_err("already a voter");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    admin
+        .remove_member(pb::RemoveMemberRequest { id: 4 })
+        .await
+        .expect("remove");
+    let status = cluster
+        .node(leader)
+        .status(pb::ReadConsistency::Linearizable)
+        .await
+        .expect("status");
+    assert!(status.members.iter().all(|m| m.id != 4), "{status:?}");
+    assert_eq!(status.members.len(), 3);
+    let err = admin
+        .remove_member(pb::RemoveMemberRequest { id: 4 })
+        .await
+        .expect_err("already removed");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    let _ = stop_tx.send(());
+    fourth.await.expect("join").expect("fourth node stops");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_leadership_to_a_chosen_voter() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let target = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("peer")
+        .id;
+    create(cluster.node(leader), sample_profile("web-01", 1))
+        .await
+        .expect("create");
+    let mut admin = cluster.node(target).cluster().await;
+    let reply = admin
+        .transfer_leader(pb::TransferLeaderRequest { to_id: target })
+        .await
+        .expect("transfer")
+        .into_inner();
+    assert_eq!(reply.leader_id, target);
+    assert_eq!(cluster.leader().await, target);
+    // The cluster still takes writes under the new leader.
+    create(cluster.node(leader), sample_profile("web-02", 2))
+        .await
+        .expect("create after transfer");
+    cluster.stop_all().await;
+}

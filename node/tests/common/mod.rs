@@ -1,0 +1,276 @@
+//! An in-process cluster on loopback: every node is `vnet_node::run` on listeners bound to port
+//! 0, stopped through its shutdown future. Helpers wait on conditions with deadlines; nothing
+//! sleeps to synchronise.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use vnet_node::config::Args;
+use vnet_node::Listeners;
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
+use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
+use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
+use vnet_proto::vnet::v1::watch_service_client::WatchServiceClient;
+
+/// How long any awaited condition may take before the test fails.
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct TestNode {
+    pub id: u64,
+    pub name: String,
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub initial_cluster: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    _dir: tempfile::TempDir,
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+fn args(node: &TestNode) -> Args {
+    Args {
+        id: Some(node.id),
+        name: Some(node.name.clone()),
+        role: Some(if node.name == "witness" {
+            vnet_node::config::RoleArg::Witness
+        } else {
+            vnet_node::config::RoleArg::Unit
+        }),
+        data_dir: Some(node.data_dir.clone()),
+        api_listen: Some(node.api_addr),
+        peer_listen: Some(node.peer_addr),
+        initial_cluster: Some(node.initial_cluster.clone()),
+        request_timeout_ms: Some(3_000),
+        ..Args::default()
+    }
+}
+
+impl TestNode {
+    fn spawn(&mut self, listeners: Listeners) {
+        let config = args(self).resolve().expect("valid test config");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        self.stop = Some(stop_tx);
+        self.task = Some(tokio::spawn(vnet_node::run(config, listeners, shutdown)));
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.task.is_some()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(WAIT_DEADLINE, task)
+                .await
+                .expect("node stops within the deadline")
+                .expect("node task did not panic");
+            result.expect("node stopped cleanly");
+        }
+    }
+
+    pub async fn start(&mut self) {
+        let api = TcpListener::bind(self.api_addr)
+            .await
+            .expect("rebind api port");
+        let peer = TcpListener::bind(self.peer_addr)
+            .await
+            .expect("rebind peer port");
+        self.spawn(Listeners { api, peer });
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.api_addr))
+            .expect("endpoint")
+            .connect_lazy()
+    }
+
+    pub async fn profiles(&self) -> ProfileServiceClient<Channel> {
+        ProfileServiceClient::new(self.channel().await)
+    }
+    pub async fn pools(&self) -> PoolServiceClient<Channel> {
+        PoolServiceClient::new(self.channel().await)
+    }
+    pub async fn cluster(&self) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel().await)
+    }
+    pub async fn watch(&self) -> WatchServiceClient<Channel> {
+        WatchServiceClient::new(self.channel().await)
+    }
+
+    pub async fn status(
+        &self,
+        consistency: pb::ReadConsistency,
+    ) -> Option<pb::GetClusterStatusResponse> {
+        let mut client = self.cluster().await;
+        client
+            .get_cluster_status(pb::GetClusterStatusRequest {
+                consistency: consistency as i32,
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+}
+
+impl TestCluster {
+    /// Starts `names.len()` nodes with ids 1.. as one initial cluster. A node named "witness"
+    /// gets the witness role.
+    pub async fn start(names: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bound = Vec::new();
+        for _ in names {
+            let (api, api_addr) = bind().await;
+            let (peer, peer_addr) = bind().await;
+            bound.push((api, api_addr, peer, peer_addr));
+        }
+        let initial_cluster = names
+            .iter()
+            .zip(&bound)
+            .enumerate()
+            .map(|(i, (name, b))| format!("{}={}@{}", i + 1, name, b.3))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, (name, (api, api_addr, peer, peer_addr))) in names.iter().zip(bound).enumerate() {
+            let mut node = TestNode {
+                id: i as u64 + 1,
+                name: name.to_string(),
+                api_addr,
+                peer_addr,
+                data_dir: dir.path().join(name),
+                initial_cluster: initial_cluster.clone(),
+                stop: None,
+                task: None,
+            };
+            node.spawn(Listeners { api, peer });
+            nodes.push(node);
+        }
+        Self { nodes, _dir: dir }
+    }
+
+    pub fn node(&self, id: u64) -> &TestNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node id in cluster")
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut TestNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("node id in cluster")
+    }
+
+    /// Waits until every running node agrees on one leader that is itself running, and returns
+    /// it.
+    pub async fn leader(&self) -> u64 {
+        wait_for("all running nodes agree on a running leader", || async {
+            let mut leader = None;
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let status = node.status(pb::ReadConsistency::Local).await?;
+                let this = status.leader_id?;
+                if leader.is_some_and(|l| l != this) {
+                    return None;
+                }
+                leader = Some(this);
+            }
+            leader.filter(|l| self.nodes.iter().any(|n| n.id == *l && n.is_running()))
+        })
+        .await
+    }
+
+    pub async fn stop_all(&mut self) {
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
+/// Polls `probe` until it yields `Some`, failing the test after [`WAIT_DEADLINE`]. Each poll is
+/// a real query of the system under test; the short pause between polls only paces them.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT_DEADLINE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT_DEADLINE:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn sample_profile(name: &str, mac_suffix: u8) -> pb::Profile {
+    pb::Profile {
+        name: name.to_string(),
+        server: format!("srv-{name}"),
+        vnics: vec![pb::Vnic {
+            name: "eth0".into(),
+            mac: format!("02:00:00:00:00:{mac_suffix:02x}"),
+            network: "prod".into(),
+            vlan: 100,
+            pool: None,
+        }],
+        vhbas: vec![],
+        preferred_unit: None,
+        failback: pb::FailbackPolicy::Manual as i32,
+        revision: 0,
+        created_revision: 0,
+    }
+}
+
+pub async fn create(node: &TestNode, profile: pb::Profile) -> Result<pb::Profile, tonic::Status> {
+    node.profiles()
+        .await
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(profile),
+        })
+        .await
+        .map(|r| r.into_inner().profile.expect("created profile returned"))
+}
+
+pub async fn get(
+    node: &TestNode,
+    name: &str,
+    consistency: pb::ReadConsistency,
+) -> Result<pb::Profile, tonic::Status> {
+    node.profiles()
+        .await
+        .get_profile(pb::GetProfileRequest {
+            name: name.to_string(),
+            consistency: consistency as i32,
+        })
+        .await
+        .map(|r| r.into_inner().profile.expect("profile returned"))
+}
