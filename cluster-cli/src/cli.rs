@@ -1,0 +1,598 @@
+//! The command line: every flag, subcommand and help text of `vnetctl`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+use crate::spec::{self, Endpoints};
+use vnet_proto::vnet::v1::{Vhba, Vnic};
+
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+const TOP_HELP: &str = "\
+EXIT CODES:
+  0  success
+  1  a server rejected the request; its gRPC code and message are printed
+     (e.g. NOT_FOUND, ABORTED on a revision mismatch, UNAVAILABLE when no leader is known)
+  2  usage error: bad flags or a bad --file; nothing was sent
+  3  no endpoint reachable (every endpoint refused or timed out)
+  4  local failure (I/O error, or `demo` could not start vnetd)
+
+ENDPOINTS:
+  Requests go to the first endpoint that answers; on a connection failure or UNAVAILABLE the
+  next one is tried, starting from the one that answered last. A read that times out is tried
+  on the next endpoint too; a write that times out is not (it may have been applied), and fails
+  with DEADLINE_EXCEEDED.
+
+JSON OUTPUT (-o json):
+  One pretty-printed JSON document on stdout per command (JSON lines for `watch`). Field names
+  follow the proto (snake_case); every field is always present, absent values are null, enums
+  are lower-case words. Errors go to stderr as
+  {\"error\": {\"kind\": \"rejected|usage|unreachable|local\", \"code\": \"NOT_FOUND\", \"message\": \"...\",
+  \"endpoint\": \"...\"}, \"exit_code\": 1}.
+  profile get/create/update: {name, server, vnics: [{name, mac, network, vlan, pool}],
+                              vhbas: [{name, wwpn, wwnn, fabric, pool}], preferred_unit,
+                              failback: auto|manual, revision, created_revision}
+  profile list:   {profiles: [profile...], revision, truncated}
+  profile delete, pool delete: {deleted, revision}
+  pool create:    {name, kind: mac|wwn, first, last, revision}
+  pool list:      {pools: [pool...], revision}
+  pool usage:     {usages: [{name, kind, size, used, near_exhaustion}], revision}
+  status:         {leader_id, leader_name, term, commit_index, applied_index, revision,
+                   responder_id, members: [member...]}
+  member list:    {members: [member...], revision}
+  member:         {id, name, role: unit|witness, api_addr, peer_addr, membership: voter|learner,
+                   raft_state: leader|follower|candidate|learner|unknown|offline,
+                   last_contact_ms, matched_index, cabling: {server: port}, capacity}
+  member add/promote: {member, revision}    member remove: {removed, revision}
+  leader transfer: {leader_id, term}
+  watch (per line): {revision, actor, change: profile_put|profile_deleted|pool_put|
+                    pool_deleted|member_put|member_removed, profile|name|pool|member|id}
+  bench:          {writes: [level...], reads: [level...]}, level = {concurrency, duration_ms,
+                   ok, errors, ops_per_s, p50_ms, p99_ms, max_ms, first_error}
+
+EXAMPLES:
+  vnetctl demo                                  # a local 3-node cluster to try things on
+  vnetctl status
+  vnetctl profile list -o json
+  VNET_ENDPOINTS=10.0.0.1:7001,10.0.0.2:7001 vnetctl watch";
+
+/// vnetctl: operate a vnet-ha cluster through its public gRPC API.
+#[derive(Debug, Parser)]
+#[command(name = "vnetctl", version, after_long_help = TOP_HELP)]
+pub struct Cli {
+    /// Comma-separated host:port list of vnetd API endpoints, tried in order.
+    #[arg(
+        long,
+        global = true,
+        env = "VNET_ENDPOINTS",
+        default_value = DEFAULT_ENDPOINTS,
+        value_parser = spec::parse_endpoints,
+    )]
+    pub endpoints: Endpoints,
+
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Format,
+
+    /// Deadline for each request (and for each connection attempt), e.g. 500ms, 5s, 1m.
+    #[arg(long, global = true, default_value = "5s", value_parser = spec::parse_duration)]
+    pub timeout: Duration,
+
+    /// Serve reads from the node asked without confirming with the leader: answers even without
+    /// a quorum, but may be stale (the printed revision says how stale).
+    #[arg(long, global = true)]
+    pub local: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the leader, Raft indexes and every member.
+    ///
+    /// Example: vnetctl status
+    ///
+    /// With --local the node asked answers from its own view, which is how to inspect a node
+    /// that is cut off from the leader: vnetctl status --local --endpoints 127.0.0.1:7003
+    Status,
+
+    /// List, add, promote and remove cluster members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+
+    /// Move Raft leadership.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+
+    /// Create, read, update and delete server profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+
+    /// Create, list and delete identity pools, and see how full they are.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+
+    /// Print every change as it is applied, one line each, until Ctrl-C.
+    ///
+    /// Example: vnetctl watch --from 1 -o json
+    ///
+    /// Each line carries the revision of the change and who made it. If the node serving the
+    /// stream goes away, vnetctl reconnects to the next endpoint and resumes after the last
+    /// revision printed, so no change is printed twice or skipped. A --from older than the
+    /// history the cluster keeps fails with OUT_OF_RANGE, naming the oldest revision available.
+    Watch(WatchArgs),
+
+    /// Run a local three-node cluster (unit-a, unit-b, witness) with sample data, until Ctrl-C.
+    ///
+    /// Example: vnetctl demo --base-port 7000
+    ///
+    /// Starts three vnetd processes on loopback with temporary data directories, waits for a
+    /// leader, creates a MAC pool, a WWN pool and a few profiles, and prints the endpoints and
+    /// commands to try. Ctrl-C (or SIGTERM) stops the nodes (SIGTERM, then SIGKILL after a
+    /// deadline) and removes the data directories unless --keep-data is given.
+    ///
+    /// vnetd is taken from --vnetd-bin / VNETD_BIN, else from the directory of this vnetctl
+    /// executable (where `cargo build -p vnet-node` puts it).
+    Demo(DemoArgs),
+
+    /// Measure write and linearizable-read throughput and latency of a running cluster.
+    ///
+    /// Example: vnetctl bench --concurrency 1,16,64 --duration 10s
+    ///
+    /// Writes are CreateProfile calls on profiles named with a prefix unique to this run; reads
+    /// are linearizable GetProfile calls on those profiles. Every profile created is deleted
+    /// at the end, also after Ctrl-C. Prints ops/s and p50/p99/max latency per concurrency.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List the members (the member table of `status`).
+    ///
+    /// Example: vnetctl member list -o json
+    List,
+    /// Add a node as a learner; it starts catching up on the log at once.
+    ///
+    /// Example: vnetctl member add --id 4 --name unit-c --peer-addr 10.0.0.4:7101 --api-addr 10.0.0.4:7001
+    ///
+    /// Start the new vnetd first, then add it, wait until `member list` shows its matched index
+    /// close to the leader's, then `member promote 4`.
+    Add(MemberAddArgs),
+    /// Turn a caught-up learner into a voter.
+    ///
+    /// Example: vnetctl member promote 4
+    Promote {
+        /// Id of the learner.
+        id: u64,
+    },
+    /// Remove a member from the cluster. Its id can never be used again.
+    ///
+    /// Example: vnetctl member remove 4
+    Remove {
+        /// Id of the member.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MemberAddArgs {
+    /// Raft id of the new node: non-zero and never used before in this cluster.
+    #[arg(long)]
+    pub id: u64,
+    /// Unique name, e.g. unit-c.
+    #[arg(long)]
+    pub name: String,
+    /// host:port of the new node's peer (Raft) listener.
+    #[arg(long)]
+    pub peer_addr: String,
+    /// host:port of the new node's public API listener.
+    #[arg(long, default_value = "")]
+    pub api_addr: String,
+    /// What the node is.
+    #[arg(long, value_enum, default_value = "unit")]
+    pub role: RoleArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Unit,
+    Witness,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaderCommand {
+    /// Hand leadership to another voter and wait until it leads.
+    ///
+    /// Example: vnetctl leader transfer --to 2
+    Transfer {
+        /// Id of the voter that should lead.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailbackArg {
+    /// Move back to the preferred unit once it is healthy again.
+    Auto,
+    /// Stay on the unit failed over to until an operator moves the profile.
+    Manual,
+}
+
+/// The content of a profile, from flags or from a file. Shared by create and update.
+#[derive(Debug, Args)]
+pub struct ProfileSpecArgs {
+    /// Rack server the profile belongs to.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// A vNIC: NAME:net=NETWORK[:vlan=N][:mac=MAC][:pool=POOL]. Repeat for several. Without
+    /// mac=, one is allocated from pool= (vlan 0 = untagged).
+    #[arg(long = "vnic", value_name = "SPEC", value_parser = spec::parse_vnic)]
+    pub vnics: Vec<Vnic>,
+    /// A vHBA: NAME:fabric=FABRIC[:wwpn=WWN][:wwnn=WWN][:pool=POOL]. Repeat for several.
+    /// Without wwpn=/wwnn=, they are allocated from pool=.
+    #[arg(long = "vhba", value_name = "SPEC", value_parser = spec::parse_vhba)]
+    pub vhbas: Vec<Vhba>,
+    /// Unit that should present the profile when healthy (update: "" clears it).
+    #[arg(long)]
+    pub preferred_unit: Option<String>,
+    /// What happens when the preferred unit recovers after a failover.
+    #[arg(long, value_enum)]
+    pub failback: Option<FailbackArg>,
+    /// Read the whole profile from a JSON file ("-" = stdin), in the shape `profile get -o json`
+    /// prints. Excludes the other content flags.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["server", "vnics", "vhbas", "preferred_unit", "failback"],
+    )]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Create a profile; identities not given are allocated from the named pools.
+    ///
+    /// Example:
+    ///   vnetctl profile create web-01 --server rack1-srv01 \
+    ///     --vnic eth0:net=prod:vlan=100:pool=mac-default \
+    ///     --vnic eth1:net=backup:mac=02:00:00:00:10:01 \
+    ///     --vhba fc0:fabric=a:pool=wwn-default --preferred-unit unit-a --failback manual
+    ///
+    ///   vnetctl profile create --file web-01.json
+    ///
+    /// Prints the profile as stored, with allocated identities.
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// Profile name (taken from the file with --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
+        #[command(flatten)]
+        spec: ProfileSpecArgs,
+    },
+    /// Show one profile.
+    ///
+    /// Example: vnetctl profile get web-01 -o json > web-01.json
+    Get {
+        /// Profile name.
+        name: String,
+    },
+    /// List profiles, optionally only those of one server or placed on one unit.
+    ///
+    /// Example: vnetctl profile list --server rack1-srv01
+    ///
+    /// Pages through the whole list unless --limit stops it earlier.
+    List(ProfileListArgs),
+    /// Change a profile.
+    ///
+    /// Examples:
+    ///   vnetctl profile update web-01 --preferred-unit unit-b
+    ///   vnetctl profile update web-01 --vnic eth0:net=prod:vlan=200 \
+    ///     --vnic eth1:net=backup:pool=mac-default
+    ///   vnetctl profile update --file web-01.json
+    ///
+    /// With flags, vnetctl reads the profile, changes what the flags name, and writes it back
+    /// conditional on the revision it read (ABORTED if someone changed it meanwhile), unless
+    /// --expected-revision is given. --vnic/--vhba replace the whole list of vNICs/vHBAs; a
+    /// vNIC or vHBA given without an identity keeps the one it had under the same name, so an
+    /// edit never changes a MAC or WWN by accident.
+    ///
+    /// With --file, the file replaces the profile whole (empty identities are allocated anew);
+    /// the file's `revision`, if non-zero, is the expected revision unless
+    /// --expected-revision is given (0 = unconditional).
+    #[command(verbatim_doc_comment)]
+    Update {
+        /// Profile name (taken from the file with --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
+        #[command(flatten)]
+        spec: ProfileSpecArgs,
+        /// Apply only if the profile is still at this revision; 0 = unconditionally.
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Delete a profile and release its identities.
+    ///
+    /// Example: vnetctl profile delete web-01 --expected-revision 42
+    Delete {
+        /// Profile name.
+        name: String,
+        /// Delete only if the profile is still at this revision; 0 = unconditionally.
+        #[arg(long, default_value_t = 0)]
+        expected_revision: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileListArgs {
+    /// Only profiles of this server.
+    #[arg(long, default_value = "")]
+    pub server: String,
+    /// Only profiles placed on this unit (ignored by servers without placement).
+    #[arg(long, default_value = "")]
+    pub unit: String,
+    /// Profiles per request.
+    #[arg(long, default_value_t = 100)]
+    pub page_size: u32,
+    /// Stop after this many profiles.
+    #[arg(long, default_value_t = 100_000)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolKindArg {
+    /// MAC addresses, for vNICs.
+    Mac,
+    /// World Wide Names, for vHBAs.
+    Wwn,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create a pool of MACs or WWNs (first and last inclusive).
+    ///
+    /// Examples:
+    ///   vnetctl pool create mac-default --kind mac \
+    ///     --first 02:00:00:00:00:00 --last 02:00:00:00:ff:ff
+    ///   vnetctl pool create wwn-default --kind wwn \
+    ///     --first 20:00:00:25:b5:00:00:00 --last 20:00:00:25:b5:00:ff:ff
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// Pool name.
+        name: String,
+        /// Kind of identity.
+        #[arg(long, value_enum)]
+        kind: PoolKindArg,
+        /// First identity of the range.
+        #[arg(long)]
+        first: String,
+        /// Last identity of the range.
+        #[arg(long)]
+        last: String,
+    },
+    /// List every pool.
+    ///
+    /// Example: vnetctl pool list
+    List,
+    /// Show size, use and exhaustion warning of one pool, or of all.
+    ///
+    /// Example: vnetctl pool usage mac-default
+    Usage {
+        /// Pool name; all pools when left out.
+        name: Option<String>,
+    },
+    /// Delete a pool; refused while profiles hold identities from it.
+    ///
+    /// Example: vnetctl pool delete mac-old
+    Delete {
+        /// Pool name.
+        name: String,
+        /// Delete only if the pool is still at this revision; 0 = unconditionally.
+        #[arg(long, default_value_t = 0)]
+        expected_revision: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Replay changes from this revision on (inclusive); 0 = only changes from now on.
+    #[arg(long = "from", default_value_t = 0)]
+    pub from_revision: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// API ports are BASE+1..BASE+3, peer ports BASE+101..BASE+103.
+    #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1..=65_000))]
+    pub base_port: u16,
+    /// Path of the vnetd binary.
+    #[arg(long, env = "VNETD_BIN")]
+    pub vnetd_bin: Option<std::path::PathBuf>,
+    /// Keep the data directories (and logs) when the demo stops.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// How long to wait for the cluster to elect a leader.
+    #[arg(long, default_value = "30s", value_parser = spec::parse_duration)]
+    pub startup_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchIdentity {
+    /// Give every vNIC/vHBA an explicit identity from a range unique to this run.
+    Explicit,
+    /// Create a temporary pool for this run and allocate from it.
+    Pool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrency levels to measure, in order.
+    #[arg(long, default_value = "1,16,64", value_parser = spec::parse_concurrency_levels)]
+    pub concurrency: spec::ConcurrencyLevels,
+    /// How long to run each level.
+    #[arg(long, default_value = "10s", value_parser = spec::parse_duration)]
+    pub duration: Duration,
+    /// Measure writes (default: both writes and reads).
+    #[arg(long)]
+    pub writes: bool,
+    /// Measure linearizable reads (default: both writes and reads).
+    #[arg(long)]
+    pub reads: bool,
+    /// Where written identities come from.
+    #[arg(long, value_enum, default_value = "explicit")]
+    pub identity: BenchIdentity,
+    /// Stop a level after this many operations even if --duration has not passed.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_ops: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vnetctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn globals_have_documented_defaults() {
+        let cli = parse(&["status"]).unwrap();
+        assert_eq!(
+            cli.endpoints.0,
+            vec!["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+        );
+        assert_eq!(cli.output, Format::Table);
+        assert_eq!(cli.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn globals_may_follow_the_subcommand() {
+        let cli = parse(&[
+            "profile",
+            "list",
+            "-o",
+            "json",
+            "--endpoints",
+            "h:1",
+            "--timeout",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, Format::Json);
+        assert_eq!(cli.endpoints.0, vec!["h:1"]);
+        assert_eq!(cli.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn profile_create_collects_repeated_specs() {
+        let cli = parse(&[
+            "profile",
+            "create",
+            "web-01",
+            "--server",
+            "s1",
+            "--vnic",
+            "eth0:net=prod:pool=m",
+            "--vnic",
+            "eth1:net=backup:mac=02:00:00:00:00:01",
+            "--vhba",
+            "fc0:fabric=a:pool=w",
+            "--failback",
+            "manual",
+        ])
+        .unwrap();
+        let Command::Profile(ProfileCommand::Create { name, spec }) = cli.command else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(name.as_deref(), Some("web-01"));
+        assert_eq!(spec.vnics.len(), 2);
+        assert_eq!(spec.vnics[1].mac, "02:00:00:00:00:01");
+        assert_eq!(spec.vhbas[0].fabric, "a");
+        assert_eq!(spec.failback, Some(FailbackArg::Manual));
+    }
+
+    #[test]
+    fn bad_vnic_flag_is_a_usage_error_naming_the_spec() {
+        let error = parse(&[
+            "profile",
+            "create",
+            "x",
+            "--server",
+            "s",
+            "--vnic",
+            "eth0:net=p:vlan=9999:pool=m",
+        ])
+        .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("vlan \"9999\""), "{error}");
+    }
+
+    #[test]
+    fn file_excludes_name_and_content_flags() {
+        assert!(parse(&["profile", "create", "--file", "p.json"]).is_ok());
+        for args in [
+            &["profile", "create", "x", "--file", "p.json"][..],
+            &["profile", "create", "--file", "p.json", "--server", "s"][..],
+            &[
+                "profile",
+                "update",
+                "--file",
+                "p.json",
+                "--vnic",
+                "e:net=a:pool=b",
+            ][..],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+        assert_eq!(parse(&["profile", "create"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn bad_endpoints_are_a_usage_error() {
+        let error = parse(&["status", "--endpoints", "nohost"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("is not host:port"), "{error}");
+    }
+
+    #[test]
+    fn every_subcommand_has_help_with_an_example() {
+        fn visit(command: &clap::Command, path: &str) {
+            let path = format!("{path} {}", command.get_name());
+            if command.has_subcommands() {
+                for sub in command.get_subcommands() {
+                    if sub.get_name() != "help" {
+                        visit(sub, &path);
+                    }
+                }
+            } else {
+                let help = command
+                    .get_long_about()
+                    .or(command.get_about())
+                    .map(|text| text.to_string())
+                    .unwrap_or_default();
+                assert!(
+                    help.contains("vnetctl "),
+                    "{path} has no example in its help"
+                );
+            }
+        }
+        let mut root = Cli::command();
+        root.build();
+        visit(&root, "");
+    }
+}

@@ -1,0 +1,214 @@
+//! `status`, `member ...` and `leader ...`.
+
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
+
+use crate::cli::{LeaderCommand, MemberAddArgs, MemberCommand, RoleArg};
+use crate::error::CliError;
+use crate::failover::CallKind;
+use crate::output::MemberListView;
+use crate::session::{request, Session};
+use crate::spec;
+use crate::view::{LeaderView, MemberChangeView, MemberRemovedView, MemberView, StatusView};
+use crate::{emit, Context};
+
+pub async fn fetch_status(
+    session: &mut Session,
+    consistency: pb::ReadConsistency,
+) -> Result<pb::GetClusterStatusResponse, CliError> {
+    let timeout = session.timeout();
+    session
+        .call(CallKind::Read, |channel| async move {
+            let message = pb::GetClusterStatusRequest {
+                consistency: consistency as i32,
+            };
+            ClusterServiceClient::new(channel)
+                .get_cluster_status(request(message, timeout))
+                .await
+                .map(|response| response.into_inner())
+        })
+        .await
+}
+
+pub async fn status(session: &mut Session, context: &Context) -> Result<(), CliError> {
+    let status = fetch_status(session, context.consistency).await?;
+    emit(context, &StatusView::from(&status))
+}
+
+pub async fn member(
+    session: &mut Session,
+    context: &Context,
+    command: MemberCommand,
+) -> Result<(), CliError> {
+    let timeout = session.timeout();
+    match command {
+        MemberCommand::List => {
+            let status = fetch_status(session, context.consistency).await?;
+            emit(
+                context,
+                &MemberListView {
+                    members: status.members.iter().map(MemberView::from).collect(),
+                    revision: status.revision,
+                },
+            )
+        }
+        MemberCommand::Add(args) => {
+            let message = add_member_request(args)?;
+            let response = session
+                .call(CallKind::Write, |channel| {
+                    let message = message.clone();
+                    async move {
+                        ClusterServiceClient::new(channel)
+                            .add_member(request(message, timeout))
+                            .await
+                            .map(|response| response.into_inner())
+                    }
+                })
+                .await?;
+            emit(
+                context,
+                &MemberChangeView {
+                    member: response.member.as_ref().map(MemberView::from),
+                    revision: response.revision,
+                },
+            )
+        }
+        MemberCommand::Promote { id } => {
+            let response = session
+                .call(CallKind::Write, |channel| async move {
+                    ClusterServiceClient::new(channel)
+                        .promote_member(request(pb::PromoteMemberRequest { id }, timeout))
+                        .await
+                        .map(|response| response.into_inner())
+                })
+                .await?;
+            emit(
+                context,
+                &MemberChangeView {
+                    member: response.member.as_ref().map(MemberView::from),
+                    revision: response.revision,
+                },
+            )
+        }
+        MemberCommand::Remove { id } => {
+            let response = session
+                .call(CallKind::Write, |channel| async move {
+                    ClusterServiceClient::new(channel)
+                        .remove_member(request(pb::RemoveMemberRequest { id }, timeout))
+                        .await
+                        .map(|response| response.into_inner())
+                })
+                .await?;
+            emit(
+                context,
+                &MemberRemovedView {
+                    removed: id,
+                    revision: response.revision,
+                },
+            )
+        }
+    }
+}
+
+fn add_member_request(args: MemberAddArgs) -> Result<pb::AddMemberRequest, CliError> {
+    if args.id == 0 {
+        return Err(CliError::usage("--id: 0 is not a valid member id"));
+    }
+    spec::check_name("--name", &args.name, spec::NAME_LEN_MAX).map_err(CliError::Usage)?;
+    spec::parse_endpoints(&args.peer_addr)
+        .and_then(|list| match list.0.len() {
+            1 => Ok(()),
+            _ => Err("give exactly one host:port".into()),
+        })
+        .map_err(|e| CliError::usage(format!("--peer-addr: {e}")))?;
+    if !args.api_addr.is_empty() {
+        spec::parse_endpoints(&args.api_addr)
+            .and_then(|list| match list.0.len() {
+                1 => Ok(()),
+                _ => Err("give exactly one host:port".into()),
+            })
+            .map_err(|e| CliError::usage(format!("--api-addr: {e}")))?;
+    }
+    Ok(pb::AddMemberRequest {
+        id: args.id,
+        name: args.name,
+        peer_addr: args.peer_addr,
+        api_addr: args.api_addr,
+        role: match args.role {
+            RoleArg::Unit => pb::MemberRole::Unit,
+            RoleArg::Witness => pb::MemberRole::Witness,
+        } as i32,
+    })
+}
+
+pub async fn leader(
+    session: &mut Session,
+    context: &Context,
+    command: LeaderCommand,
+) -> Result<(), CliError> {
+    let LeaderCommand::Transfer { to } = command;
+    if to == 0 {
+        return Err(CliError::usage("--to: 0 is not a valid member id"));
+    }
+    let timeout = session.timeout();
+    let response = session
+        .call(CallKind::Write, |channel| async move {
+            ClusterServiceClient::new(channel)
+                .transfer_leader(request(pb::TransferLeaderRequest { to_id: to }, timeout))
+                .await
+                .map(|response| response.into_inner())
+        })
+        .await?;
+    emit(
+        context,
+        &LeaderView {
+            leader_id: response.leader_id,
+            term: response.term,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(id: u64, name: &str, peer: &str, api: &str) -> MemberAddArgs {
+        MemberAddArgs {
+            id,
+            name: name.into(),
+            peer_addr: peer.into(),
+            api_addr: api.into(),
+            role: RoleArg::Witness,
+        }
+    }
+
+    #[test]
+    fn add_member_request_carries_every_field() {
+        let message = add_member_request(args(4, "w2", "10.0.0.9:7101", "10.0.0.9:7001")).unwrap();
+        assert_eq!(
+            message,
+            pb::AddMemberRequest {
+                id: 4,
+                name: "w2".into(),
+                peer_addr: "10.0.0.9:7101".into(),
+                api_addr: "10.0.0.9:7001".into(),
+                role: pb::MemberRole::Witness as i32,
+            }
+        );
+    }
+
+    #[test]
+    fn add_member_rejects_bad_fields_by_flag_name() {
+        for (bad, needle) in [
+            (args(0, "w", "h:1", ""), "--id"),
+            (args(4, "w 2", "h:1", ""), "--name"),
+            (args(4, "w", "h", ""), "--peer-addr"),
+            (args(4, "w", "h:1,h:2", ""), "--peer-addr"),
+            (args(4, "w", "h:1", "nope"), "--api-addr"),
+        ] {
+            let error = add_member_request(bad).unwrap_err();
+            assert_eq!(error.exit_code(), crate::error::EXIT_USAGE);
+            assert!(error.to_string().starts_with(needle), "{error}");
+        }
+    }
+}

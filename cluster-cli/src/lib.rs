@@ -1,0 +1,107 @@
+//! `vnetctl`, the operator CLI of vnet-ha. It speaks only the public gRPC API (`vnet.v1`).
+//!
+//! Layout, from the outside in:
+//!
+//! - [`cli`]: the command line (clap), with the help texts, exit codes and JSON shapes.
+//! - [`run`] dispatches a parsed command to its module: [`cluster`] (status, members, leader),
+//!   [`profile`], [`pool`], [`watch`], [`demo`] (a local three-node cluster) and [`bench`].
+//! - [`session`] opens gRPC channels; [`failover`] decides which endpoint a request goes to
+//!   and when to try the next one (pure policy, tested without a server).
+//! - [`spec`] parses and checks what the operator typed (endpoints, `--vnic`/`--vhba` specs,
+//!   durations) before anything is sent.
+//! - [`view`] holds the JSON shapes and their conversions from the wire types; [`output`]
+//!   prints them as tables or JSON.
+//! - [`error`] maps every failure to an exit code.
+
+pub mod bench;
+pub mod cli;
+pub mod cluster;
+pub mod demo;
+pub mod error;
+pub mod failover;
+pub mod output;
+pub mod pool;
+pub mod profile;
+pub mod session;
+pub mod spec;
+pub mod view;
+pub mod watch;
+
+use std::io::Write;
+
+use vnet_proto::vnet::v1 as pb;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+use crate::output::{render, Format, Render};
+
+/// What every command needs to know besides its own arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub format: Format,
+    pub consistency: pb::ReadConsistency,
+}
+
+/// Runs one parsed command line to its end.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let context = Context {
+        format: cli.output,
+        consistency: if cli.local {
+            pb::ReadConsistency::Local
+        } else {
+            pb::ReadConsistency::Linearizable
+        },
+    };
+    if let Command::Demo(args) = cli.command {
+        return demo::run(&context, args, cli.timeout).await;
+    }
+    let mut session = session::open(&cli.endpoints, cli.timeout);
+    match cli.command {
+        Command::Status => cluster::status(&mut session, &context).await,
+        Command::Member(command) => cluster::member(&mut session, &context, command).await,
+        Command::Leader(command) => cluster::leader(&mut session, &context, command).await,
+        Command::Profile(command) => profile::run(&mut session, &context, command).await,
+        Command::Pool(command) => pool::run(&mut session, &context, command).await,
+        Command::Watch(args) => watch::run(&mut session, &context, args).await,
+        Command::Bench(args) => bench::run(session, &context, args).await,
+        Command::Demo(_) => unreachable!("handled above, before a session is opened"),
+    }
+}
+
+/// Prints one result on stdout in the chosen format.
+pub fn emit(context: &Context, value: &impl Render) -> Result<(), CliError> {
+    write_stdout(&render(context.format, value))
+}
+
+/// Writes to stdout without panicking when it is closed (`vnetctl watch | head`).
+pub fn write_stdout(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::from)
+}
+
+/// Prints a failure on stderr: plain text, or JSON in `-o json` mode. Returns the exit code.
+pub fn report(format: Format, error: &CliError) -> u8 {
+    if is_stdout_closed(error) {
+        // The reader went away (e.g. `| head`): that is how such a pipeline ends, not a failure.
+        return error::EXIT_OK;
+    }
+    let text = match format {
+        Format::Table => format!("error: {error}\n"),
+        Format::Json => output::json_line(&error.to_json()) + "\n",
+    };
+    // Nothing sensible is left to do if stderr is gone too.
+    let _ = std::io::stderr().write_all(text.as_bytes());
+    error.exit_code()
+}
+
+fn is_stdout_closed(error: &CliError) -> bool {
+    match error {
+        CliError::Local(error) => error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe),
+        _ => false,
+    }
+}

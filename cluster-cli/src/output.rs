@@ -1,0 +1,655 @@
+//! Printing results: `-o table` for people, `-o json` for programs (shapes in [`crate::view`]).
+
+use serde::Serialize;
+
+use crate::view::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for reading.
+    Table,
+    /// One JSON document per result (JSON lines for `watch`), shapes documented in `--help`.
+    Json,
+}
+
+/// A result that knows how to print itself for people; JSON comes from `Serialize`.
+pub trait Render: Serialize {
+    fn text(&self) -> String;
+}
+
+/// The whole output of one result in the chosen format, ending with a newline.
+pub fn render(format: Format, value: &impl Render) -> String {
+    match format {
+        Format::Table => {
+            let mut text = value.text();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text
+        }
+        Format::Json => json_document(value),
+    }
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn json_document(value: &impl Serialize) -> String {
+    // Serializing these view types cannot fail: they hold only strings, numbers, options,
+    // vectors and string-keyed maps.
+    let mut text = serde_json::to_string_pretty(value).expect("view types serialize");
+    text.push('\n');
+    text
+}
+
+/// One compact JSON line, for streams.
+pub fn json_line(value: &impl Serialize) -> String {
+    // See `json_document` for why this cannot fail.
+    serde_json::to_string(value).expect("view types serialize")
+}
+
+/// A plain text table: a header row and left-aligned columns separated by two spaces.
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: Vec<&'static str>) -> Self {
+        Table {
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        assert_eq!(
+            cells.len(),
+            self.headers.len(),
+            "a row has one cell per column"
+        );
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
+                if index > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if index + 1 < row.len() {
+                    line.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn word(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(word)) => word,
+        _ => "?".into(),
+    }
+}
+
+fn vlan_text(vlan: u32) -> String {
+    if vlan == 0 {
+        "untagged".into()
+    } else {
+        vlan.to_string()
+    }
+}
+
+impl Render for ProfileView {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "profile:         {}\nserver:          {}\npreferred unit:  {}\nfailback:        {}\nrevision:        {} (created at {})\n",
+            self.name,
+            self.server,
+            or_dash(self.preferred_unit.as_ref()),
+            word(&self.failback),
+            self.revision,
+            self.created_revision,
+        );
+        if !self.vnics.is_empty() {
+            let mut table = Table::new(vec!["VNIC", "MAC", "NETWORK", "VLAN", "POOL"]);
+            for vnic in &self.vnics {
+                table.row(vec![
+                    vnic.name.clone(),
+                    vnic.mac.clone(),
+                    vnic.network.clone(),
+                    vlan_text(vnic.vlan),
+                    or_dash(vnic.pool.as_ref()),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&table.render());
+        }
+        if !self.vhbas.is_empty() {
+            let mut table = Table::new(vec!["VHBA", "WWPN", "WWNN", "FABRIC", "POOL"]);
+            for vhba in &self.vhbas {
+                table.row(vec![
+                    vhba.name.clone(),
+                    vhba.wwpn.clone(),
+                    vhba.wwnn.clone(),
+                    vhba.fabric.clone(),
+                    or_dash(vhba.pool.as_ref()),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&table.render());
+        }
+        out
+    }
+}
+
+impl Render for ProfileListView {
+    fn text(&self) -> String {
+        let mut table = Table::new(vec![
+            "NAME",
+            "SERVER",
+            "VNICS",
+            "VHBAS",
+            "PREFERRED",
+            "FAILBACK",
+            "REVISION",
+        ]);
+        for profile in &self.profiles {
+            table.row(vec![
+                profile.name.clone(),
+                profile.server.clone(),
+                profile.vnics.len().to_string(),
+                profile.vhbas.len().to_string(),
+                or_dash(profile.preferred_unit.as_ref()),
+                word(&profile.failback),
+                profile.revision.to_string(),
+            ]);
+        }
+        let mut out = table.render();
+        out.push_str(&format!(
+            "{} profile(s) at revision {}{}\n",
+            self.profiles.len(),
+            self.revision,
+            if self.truncated {
+                " (stopped at --limit; more exist)"
+            } else {
+                ""
+            }
+        ));
+        out
+    }
+}
+
+impl Render for PoolView {
+    fn text(&self) -> String {
+        PoolListView {
+            pools: vec![self.clone()],
+            revision: self.revision,
+        }
+        .table()
+    }
+}
+
+impl PoolListView {
+    fn table(&self) -> String {
+        let mut table = Table::new(vec!["NAME", "KIND", "FIRST", "LAST", "REVISION"]);
+        for pool in &self.pools {
+            table.row(vec![
+                pool.name.clone(),
+                word(&pool.kind),
+                pool.first.clone(),
+                pool.last.clone(),
+                pool.revision.to_string(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+impl Render for PoolListView {
+    fn text(&self) -> String {
+        self.table()
+    }
+}
+
+impl Render for PoolUsageListView {
+    fn text(&self) -> String {
+        let mut table = Table::new(vec!["NAME", "KIND", "SIZE", "USED", "USED%", "WARNING"]);
+        for usage in &self.usages {
+            let percent = if usage.size == 0 {
+                0.0
+            } else {
+                usage.used as f64 * 100.0 / usage.size as f64
+            };
+            table.row(vec![
+                usage.name.clone(),
+                word(&usage.kind),
+                usage.size.to_string(),
+                usage.used.to_string(),
+                format!("{percent:.1}"),
+                if usage.near_exhaustion {
+                    "near exhaustion".into()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+        table.render()
+    }
+}
+
+impl Render for DeletedView {
+    fn text(&self) -> String {
+        format!("deleted {} at revision {}", self.deleted, self.revision)
+    }
+}
+
+pub fn members_table(members: &[MemberView]) -> String {
+    let mut table = Table::new(vec![
+        "ID",
+        "NAME",
+        "ROLE",
+        "MEMBERSHIP",
+        "STATE",
+        "LAST CONTACT",
+        "MATCHED",
+        "API",
+        "PEER",
+    ]);
+    for member in members {
+        table.row(vec![
+            member.id.to_string(),
+            member.name.clone(),
+            word(&member.role),
+            word(&member.membership),
+            word(&member.raft_state),
+            or_dash(member.last_contact_ms.map(|ms| format!("{ms}ms"))),
+            or_dash(member.matched_index),
+            if member.api_addr.is_empty() {
+                "-".into()
+            } else {
+                member.api_addr.clone()
+            },
+            member.peer_addr.clone(),
+        ]);
+    }
+    table.render()
+}
+
+impl Render for StatusView {
+    fn text(&self) -> String {
+        let leader = match self.leader_id {
+            Some(id) => format!("{id} ({})", self.leader_name),
+            None => "none known".into(),
+        };
+        format!(
+            "leader:    {leader}\nterm:      {}\ncommitted: {}\napplied:   {}\nrevision:  {}\nanswered by member {}\n\n{}",
+            self.term,
+            self.commit_index,
+            self.applied_index,
+            self.revision,
+            self.responder_id,
+            members_table(&self.members),
+        )
+    }
+}
+
+/// `member list`: the members only, same JSON as the `members` of `status`.
+#[derive(Debug, Serialize)]
+pub struct MemberListView {
+    pub members: Vec<MemberView>,
+    pub revision: u64,
+}
+
+impl Render for MemberListView {
+    fn text(&self) -> String {
+        members_table(&self.members)
+    }
+}
+
+impl Render for MemberChangeView {
+    fn text(&self) -> String {
+        let mut out = format!("done at revision {}\n", self.revision);
+        if let Some(member) = &self.member {
+            out.push_str(&members_table(std::slice::from_ref(member)));
+        }
+        out
+    }
+}
+
+impl Render for MemberRemovedView {
+    fn text(&self) -> String {
+        format!(
+            "removed member {} at revision {}",
+            self.removed, self.revision
+        )
+    }
+}
+
+impl Render for LeaderView {
+    fn text(&self) -> String {
+        format!("member {} leads in term {}", self.leader_id, self.term)
+    }
+}
+
+impl WatchEventView {
+    /// One line per event for `watch` in table mode.
+    pub fn line(&self) -> String {
+        let what = match &self.change {
+            ChangeView::ProfilePut { profile } => format!(
+                "profile put     {} (server {}, {} vnic(s), {} vhba(s))",
+                profile.name,
+                profile.server,
+                profile.vnics.len(),
+                profile.vhbas.len()
+            ),
+            ChangeView::ProfileDeleted { name } => format!("profile deleted {name}"),
+            ChangeView::PoolPut { pool } => format!(
+                "pool put        {} ({} {}..{})",
+                pool.name,
+                word(&pool.kind),
+                pool.first,
+                pool.last
+            ),
+            ChangeView::PoolDeleted { name } => format!("pool deleted    {name}"),
+            ChangeView::MemberPut { member } => format!(
+                "member put      {} {} ({}, {})",
+                member.id,
+                member.name,
+                word(&member.role),
+                word(&member.membership)
+            ),
+            ChangeView::MemberRemoved { id } => format!("member removed  {id}"),
+            ChangeView::Unknown => "unknown change (newer server than this vnetctl)".into(),
+        };
+        let actor = if self.actor.is_empty() {
+            "-"
+        } else {
+            &self.actor
+        };
+        format!("{:>8}  {actor}  {what}", self.revision)
+    }
+}
+
+impl Render for BenchView {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for (title, levels) in [
+            ("writes (CreateProfile)", &self.writes),
+            ("linearizable reads (GetProfile)", &self.reads),
+        ] {
+            if levels.is_empty() {
+                continue;
+            }
+            let mut table = Table::new(vec![
+                "CONCURRENCY",
+                "OPS",
+                "ERRORS",
+                "OPS/S",
+                "P50 MS",
+                "P99 MS",
+                "MAX MS",
+            ]);
+            for level in levels.iter() {
+                table.row(vec![
+                    level.concurrency.to_string(),
+                    level.ok.to_string(),
+                    level.errors.to_string(),
+                    format!("{:.1}", level.ops_per_s),
+                    format!("{:.2}", level.p50_ms),
+                    format!("{:.2}", level.p99_ms),
+                    format!("{:.2}", level.max_ms),
+                ]);
+            }
+            out.push_str(title);
+            out.push('\n');
+            out.push_str(&table.render());
+            for level in levels.iter() {
+                if let Some(error) = &level.first_error {
+                    out.push_str(&format!(
+                        "  first error at concurrency {}: {error}\n",
+                        level.concurrency
+                    ));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnet_proto::vnet::v1 as pb;
+
+    fn sample_profile() -> pb::Profile {
+        pb::Profile {
+            name: "web-01".into(),
+            server: "rack1-srv01".into(),
+            vnics: vec![pb::Vnic {
+                name: "eth0".into(),
+                mac: "02:00:00:00:00:01".into(),
+                network: "prod".into(),
+                vlan: 100,
+                pool: Some("macs".into()),
+            }],
+            vhbas: vec![pb::Vhba {
+                name: "fc0".into(),
+                wwpn: "20:00:00:25:b5:00:00:01".into(),
+                wwnn: "20:00:00:25:b5:00:01:01".into(),
+                fabric: "a".into(),
+                pool: None,
+            }],
+            preferred_unit: None,
+            failback: pb::FailbackPolicy::Manual as i32,
+            revision: 12,
+            created_revision: 7,
+        }
+    }
+
+    /// Scripts depend on this exact shape: a change here must be a deliberate one.
+    #[test]
+    fn profile_json_shape_is_stable() {
+        let view = ProfileView::from(&sample_profile());
+        let json: serde_json::Value = serde_json::from_str(&render(Format::Json, &view)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "web-01",
+                "server": "rack1-srv01",
+                "vnics": [{
+                    "name": "eth0",
+                    "mac": "02:00:00:00:00:01",
+                    "network": "prod",
+                    "vlan": 100,
+                    "pool": "macs",
+                }],
+                "vhbas": [{
+                    "name": "fc0",
+                    "wwpn": "20:00:00:25:b5:00:00:01",
+                    "wwnn": "20:00:00:25:b5:00:01:01",
+                    "fabric": "a",
+                    "pool": null,
+                }],
+                "preferred_unit": null,
+                "failback": "manual",
+                "revision": 12,
+                "created_revision": 7,
+            })
+        );
+    }
+
+    #[test]
+    fn profile_get_output_reads_back_as_a_file_unchanged() {
+        let wire = sample_profile();
+        let printed = render(Format::Json, &ProfileView::from(&wire));
+        let read: ProfileView = serde_json::from_str(&printed).unwrap();
+        assert_eq!(pb::Profile::from(&read), wire);
+    }
+
+    #[test]
+    fn profile_file_may_leave_out_defaults_but_not_add_unknown_keys() {
+        let minimal: ProfileView = serde_json::from_str(
+            r#"{"name":"db-01","server":"s1","vnics":[{"name":"eth0","network":"prod","pool":"macs"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(minimal.failback, FailbackView::Auto);
+        assert_eq!(minimal.vnics[0].vlan, 0);
+        assert_eq!(minimal.vnics[0].mac, "");
+        assert_eq!(minimal.revision, 0);
+        let typo =
+            serde_json::from_str::<ProfileView>(r#"{"name":"db-01","server":"s1","vnic":[]}"#)
+                .unwrap_err();
+        assert!(typo.to_string().contains("unknown field `vnic`"), "{typo}");
+    }
+
+    #[test]
+    fn status_json_shape_is_stable() {
+        let status = pb::GetClusterStatusResponse {
+            leader_id: Some(1),
+            leader_name: "unit-a".into(),
+            term: 3,
+            commit_index: 40,
+            applied_index: 39,
+            revision: 39,
+            responder_id: 2,
+            members: vec![pb::Member {
+                id: 3,
+                name: "witness".into(),
+                role: pb::MemberRole::Witness as i32,
+                api_addr: "127.0.0.1:7003".into(),
+                peer_addr: "127.0.0.1:7103".into(),
+                membership: pb::RaftMembership::Voter as i32,
+                raft_state: pb::RaftState::Follower as i32,
+                last_contact_ms: Some(12),
+                matched_index: None,
+                cabling: [("srv-b".to_string(), 2), ("srv-a".to_string(), 1)].into(),
+                capacity: 0,
+            }],
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&render(Format::Json, &StatusView::from(&status))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "leader_id": 1,
+                "leader_name": "unit-a",
+                "term": 3,
+                "commit_index": 40,
+                "applied_index": 39,
+                "revision": 39,
+                "responder_id": 2,
+                "members": [{
+                    "id": 3,
+                    "name": "witness",
+                    "role": "witness",
+                    "api_addr": "127.0.0.1:7003",
+                    "peer_addr": "127.0.0.1:7103",
+                    "membership": "voter",
+                    "raft_state": "follower",
+                    "last_contact_ms": 12,
+                    "matched_index": null,
+                    "cabling": {"srv-a": 1, "srv-b": 2},
+                    "capacity": 0,
+                }],
+            })
+        );
+    }
+
+    #[test]
+    fn watch_events_are_one_tagged_json_line_each() {
+        let deleted = pb::WatchEvent {
+            revision: 9,
+            actor: "alice".into(),
+            change: Some(pb::watch_event::Change::ProfileDeleted("web-01".into())),
+        };
+        assert_eq!(
+            json_line(&WatchEventView::from(&deleted)),
+            r#"{"revision":9,"actor":"alice","change":"profile_deleted","name":"web-01"}"#
+        );
+        let removed = pb::WatchEvent {
+            revision: 10,
+            actor: "system".into(),
+            change: Some(pb::watch_event::Change::MemberRemoved(4)),
+        };
+        assert_eq!(
+            json_line(&WatchEventView::from(&removed)),
+            r#"{"revision":10,"actor":"system","change":"member_removed","id":4}"#
+        );
+        let put = pb::WatchEvent {
+            revision: 11,
+            actor: "bob".into(),
+            change: Some(pb::watch_event::Change::ProfilePut(sample_profile())),
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&json_line(&WatchEventView::from(&put))).unwrap();
+        assert_eq!(line["change"], "profile_put");
+        assert_eq!(line["profile"]["name"], "web-01");
+        let unknown = pb::WatchEvent {
+            revision: 12,
+            actor: String::new(),
+            change: None,
+        };
+        assert!(WatchEventView::from(&unknown)
+            .line()
+            .contains("unknown change"));
+    }
+
+    #[test]
+    fn unknown_enum_numbers_print_as_unspecified() {
+        let member = pb::Member {
+            role: 42,
+            membership: 42,
+            raft_state: 42,
+            ..pb::Member::default()
+        };
+        let json = serde_json::to_value(MemberView::from(&member)).unwrap();
+        assert_eq!(json["role"], "unspecified");
+        assert_eq!(json["membership"], "unspecified");
+        assert_eq!(json["raft_state"], "unspecified");
+    }
+
+    #[test]
+    fn table_aligns_columns_and_trims_trailing_space() {
+        let mut table = Table::new(vec!["NAME", "KIND", "NOTE"]);
+        table.row(vec!["mac-pool".into(), "mac".into(), String::new()]);
+        table.row(vec!["w".into(), "wwn".into(), "near".into()]);
+        assert_eq!(
+            table.render(),
+            "NAME      KIND  NOTE\nmac-pool  mac\nw         wwn   near\n"
+        );
+    }
+
+    #[test]
+    fn pool_usage_table_shows_percent_and_warning() {
+        let usage = PoolUsageListView {
+            usages: vec![PoolUsageView {
+                name: "macs".into(),
+                kind: PoolKindView::Mac,
+                size: 10,
+                used: 9,
+                near_exhaustion: true,
+            }],
+            revision: 5,
+        };
+        let text = render(Format::Table, &usage);
+        assert!(text.contains("90.0"), "{text}");
+        assert!(text.contains("near exhaustion"), "{text}");
+    }
+}

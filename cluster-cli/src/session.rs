@@ -1,0 +1,109 @@
+//! Connecting to the cluster over gRPC: the tonic side of [`crate::failover`].
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::failover::{Connector, Failover};
+use crate::spec::Endpoints;
+
+/// Opens plaintext HTTP/2 channels to vnetd's public API.
+#[derive(Debug, Clone)]
+pub struct GrpcConnector {
+    connect_timeout: Duration,
+}
+
+impl Connector for GrpcConnector {
+    type Conn = Channel;
+
+    fn connect(
+        &self,
+        endpoint: &str,
+    ) -> impl std::future::Future<Output = Result<Channel, String>> + Send {
+        let target = format!("http://{endpoint}");
+        let connect_timeout = self.connect_timeout;
+        async move {
+            let endpoint = Endpoint::from_shared(target)
+                .map_err(|e| error_chain(&e))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true);
+            endpoint.connect().await.map_err(|e| error_chain(&e))
+        }
+    }
+}
+
+/// A session with the cluster: the endpoints, their connections, and the failover policy.
+pub type Session = Failover<GrpcConnector>;
+
+pub fn open(endpoints: &Endpoints, timeout: Duration) -> Session {
+    Failover::new(
+        GrpcConnector {
+            connect_timeout: timeout,
+        },
+        endpoints.0.clone(),
+        timeout,
+    )
+}
+
+/// An error and its causes on one line: tonic's own message is only "transport error", and the
+/// useful part ("Connection refused") is in the source chain.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A request carrying the per-request deadline, so the server can give up when the client has.
+pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transport error")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_chain_shows_the_cause() {
+        let error = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(error_chain(&error), "transport error: Connection refused");
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_closed_port_fails_with_a_reason() {
+        // Bind then drop to get a port that nothing listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let connector = GrpcConnector {
+            connect_timeout: Duration::from_secs(2),
+        };
+        let error = connector.connect(&address.to_string()).await.unwrap_err();
+        assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+}
