@@ -1,0 +1,318 @@
+//! The public API's contract: every error case answers its documented gRPC code with a message
+//! naming the field and value at fault; watch delivers every change in revision order and
+//! resumes from a revision.
+
+mod common;
+
+use common::*;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use vnet_proto::vnet::v1 as pb;
+
+fn assert_status(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: Code,
+    needles: &[&str],
+) {
+    let status = result.expect_err("the request must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    for needle in needles {
+        assert!(
+            status.message().contains(needle),
+            "message {:?} does not name {needle:?}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_maps_to_its_code_and_names_what_is_wrong() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let node = cluster.node(leader);
+    let mut profiles = node.profiles().await;
+    let mut pools = node.pools().await;
+
+    // INVALID_ARGUMENT names the field and the value.
+    let mut bad = sample_profile("web-01", 1);
+    bad.vnics[0].mac = "01:00:5e:00:00:01".into();
+    assert_status(
+        create(node, bad).await,
+        Code::InvalidArgument,
+        &["profile.vnics[0].mac", "01:00:5e:00:00:01"],
+    );
+    let mut bad = sample_profile("web-01", 1);
+    bad.vnics[0].vlan = 5000;
+    assert_status(
+        create(node, bad).await,
+        Code::InvalidArgument,
+        &["profile.vnics[0].vlan", "5000"],
+    );
+    assert_status(
+        profiles
+            .create_profile(pb::CreateProfileRequest { profile: None })
+            .await,
+        Code::InvalidArgument,
+        &["profile"],
+    );
+    assert_status(
+        profiles
+            .list_profiles(pb::ListProfilesRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &["page_token", "garbage"],
+    );
+
+    // ALREADY_EXISTS: the same name, and an identity another profile holds.
+    let created = create(node, sample_profile("web-01", 1))
+        .await
+        .expect("create");
+    assert_status(
+        create(node, sample_profile("web-01", 2)).await,
+        Code::AlreadyExists,
+        &["web-01"],
+    );
+    assert_status(
+        create(node, sample_profile("web-02", 1)).await,
+        Code::AlreadyExists,
+        &["02:00:00:00:00:01", "web-01"],
+    );
+
+    // NOT_FOUND names what is missing.
+    assert_status(
+        get(node, "nope", pb::ReadConsistency::Linearizable).await,
+        Code::NotFound,
+        &["nope"],
+    );
+    assert_status(
+        profiles
+            .delete_profile(pb::DeleteProfileRequest {
+                name: "nope".into(),
+                expected_revision: 0,
+            })
+            .await,
+        Code::NotFound,
+        &["nope"],
+    );
+
+    // ABORTED carries both revisions.
+    let stale = created.revision + 1000;
+    assert_status(
+        profiles
+            .update_profile(pb::UpdateProfileRequest {
+                profile: Some(created.clone()),
+                expected_revision: stale,
+            })
+            .await,
+        Code::Aborted,
+        &[&stale.to_string(), &created.revision.to_string()],
+    );
+
+    // RESOURCE_EXHAUSTED names the pool.
+    pools
+        .create_pool(pb::CreatePoolRequest {
+            pool: Some(pb::Pool {
+                name: "tiny".into(),
+                kind: pb::PoolKind::Mac as i32,
+                first: "02:aa:00:00:00:00".into(),
+                last: "02:aa:00:00:00:01".into(),
+                revision: 0,
+            }),
+        })
+        .await
+        .expect("create pool");
+    let mut greedy = sample_profile("greedy", 0);
+    greedy.vnics = (0..3)
+        .map(|i| pb::Vnic {
+            name: format!("eth{i}"),
+            mac: String::new(),
+            network: "prod".into(),
+            vlan: 0,
+            pool: Some("tiny".into()),
+        })
+        .collect();
+    assert_status(
+        create(node, greedy).await,
+        Code::ResourceExhausted,
+        &["tiny"],
+    );
+    let usage = pools
+        .get_pool_usage(pb::GetPoolUsageRequest {
+            name: "tiny".into(),
+            consistency: 0,
+        })
+        .await
+        .expect("usage")
+        .into_inner();
+    assert_eq!(
+        usage.usages[0].used, 0,
+        "a refused create allocates nothing"
+    );
+
+    // OUT_OF_RANGE for a watch that starts before the retained history. Push the history past
+    // its bound with unconditional updates (concurrent, so they batch in the log).
+    let events_needed = vnet_model::limits::EVENT_HISTORY_MAX + 10;
+    let mut writers = tokio::task::JoinSet::new();
+    let per_writer = events_needed.div_ceil(16);
+    for _ in 0..16 {
+        let mut client = node.profiles().await;
+        let profile = created.clone();
+        writers.spawn(async move {
+            for _ in 0..per_writer {
+                client
+                    .update_profile(pb::UpdateProfileRequest {
+                        profile: Some(profile.clone()),
+                        expected_revision: 0,
+                    })
+                    .await
+                    .expect("update");
+            }
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        joined.expect("writer");
+    }
+    let mut watch = node.watch().await;
+    assert_status(
+        watch.watch(pb::WatchRequest { from_revision: 1 }).await,
+        Code::OutOfRange,
+        &["oldest available"],
+    );
+
+    // UNAVAILABLE when no leader can be reached: stop two of three nodes and ask the third.
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("peer")
+        .id;
+    let others: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id != survivor)
+        .collect();
+    for id in others {
+        cluster.node_mut(id).stop().await;
+    }
+    assert_status(
+        create(cluster.node(survivor), sample_profile("lonely", 9)).await,
+        Code::Unavailable,
+        &["no leader"],
+    );
+    cluster.stop_all().await;
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::WatchEvent>) -> pb::WatchEvent {
+    tokio::time::timeout(WAIT_DEADLINE, stream.next())
+        .await
+        .expect("an event arrives within the deadline")
+        .expect("the stream stays open")
+        .expect("no stream error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_delivers_every_change_in_order_and_resumes() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("peer")
+        .id;
+
+    // Watch from "now" on a follower: only changes made after it started.
+    let mut live = cluster
+        .node(follower)
+        .watch()
+        .await
+        .watch(pb::WatchRequest { from_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let node = cluster.node(leader);
+    let first = create(node, sample_profile("web-01", 1))
+        .await
+        .expect("create 1");
+    let second = create(node, sample_profile("web-02", 2))
+        .await
+        .expect("create 2");
+    let mut changed = first.clone();
+    changed.server = "srv-moved".into();
+    let updated = node
+        .profiles()
+        .await
+        .update_profile(pb::UpdateProfileRequest {
+            profile: Some(changed),
+            expected_revision: first.revision,
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .profile
+        .expect("profile");
+    let deleted = node
+        .profiles()
+        .await
+        .delete_profile(pb::DeleteProfileRequest {
+            name: "web-02".into(),
+            expected_revision: second.revision,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+
+    use pb::watch_event::Change;
+    let expected = [
+        (first.revision, Change::ProfilePut(first.clone())),
+        (second.revision, Change::ProfilePut(second.clone())),
+        (updated.revision, Change::ProfilePut(updated.clone())),
+        (deleted.revision, Change::ProfileDeleted("web-02".into())),
+    ];
+    // Member registrations may interleave; keep only profile changes, which must be exactly
+    // these, in this order.
+    let mut seen = Vec::new();
+    let mut last_revision = 0;
+    while seen.len() < expected.len() {
+        let event = next_event(&mut live).await;
+        assert!(event.revision > last_revision, "revisions go up: {event:?}");
+        last_revision = event.revision;
+        match event.change {
+            Some(Change::ProfilePut(_)) | Some(Change::ProfileDeleted(_)) => {
+                seen.push((event.revision, event.change.expect("change")))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, expected);
+
+    // Resume from the middle, on another node: the rest, from exactly that revision.
+    let mut resumed = cluster
+        .node(leader)
+        .watch()
+        .await
+        .watch(pb::WatchRequest {
+            from_revision: updated.revision,
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    let mut resumed_profile_events = Vec::new();
+    while resumed_profile_events.len() < 2 {
+        let event = next_event(&mut resumed).await;
+        assert!(
+            event.revision >= updated.revision,
+            "nothing before the resume point: {event:?}"
+        );
+        if let Some(Change::ProfilePut(_)) | Some(Change::ProfileDeleted(_)) = event.change {
+            resumed_profile_events.push((event.revision, event.change.expect("change")));
+        }
+    }
+    assert_eq!(resumed_profile_events, expected[2..].to_vec());
+    cluster.stop_all().await;
+}
