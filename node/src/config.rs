@@ -156,7 +156,7 @@ pub struct RaftTiming {
 }
 
 impl RaftTiming {
-    pub fn to_openraft(&self) -> Result<openraft::Config, openraft::ConfigError> {
+    pub fn to_openraft(&self) -> Result<openraft::Config, Box<openraft::ConfigError>> {
         openraft::Config {
             cluster_name: "vnet-ha".to_string(),
             heartbeat_interval: self.heartbeat_ms,
@@ -168,6 +168,7 @@ impl RaftTiming {
             ..Default::default()
         }
         .validate()
+        .map_err(Box::new)
     }
 }
 

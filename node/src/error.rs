@@ -1,7 +1,7 @@
 //! The errors the node returns to API callers, and their one mapping onto gRPC status codes.
 //!
 //! Orchestration clients key their handling on the code, so the mapping is part of the public
-//! contract (documented in `proto/vnet/v1`) and tested in `tests/api_errors.rs`.
+//! contract (documented in `proto/vnet/v1`) and tested in `tests/api.rs`.
 
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};

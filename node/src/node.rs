@@ -73,7 +73,7 @@ pub enum StartError {
         source: openraft::StorageError<NodeId>,
     },
     #[error("invalid Raft timing: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(#[from] Box<openraft::ConfigError>),
     #[error("cannot start Raft: {0}")]
     Raft(#[from] openraft::error::Fatal<NodeId>),
     #[error(

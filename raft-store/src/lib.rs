@@ -11,6 +11,11 @@
 //! This crate knows openraft, sled and the model; it knows nothing of gRPC, the network or the
 //! fabric. [`open`] is the one way in: it returns both halves over one data directory.
 
+// openraft's storage traits fix the error type to `StorageError`, which is large; the helpers
+// here return it so that `?` works inside trait methods. Boxing it only to unbox it again at every
+// trait boundary would buy nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod snapshot_file;
 pub mod state_machine;

@@ -19,6 +19,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStor
 }
 
 #[test]
-fn passes_openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(TempStore)
+fn passes_openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(TempStore) {
+        panic!("the storage suite failed: {e}");
+    }
 }

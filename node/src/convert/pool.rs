@@ -100,7 +100,7 @@ mod tests {
         ] {
             let pool = Pool {
                 name: "p".into(),
-                range: range.clone(),
+                range,
                 revision: 4,
             };
             let wire = to_wire(&pool);

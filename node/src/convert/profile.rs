@@ -189,7 +189,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(Box<dyn Fn(&mut pb::Profile)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut pb::Profile)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|p| p.vnics[0].mac = "01:00:00:00:00:01".into()),
                 "profile.vnics[0].mac",
