@@ -1,6 +1,10 @@
 //! `bench`: committed writes/s and linearizable reads/s at several concurrency levels, with
 //! p50/p99/max latency. Numbers are reported, never judged: timing assertions belong nowhere.
 //!
+//! Writes are CreateProfile calls; each worker keeps at most `WORKER_LIVE_PROFILES_MAX` of its
+//! profiles alive and deletes the oldest (also a timed write) before creating more, so a level
+//! of any length stays within the cluster's profile limit (4096) and pool sizes.
+//!
 //! Every profile it creates carries a name prefix unique to the run and is deleted at the end,
 //! including after Ctrl-C; pools it creates (with `--identity pool`) are deleted too.
 
@@ -16,8 +20,11 @@ use crate::session::Session;
 use crate::view::{BenchLevelView, BenchView};
 use crate::{cluster, emit, pool, profile, Context};
 
-/// Profiles read by a reads-only run (there are no written ones to read).
+/// Profiles created for the read levels, read round robin.
 const READ_SET_SIZE: u64 = 64;
+/// Profiles one write worker keeps before it deletes its oldest; with the largest concurrency
+/// (1024) this stays within the cluster's limit of 4096 profiles.
+const WORKER_LIVE_PROFILES_MAX: usize = 2;
 /// A worker gives up after this many failures in a row: the cluster is down, and spinning on
 /// instant errors would measure nothing.
 const WORKER_ERRORS_IN_A_ROW_MAX: u32 = 100;
@@ -313,29 +320,29 @@ async fn measure(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let (summary, names) = run_level(
+            let (summary, left) = run_level(
                 session,
                 args,
                 ids,
                 concurrency,
                 stop,
-                Op::Create,
+                Op::Write,
                 next_profile,
                 &[],
             )
             .await;
-            created.extend(names);
+            created.extend(left);
             view.writes.push(summary);
         }
     }
     if do_reads && !stop.load(Ordering::Relaxed) {
-        if created.is_empty() {
-            for _ in 0..READ_SET_SIZE {
-                let n = *next_profile;
-                *next_profile += 1;
-                let stored = profile::create(session, ids.profile(n, args.identity)).await?;
-                created.push(stored.name);
-            }
+        let mut read_set = Vec::new();
+        for _ in 0..READ_SET_SIZE {
+            let n = *next_profile;
+            *next_profile += 1;
+            created.push(ids.profile_name(n));
+            let stored = profile::create(session, ids.profile(n, args.identity)).await?;
+            read_set.push(stored.name);
         }
         for &concurrency in levels {
             if stop.load(Ordering::Relaxed) {
@@ -349,7 +356,7 @@ async fn measure(
                 stop,
                 Op::Read,
                 next_profile,
-                created,
+                &read_set,
             )
             .await;
             view.reads.push(summary);
@@ -360,11 +367,14 @@ async fn measure(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
-    Create,
+    /// CreateProfile, and DeleteProfile of the worker's oldest profile once it holds
+    /// `WORKER_LIVE_PROFILES_MAX`.
+    Write,
+    /// Linearizable GetProfile of the read set, round robin.
     Read,
 }
 
-/// Runs one level; returns its summary and (for writes) the names created.
+/// Runs one level; returns its summary and the names of profiles that may still exist.
 #[allow(clippy::too_many_arguments)]
 async fn run_level(
     session: &Session,
@@ -396,33 +406,48 @@ async fn run_level(
         let read_set = read_set.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut names = Vec::new();
+            let mut alive = std::collections::VecDeque::new();
+            // Profiles whose create or delete failed: they may exist, so cleanup tries them.
+            let mut doubtful = Vec::new();
             let mut errors_in_a_row = 0u32;
             while let Some(n) = level.next() {
                 let began = Instant::now();
                 let outcome = match op {
-                    Op::Create => profile::create(&mut session, ids.profile(base + n, identity))
-                        .await
-                        .map(|stored| Some(stored.name)),
+                    Op::Write if alive.len() >= WORKER_LIVE_PROFILES_MAX => {
+                        let oldest: String = alive.pop_front().unwrap_or_default();
+                        let outcome = profile::delete(&mut session, &oldest, 0).await.map(drop);
+                        if outcome.is_err() {
+                            doubtful.push(oldest);
+                        }
+                        outcome
+                    }
+                    Op::Write => {
+                        let profile = ids.profile(base + n, identity);
+                        let name = profile.name.clone();
+                        match profile::create(&mut session, profile).await {
+                            Ok(_) => {
+                                alive.push_back(name);
+                                Ok(())
+                            }
+                            Err(error) => {
+                                doubtful.push(name);
+                                Err(error)
+                            }
+                        }
+                    }
                     Op::Read => {
                         let name = &read_set[(n % read_set.len() as u64) as usize];
                         profile::get(&mut session, name, pb::ReadConsistency::Linearizable)
                             .await
-                            .map(|_| None)
+                            .map(drop)
                     }
                 };
                 match outcome {
-                    Ok(name) => {
+                    Ok(()) => {
                         latencies.push(began.elapsed());
-                        names.extend(name);
                         errors_in_a_row = 0;
                     }
                     Err(error) => {
-                        // A timed-out create may still have committed: remember the name so
-                        // cleanup tries to delete it.
-                        if op == Op::Create {
-                            names.push(ids.profile_name(base + n));
-                        }
                         level.failed(&error);
                         errors_in_a_row += 1;
                         if errors_in_a_row >= WORKER_ERRORS_IN_A_ROW_MAX {
@@ -431,22 +456,23 @@ async fn run_level(
                     }
                 }
             }
-            (latencies, names)
+            doubtful.extend(alive);
+            (latencies, doubtful)
         }));
     }
     let mut latencies = Vec::new();
-    let mut names = Vec::new();
+    let mut left = Vec::new();
     for worker in futures::future::join_all(workers).await {
         match worker {
-            Ok((worker_latencies, worker_names)) => {
+            Ok((worker_latencies, worker_left)) => {
                 latencies.extend(worker_latencies);
-                names.extend(worker_names);
+                left.extend(worker_left);
             }
             Err(error) => level.failed(&CliError::Local(anyhow::anyhow!("worker failed: {error}"))),
         }
     }
     let elapsed = started.elapsed();
-    if op == Op::Create {
+    if op == Op::Write {
         *next_profile = base + level.next_op.load(Ordering::Relaxed).min(args.max_ops);
     }
     let first_error = level
@@ -465,7 +491,7 @@ async fn run_level(
         "bench: {:?} x{concurrency}: {} ok, {} errors, {:.1} ops/s",
         op, summary.ok, summary.errors, summary.ops_per_s
     );
-    (summary, names)
+    (summary, left)
 }
 
 /// Deletes what the run created; returns how many objects could not be deleted.

@@ -148,9 +148,11 @@ pub enum Command {
     ///
     /// Example: vnetctl bench --concurrency 1,16,64 --duration 10s
     ///
-    /// Writes are CreateProfile calls on profiles named with a prefix unique to this run; reads
-    /// are linearizable GetProfile calls on those profiles. Every profile created is deleted
-    /// at the end, also after Ctrl-C. Prints ops/s and p50/p99/max latency per concurrency.
+    /// Writes are CreateProfile calls on profiles named with a prefix unique to this run, each
+    /// worker deleting its oldest profile (also a timed write) once it holds two, so a long run
+    /// stays within the cluster's profile limit. Reads are linearizable GetProfile calls on 64
+    /// profiles created for them. Every profile created is deleted at the end, also after
+    /// Ctrl-C. Prints ops/s and p50/p99/max latency per concurrency level.
     Bench(BenchArgs),
 }
 

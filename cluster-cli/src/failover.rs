@@ -4,8 +4,10 @@
 //!
 //! - Endpoints are tried in order, starting with the one that answered last (so a session sticks
 //!   to a working node instead of retrying a dead first entry on every call).
-//! - A failed connection, a transport error, or an `UNAVAILABLE` status moves on to the next
-//!   endpoint. Every node forwards writes to the leader, so any live node will do.
+//! - A failed connection, a transport error (whatever code the client library gave it: a
+//!   connection cut mid-call surfaces as `UNKNOWN` "h2 protocol error"), or an `UNAVAILABLE`
+//!   status moves on to the next endpoint. Every node forwards writes to the leader, so any
+//!   live node will do.
 //! - A timeout moves on only for reads: a write that timed out may still commit, and sending it
 //!   again elsewhere could apply it twice (or answer a confusing `ALREADY_EXISTS`).
 //! - Any other status is the cluster's answer and is returned at once.
@@ -16,7 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{CliError, EndpointFailure};
+use crate::error::{code_name, CliError, EndpointFailure};
 
 /// How to open a connection to one endpoint. Implemented over tonic channels for real use and
 /// by scripted fakes in tests.
@@ -103,10 +105,12 @@ impl<C: Connector> Failover<C> {
                     self.preferred = index;
                     return Ok(value);
                 }
-                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Ok(Err(status))
+                    if status.code() == tonic::Code::Unavailable || is_transport_error(&status) =>
+                {
                     // The connection may be the thing that broke; open a fresh one next time.
                     self.connections[index] = None;
-                    let reason = format!("UNAVAILABLE: {}", status.message());
+                    let reason = format!("{}: {}", code_name(status.code()), status.message());
                     if is_transport_error(&status) {
                         failures.push(EndpointFailure { endpoint, reason });
                     } else {
@@ -168,7 +172,7 @@ impl<C: Connector> Failover<C> {
 
 /// A status the client library made up from a broken connection (it carries the underlying
 /// error as its source), as opposed to one a server sent.
-fn is_transport_error(status: &tonic::Status) -> bool {
+pub fn is_transport_error(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
@@ -341,6 +345,31 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.exit_code(), crate::error::EXIT_UNREACHABLE);
+    }
+
+    #[tokio::test]
+    async fn a_connection_cut_mid_call_moves_on_whatever_its_code() {
+        let mut session = failover(vec![]);
+        let calls = RefCell::new(Vec::new());
+        let mut cut = tonic::Status::unknown("h2 protocol error: error reading a body");
+        cut.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "eof",
+        )));
+        let answers = HashMap::from([("a:1", cut)]);
+        let answer = session
+            .call(CallKind::Write, |c| scripted(c, &answers, &calls))
+            .await
+            .unwrap();
+        assert_eq!(answer, "b:2");
+        // The same code sent by a server is its answer.
+        let mut session = failover(vec![]);
+        let answers = HashMap::from([("a:1", tonic::Status::unknown("handler failed"))]);
+        let error = session
+            .call(CallKind::Write, |c| scripted(c, &answers, &calls))
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), crate::error::EXIT_REJECTED);
     }
 
     #[tokio::test]

@@ -390,7 +390,10 @@ impl Render for BenchView {
     fn text(&self) -> String {
         let mut out = String::new();
         for (title, levels) in [
-            ("writes (CreateProfile)", &self.writes),
+            (
+                "writes (CreateProfile, and DeleteProfile of older ones)",
+                &self.writes,
+            ),
             ("linearizable reads (GetProfile)", &self.reads),
         ] {
             if levels.is_empty() {

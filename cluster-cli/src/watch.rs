@@ -8,7 +8,7 @@ use vnet_proto::vnet::v1::watch_service_client::WatchServiceClient;
 
 use crate::cli::WatchArgs;
 use crate::error::CliError;
-use crate::failover::CallKind;
+use crate::failover::{is_transport_error, CallKind};
 use crate::output::{json_line, Format};
 use crate::session::Session;
 use crate::view::WatchEventView;
@@ -87,7 +87,9 @@ async fn follow(session: &mut Session, context: &Context, args: WatchArgs) -> Re
             }
         };
         match ended {
-            Some(status) if status.code() != tonic::Code::Unavailable => {
+            Some(status)
+                if status.code() != tonic::Code::Unavailable && !is_transport_error(&status) =>
+            {
                 return Err(CliError::Rejected {
                     code: status.code(),
                     message: status.message().to_string(),
