@@ -401,13 +401,15 @@ mod tests {
     }
 
     #[test]
-    fn a_new_function_without_identity_still_needs_a_pool() {
+    fn a_new_function_without_identity_is_sent_empty_for_the_server_to_allocate() {
         let edit = ProfileEdit {
             vnics: Some(vec![spec::parse_vnic("eth9:net=prod").unwrap()]),
             ..ProfileEdit::default()
         };
-        let error = spec::check_profile(&edit.apply(current())).unwrap_err();
-        assert!(error.contains("eth9"), "{error}");
+        let edited = edit.apply(current());
+        assert_eq!(spec::check_profile(&edited), Ok(()));
+        let eth9 = edited.vnics.iter().find(|v| v.name == "eth9").expect("eth9");
+        assert!(eth9.mac.is_empty() && eth9.pool.is_none(), "{eth9:?}");
     }
 
     #[test]

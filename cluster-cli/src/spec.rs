@@ -288,12 +288,6 @@ pub fn check_profile(profile: &Profile) -> Result<(), String> {
     for (index, vnic) in profile.vnics.iter().enumerate() {
         let at = || format!("vnic {:?} (vnics[{index}])", vnic.name);
         check_vnic_fields(vnic).map_err(|e| format!("{}: {e}", at()))?;
-        if vnic.mac.is_empty() && vnic.pool.is_none() {
-            return Err(format!(
-                "{}: give mac=... or pool=... to allocate one",
-                at()
-            ));
-        }
         if profile.vnics[..index]
             .iter()
             .any(|other| other.name == vnic.name)
@@ -304,12 +298,6 @@ pub fn check_profile(profile: &Profile) -> Result<(), String> {
     for (index, vhba) in profile.vhbas.iter().enumerate() {
         let at = || format!("vhba {:?} (vhbas[{index}])", vhba.name);
         check_vhba_fields(vhba).map_err(|e| format!("{}: {e}", at()))?;
-        if (vhba.wwpn.is_empty() || vhba.wwnn.is_empty()) && vhba.pool.is_none() {
-            return Err(format!(
-                "{}: give both wwpn=... and wwnn=..., or pool=... to allocate them",
-                at()
-            ));
-        }
         if profile.vhbas[..index]
             .iter()
             .any(|other| other.name == vhba.name)
@@ -513,22 +501,23 @@ mod tests {
     }
 
     #[test]
-    fn a_function_needs_an_identity_or_a_pool() {
-        // Parsing alone accepts these: an update may inherit the identity.
-        let error = check_profile(&profile_with(&["eth0:net=prod"], &[])).unwrap_err();
-        assert!(
-            error.contains("vnic \"eth0\" (vnics[0]): give mac=... or pool=..."),
-            "{error}"
+    fn a_function_without_identity_or_pool_is_left_to_the_server() {
+        // The server allocates from its pools, tried in name order, when neither is given.
+        assert_eq!(
+            check_profile(&profile_with(&["eth0:net=prod"], &[])),
+            Ok(())
         );
-        let error = check_profile(&profile_with(
-            &[],
-            &["fc0:fabric=a:wwpn=20:00:00:25:b5:00:00:01"],
-        ))
-        .unwrap_err();
-        assert!(
-            error.contains("vhba \"fc0\" (vhbas[0]): give both"),
-            "{error}"
+        assert_eq!(
+            check_profile(&profile_with(
+                &[],
+                &["fc0:fabric=a:wwpn=20:00:00:25:b5:00:00:01"]
+            )),
+            Ok(())
         );
+        // Names are still checked locally.
+        let error =
+            check_profile(&profile_with(&["eth0:net=prod", "eth0:net=b"], &[])).unwrap_err();
+        assert!(error.contains("name given twice"), "{error}");
     }
 
     #[test]
