@@ -408,7 +408,11 @@ mod tests {
         };
         let edited = edit.apply(current());
         assert_eq!(spec::check_profile(&edited), Ok(()));
-        let eth9 = edited.vnics.iter().find(|v| v.name == "eth9").expect("eth9");
+        let eth9 = edited
+            .vnics
+            .iter()
+            .find(|v| v.name == "eth9")
+            .expect("eth9");
         assert!(eth9.mac.is_empty() && eth9.pool.is_none(), "{eth9:?}");
     }
 
