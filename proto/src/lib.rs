@@ -2,6 +2,7 @@
 //!
 //! - [`vnet::v1`]: the public API served by every `vnetd` (profiles, pools, cluster, watch).
 //! - [`vnet::raft::v1`]: the peer API that `vnetd` nodes speak among themselves.
+//! - [`vnet::switch::v1`]: the switch API a unit's fabric agent uses to program its switch.
 //!
 //! Code here is generated from the `.proto` files beside this crate; domain types live in
 //! `vnet-model`, and the conversions between the two live at the edge, in `vnet-node`.
@@ -13,6 +14,11 @@ pub mod vnet {
     pub mod raft {
         pub mod v1 {
             tonic::include_proto!("vnet.raft.v1");
+        }
+    }
+    pub mod switch {
+        pub mod v1 {
+            tonic::include_proto!("vnet.switch.v1");
         }
     }
 }
