@@ -1,0 +1,56 @@
+//! `vnet-switchd`: parse flags, set up logging, serve the simulated switch until SIGINT or
+//! SIGTERM. Everything else is in the `fabric_agent` library (`server::run`).
+
+use anyhow::Context;
+use clap::Parser;
+use fabric_agent::config::Args;
+use fabric_agent::server::{init_logging, run};
+
+fn main() -> std::process::ExitCode {
+    // A panic anywhere (the watchdog thread included) ends the process: a switch whose model or
+    // watchdog is broken must stop presenting, and a dead switch process presents nothing.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vnet-switchd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnet-switchd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Args::parse().resolve()?;
+    init_logging(&config.log_level)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
+    run(config, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,526 @@
+//! `vnet-switchd` as a library: the [`Switch`] model behind a lock, its journal, the watchdog
+//! thread, and the gRPC service; [`run`] serves them until a shutdown future completes.
+//!
+//! Every call goes the same way, under one lock: read CLOCK_MONOTONIC, apply the call to the
+//! model (which fences first if the deadline has passed), write the events it produced to the
+//! journal (one `write()` per record, then one `fdatasync`), and only then answer. So the journal
+//! order is the order of changes, each record's `mono_ns` is the time its change took effect, and
+//! nothing is acknowledged before it is durable.
+//!
+//! If the journal cannot be written the switch halts: it drops everything it presents (as a
+//! unit losing power would), refuses every later call, and [`run`] returns an error. A switch
+//! that presented something it could not record would make the journal a lie.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing_subscriber::EnvFilter;
+use vnet_proto::vnet::switch::v1 as pb;
+use vnet_proto::vnet::switch::v1::switch_server::SwitchServer;
+
+use crate::clock::{monotonic_now_ns, wall_now_ms};
+use crate::config::Config;
+use crate::convert::{function_to_wire, program_from_wire};
+use crate::journal::{self, Event, JournalError, JournalWriter};
+use crate::switch::{PortView, StateView, Switch, SwitchError, WatchdogMode};
+
+/// How often the watchdog thread checks the deadline. A fence happens at most this long (plus
+/// scheduling delay) after the deadline; `drift_margin` (200 ms by default) must cover it. Any
+/// call that arrives in between fences first, so none can act on the lapsed lease.
+pub const WATCHDOG_TICK_MS: u64 = 5;
+
+/// Journal records in one `ReadJournal` reply, at most.
+pub const JOURNAL_PAGE_RECORDS_MAX: u32 = 1024;
+
+/// How long in-flight calls may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
+
+/// Installs the global `tracing` subscriber (stderr). Fails if the filter does not parse.
+pub fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level {filter:?}: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// Runs a switch until `shutdown` completes (or the switch halts), serving on `listener`.
+///
+/// Opens (and checks) the journal first and refuses to start if it is damaged; records
+/// `Started`; every port starts clear and the watchdog unarmed. Returns an error if the switch
+/// halted because its journal failed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (journal, report) = JournalWriter::open(&config.journal)
+        .with_context(|| "the switch does not start on a journal it cannot trust")?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(
+            journal = %config.journal.display(),
+            bytes = report.truncated_bytes,
+            "cut off a torn last line (a write that never completed, so never acknowledged)"
+        );
+    }
+    let instance = format!("{}-{}", std::process::id(), monotonic_now_ns());
+    let shared = Arc::new(Shared::new(
+        Switch::new(config.spec.clone()),
+        journal,
+        instance.clone(),
+    ));
+    shared
+        .record_start()
+        .context("cannot record the start in the journal")?;
+    if config.spec.watchdog == WatchdogMode::UnsafeDisabled {
+        tracing::warn!(
+            "--unsafe-disable-watchdog: this switch never fences; it can present identities \
+             after its lease expired. TEST ONLY: this breaks the no-double-presentation invariant"
+        );
+    }
+    let (watchdog_stop, watchdog) = spawn_watchdog(shared.clone())?;
+
+    let local_addr = listener.local_addr()?;
+    let mut halted = shared.halted_rx.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = halted.wait_for(|halted| *halted) => {}
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(SwitchServer::new(SwitchService {
+            shared: shared.clone(),
+        }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    tracing::info!(
+        addr = %local_addr,
+        journal = %config.journal.display(),
+        instance = %instance,
+        records = report.records,
+        "switch is serving with every port clear"
+    );
+    let task = tokio::spawn(server);
+    let abort = task.abort_handle();
+    let served = task.await;
+    let _ = watchdog_stop.send(());
+    let _ = tokio::task::spawn_blocking(move || watchdog.join()).await;
+    if let Some(reason) = shared.halted_reason() {
+        anyhow::bail!("switch halted: {reason}");
+    }
+    match served {
+        Ok(result) => result.context("switch API server failed")?,
+        Err(e) => {
+            abort.abort();
+            anyhow::bail!("switch API server task failed: {e}");
+        }
+    }
+    tracing::info!("switch stopped");
+    Ok(())
+}
+
+/// The model and its journal, always changed together.
+struct Core {
+    switch: Switch,
+    journal: JournalWriter,
+    /// Why the switch halted, once it has.
+    halted: Option<String>,
+}
+
+/// What the service and the watchdog share.
+struct Shared {
+    core: Mutex<Core>,
+    journal_path: PathBuf,
+    instance: String,
+    halted_tx: watch::Sender<bool>,
+    halted_rx: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn new(switch: Switch, journal: JournalWriter, instance: String) -> Shared {
+        let (halted_tx, halted_rx) = watch::channel(false);
+        Shared {
+            journal_path: journal.path().to_owned(),
+            core: Mutex::new(Core {
+                switch,
+                journal,
+                halted: None,
+            }),
+            instance,
+            halted_tx,
+            halted_rx,
+        }
+    }
+
+    /// Locks the core. A panic while it was held means a bug left the model in an unknown
+    /// state: the switch halts rather than present from it.
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        match self.core.lock() {
+            Ok(core) => core,
+            Err(poisoned) => {
+                let mut core = poisoned.into_inner();
+                self.halt_locked(&mut core, "a panic while changing the switch".to_owned());
+                core
+            }
+        }
+    }
+
+    fn halt_locked(&self, core: &mut Core, reason: String) {
+        if core.halted.is_none() {
+            tracing::error!(reason = %reason, "switch halted: every port dropped, every call refused");
+            core.switch.halt();
+            core.halted = Some(reason);
+            let _ = self.halted_tx.send(true);
+        }
+    }
+
+    fn halt(&self, reason: String) {
+        let mut core = self.lock();
+        self.halt_locked(&mut core, reason);
+    }
+
+    fn halted_reason(&self) -> Option<String> {
+        self.lock().halted.clone()
+    }
+
+    fn record_start(&self) -> Result<(), JournalError> {
+        let mut core = self.lock();
+        let event = Event::Started {
+            instance: self.instance.clone(),
+        };
+        write_events(&mut core.journal, monotonic_now_ns(), vec![event])
+    }
+
+    /// Applies `op` to the model at the current time and journals what it changed before
+    /// returning. See the module documentation.
+    fn call<T>(
+        &self,
+        op: impl FnOnce(&mut Switch, u64) -> Result<T, SwitchError>,
+    ) -> Result<T, Status> {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        if let Some(reason) = &core.halted {
+            return Err(Status::unavailable(format!(
+                "switch halted: {reason}; restart it"
+            )));
+        }
+        // Read under the lock, so records are in time order and each `mono_ns` is the moment
+        // the change took effect relative to every other change.
+        let now_mono_ns = monotonic_now_ns();
+        let result = op(&mut core.switch, now_mono_ns);
+        let events = core.switch.take_events();
+        if let Err(e) = write_events(&mut core.journal, now_mono_ns, events) {
+            let reason = format!("the journal cannot be written: {e}");
+            self.halt_locked(core, reason.clone());
+            return Err(Status::internal(reason));
+        }
+        result.map_err(status_of)
+    }
+}
+
+/// Journals `events`, logs them, and makes them durable with one `fdatasync` (none if empty).
+fn write_events(
+    journal: &mut JournalWriter,
+    now_mono_ns: u64,
+    events: Vec<Event>,
+) -> Result<(), JournalError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let wall_ms = wall_now_ms();
+    for event in events {
+        let record = journal.append(now_mono_ns, wall_ms, event)?;
+        log_record(&record);
+    }
+    journal.sync()
+}
+
+fn log_record(record: &journal::Record) {
+    match &record.event {
+        Event::Fenced {
+            ports,
+            deadline_mono_ns,
+        } => tracing::warn!(
+            seq = record.seq,
+            ?ports,
+            late_ms = record.mono_ns.saturating_sub(*deadline_mono_ns) / 1_000_000,
+            "watchdog deadline passed: fenced, every port cleared"
+        ),
+        Event::Programmed {
+            port,
+            profile,
+            revision,
+            functions,
+        } => tracing::info!(
+            seq = record.seq,
+            port,
+            profile = %profile,
+            revision,
+            functions = functions.len(),
+            "programmed"
+        ),
+        Event::Cleared { port, reason } => {
+            tracing::info!(seq = record.seq, port, ?reason, "cleared")
+        }
+        Event::Started { instance } => {
+            tracing::info!(seq = record.seq, instance = %instance, "started")
+        }
+        Event::MacAnnounced { .. } | Event::FabricLogin { .. } => {
+            tracing::debug!(seq = record.seq, event = ?record.event, "announced")
+        }
+    }
+}
+
+/// The watchdog: a plain thread rather than an async task, so a starved or blocked async
+/// runtime cannot delay the fence, like a hardware timer that runs whatever the firmware does.
+/// If it panics, the switch halts: a switch without its watchdog must not go on presenting.
+fn spawn_watchdog(
+    shared: Arc<Shared>,
+) -> anyhow::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let tick = Duration::from_millis(WATCHDOG_TICK_MS);
+    let handle = std::thread::Builder::new()
+        .name("switch-watchdog".to_owned())
+        .spawn(move || {
+            let watched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+                match stop_rx.recv_timeout(tick) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Errors here are a halted switch, which has nothing left to fence.
+                        let _ = shared.call(|switch, now_mono_ns| {
+                            switch.tick(now_mono_ns);
+                            Ok(())
+                        });
+                    }
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }));
+            if watched.is_err() {
+                shared.halt("the watchdog thread panicked".to_owned());
+            }
+        })
+        .context("cannot start the watchdog thread")?;
+    Ok((stop_tx, handle))
+}
+
+/// The one mapping from model errors to gRPC codes (documented in switch.proto).
+fn status_of(error: SwitchError) -> Status {
+    let message = error.to_string();
+    match error {
+        SwitchError::PortOutOfRange { .. }
+        | SwitchError::PortNotCabled { .. }
+        | SwitchError::InvalidArgument { .. } => Status::invalid_argument(message),
+        SwitchError::WatchdogNotArmed | SwitchError::LeaseExpired { .. } => {
+            Status::failed_precondition(message)
+        }
+        SwitchError::IdentityPresented { .. } => Status::already_exists(message),
+        SwitchError::TooManyFunctions { .. }
+        | SwitchError::NoFreeVf { .. }
+        | SwitchError::NoFreeNpiv { .. } => Status::resource_exhausted(message),
+    }
+}
+
+fn port_to_wire(view: &PortView) -> pb::PortState {
+    let mut port = pb::PortState {
+        host_port: u32::from(view.port),
+        server: view.server.clone(),
+        ..Default::default()
+    };
+    if let Some(held) = &view.held {
+        port.programmed = true;
+        port.profile = held.program.profile.clone();
+        port.revision = held.program.revision;
+        port.functions = held
+            .program
+            .functions
+            .iter()
+            .zip(&held.slots)
+            .map(|(function, slot)| pb::PresentedFunction {
+                function: Some(function_to_wire(function)),
+                adapter_port: u32::from(slot.adapter_port),
+                slot: u32::from(slot.index),
+            })
+            .collect();
+    }
+    port
+}
+
+fn state_to_wire(state: &StateView, now_mono_ns: u64, instance: &str) -> pb::GetStateResponse {
+    let capacity = state.capacity;
+    pb::GetStateResponse {
+        ports: state.ports.iter().map(port_to_wire).collect(),
+        watchdog_deadline_mono_ns: state.watchdog_deadline_mono_ns,
+        fenced: state.fenced,
+        now_mono_ns,
+        capacity: Some(pb::Capacity {
+            eth_ports: u32::from(capacity.eth_ports),
+            vfs_per_eth_port: u32::from(capacity.vfs_per_eth_port),
+            vfs_used: state.vfs_used,
+            fc_ports: u32::from(capacity.fc_ports),
+            npiv_per_fc_port: u32::from(capacity.npiv_per_fc_port),
+            npiv_used: state.npiv_used,
+        }),
+        instance: instance.to_owned(),
+        watchdog_disabled: state.watchdog == WatchdogMode::UnsafeDisabled,
+    }
+}
+
+/// The gRPC face of the switch.
+#[derive(Clone)]
+struct SwitchService {
+    shared: Arc<Shared>,
+}
+
+impl SwitchService {
+    /// Runs `work` on a blocking thread: it takes the lock and writes and syncs the journal,
+    /// which must not stall the async workers serving other calls.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Shared) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || work(&shared))
+            .await
+            .map_err(|e| Status::internal(format!("switch call did not complete: {e}")))?
+    }
+}
+
+#[tonic::async_trait]
+impl pb::switch_server::Switch for SwitchService {
+    async fn program(
+        &self,
+        request: Request<pb::ProgramRequest>,
+    ) -> Result<Response<pb::ProgramResponse>, Status> {
+        let request = request.into_inner();
+        let program = program_from_wire(&request.profile, request.revision, &request.functions)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let port = request.host_port;
+        let view = self
+            .blocking(move |shared| {
+                shared.call(move |switch, now_mono_ns| switch.program(now_mono_ns, port, program))
+            })
+            .await?;
+        Ok(Response::new(pb::ProgramResponse {
+            port: Some(port_to_wire(&view)),
+        }))
+    }
+
+    async fn clear(
+        &self,
+        request: Request<pb::ClearRequest>,
+    ) -> Result<Response<pb::ClearResponse>, Status> {
+        let port = request.into_inner().host_port;
+        let cleared = self
+            .blocking(move |shared| {
+                shared.call(move |switch, now_mono_ns| switch.clear(now_mono_ns, port))
+            })
+            .await?;
+        Ok(Response::new(pb::ClearResponse { cleared }))
+    }
+
+    async fn clear_all(
+        &self,
+        _request: Request<pb::ClearAllRequest>,
+    ) -> Result<Response<pb::ClearAllResponse>, Status> {
+        let cleared = self
+            .blocking(|shared| shared.call(|switch, now_mono_ns| Ok(switch.clear_all(now_mono_ns))))
+            .await?;
+        Ok(Response::new(pb::ClearAllResponse {
+            cleared_ports: cleared.into_iter().map(u32::from).collect(),
+        }))
+    }
+
+    async fn get_state(
+        &self,
+        _request: Request<pb::GetStateRequest>,
+    ) -> Result<Response<pb::GetStateResponse>, Status> {
+        let (state, now_mono_ns) = self
+            .blocking(|shared| {
+                shared.call(|switch, now_mono_ns| Ok((switch.state(now_mono_ns), now_mono_ns)))
+            })
+            .await?;
+        Ok(Response::new(state_to_wire(
+            &state,
+            now_mono_ns,
+            &self.shared.instance,
+        )))
+    }
+
+    async fn arm_watchdog(
+        &self,
+        request: Request<pb::ArmWatchdogRequest>,
+    ) -> Result<Response<pb::ArmWatchdogResponse>, Status> {
+        let deadline_mono_ns = request.into_inner().deadline_mono_ns;
+        let (outcome, now_mono_ns) = self
+            .blocking(move |shared| {
+                shared.call(move |switch, now_mono_ns| {
+                    Ok((
+                        switch.arm_watchdog(now_mono_ns, deadline_mono_ns),
+                        now_mono_ns,
+                    ))
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::ArmWatchdogResponse {
+            deadline_mono_ns: outcome.deadline_mono_ns,
+            fenced: outcome.fenced,
+            now_mono_ns,
+        }))
+    }
+
+    async fn read_journal(
+        &self,
+        request: Request<pb::ReadJournalRequest>,
+    ) -> Result<Response<pb::ReadJournalResponse>, Status> {
+        let request = request.into_inner();
+        let from_seq = request.from_seq.max(1);
+        let count = match request.max_records {
+            0 => JOURNAL_PAGE_RECORDS_MAX,
+            asked => asked.min(JOURNAL_PAGE_RECORDS_MAX),
+        };
+        let records = self
+            .blocking(move |shared| {
+                // Only the bounds are read under the lock; written lines never change, so the
+                // reading itself does not hold up the switch.
+                let page = shared
+                    .lock()
+                    .journal
+                    .page(from_seq, usize::try_from(count).unwrap_or(usize::MAX));
+                let Some((first_seq, start, end)) = page else {
+                    return Ok(Vec::new());
+                };
+                read_page(&shared.journal_path, first_seq, start, end)
+            })
+            .await?;
+        let next_seq = records.last().map_or(from_seq, |record| record.seq + 1);
+        Ok(Response::new(pb::ReadJournalResponse { records, next_seq }))
+    }
+}
+
+fn read_page(
+    path: &Path,
+    first_seq: u64,
+    start: u64,
+    end: u64,
+) -> Result<Vec<pb::JournalRecord>, Status> {
+    let lines = journal::read_range(path, first_seq, start, end)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(lines
+        .into_iter()
+        .map(|(record, json)| pb::JournalRecord {
+            seq: record.seq,
+            mono_ns: record.mono_ns,
+            wall_ms: record.wall_ms,
+            json,
+        })
+        .collect())
+}
