@@ -1,9 +1,12 @@
 //! What a client asks the state machine to do, and what it answers when it does it. Requests are
 //! the payload of Raft log entries, so their serde encoding is durable: change it compatibly.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::member::Member;
+use crate::placement::PlacementChange;
 use crate::pool::{Pool, PoolSpec};
 use crate::profile::{Profile, ProfileSpec};
 use crate::Revision;
@@ -39,6 +42,21 @@ pub enum Command {
     RemoveMember {
         id: u64,
     },
+    /// Placement decisions, applied all or none.
+    Place {
+        changes: Vec<PlacementChange>,
+    },
+    /// What a unit's switch presents now, profile name to profile revision. Replaces the unit's
+    /// previous report.
+    ReportPresented {
+        unit: String,
+        profiles: BTreeMap<String, Revision>,
+    },
+    /// Start (or stop) draining a unit: a draining unit is given no profile.
+    SetDrain {
+        unit: String,
+        draining: bool,
+    },
 }
 
 /// The result of an accepted command: the object as it now stands, or what was removed.
@@ -50,4 +68,7 @@ pub enum Outcome {
     ProfileDeleted { name: String },
     Member(Member),
     MemberRemoved { id: u64 },
+    Placed { profiles: Vec<String> },
+    Presented { unit: String },
+    Drain { unit: String, draining: bool },
 }

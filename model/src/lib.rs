@@ -13,6 +13,7 @@
 //! - [`name`]: the one naming rule for profiles, servers, pools, members, vNICs, networks, ….
 //! - [`profile`], [`pool`], [`member`]: the objects in the state and the specs clients send, each
 //!   with `validate` for the checks that need no state (the API edge can call these early).
+//! - [`placement`]: desired placement of profiles on units, reported presentation, drain.
 //! - [`command`]: [`Request`], [`Command`] and [`Outcome`], the input and output of `apply`.
 //! - [`state`]: [`State`], [`apply`], and the bounded history of [`Event`]s.
 //! - [`error`]: [`Rejection`], why a command was refused, naming the field and value at fault.
@@ -29,6 +30,7 @@ mod index;
 pub mod limits;
 pub mod member;
 pub mod name;
+pub mod placement;
 mod plan;
 pub mod pool;
 pub mod profile;
@@ -38,6 +40,7 @@ pub use command::{Command, Outcome, Request};
 pub use error::{HistoryTruncated, Rejection};
 pub use identity::{Identity, IdentityError, IdentityKind, Mac, Wwn};
 pub use member::{Member, Role};
+pub use placement::{Move, Placement, PlacementChange};
 pub use pool::{Pool, PoolKind, PoolRange, PoolSpec, PoolUsage};
 pub use profile::{Failback, Profile, ProfileSpec, VHba, VHbaSpec, VNic, VNicSpec};
 pub use state::{apply, Change, Event, State};

@@ -1,7 +1,7 @@
 //! The replicated state, the pure `apply` that changes it, and the bounded history of changes
 //! that `Watch` and audit read.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -10,7 +10,9 @@ use crate::error::{HistoryTruncated, Rejection};
 use crate::identity::{Identity, Mac, Wwn};
 use crate::index::IdentityIndex;
 use crate::limits::{ACTOR_LEN_MAX, EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX};
-use crate::member::Member;
+use crate::member::{Member, Role};
+use crate::name::validate_name;
+use crate::placement::{Placement, PlacementChange};
 use crate::plan::plan_profile;
 use crate::pool::{Pool, PoolSpec, PoolUsage};
 use crate::profile::{Profile, ProfileSpec};
@@ -27,11 +29,29 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     PoolPut(Pool),
-    PoolDeleted { name: String },
+    PoolDeleted {
+        name: String,
+    },
     ProfilePut(Profile),
-    ProfileDeleted { name: String },
+    ProfileDeleted {
+        name: String,
+    },
     MemberPut(Member),
-    MemberRemoved { id: u64 },
+    MemberRemoved {
+        id: u64,
+    },
+    /// Placements changed in one decision (one event, since they share one revision).
+    Placed {
+        placements: Vec<(String, Placement)>,
+    },
+    PresentedPut {
+        unit: String,
+        profiles: BTreeMap<String, Revision>,
+    },
+    DrainSet {
+        unit: String,
+        draining: bool,
+    },
 }
 
 /// Everything the cluster agrees on. Changed only by `apply`, so every replica that applies the
@@ -45,6 +65,12 @@ pub struct State {
     profiles: BTreeMap<String, Profile>,
     pools: BTreeMap<String, Pool>,
     members: BTreeMap<u64, Member>,
+    /// Desired placement per profile; a profile without an entry has never been placed.
+    placements: BTreeMap<String, Placement>,
+    /// What each unit last reported its switch presents: profile name to profile revision.
+    presented: BTreeMap<String, BTreeMap<String, Revision>>,
+    /// Units being drained (by name): they are given no profile.
+    draining: BTreeSet<String>,
     /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
     events: VecDeque<Event>,
     /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
@@ -103,6 +129,41 @@ impl State {
     /// In id order.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
+    }
+
+    pub fn placement(&self, profile: &str) -> Option<&Placement> {
+        self.placements.get(profile)
+    }
+
+    /// Every profile's placement, in profile name order (never-placed profiles are absent).
+    pub fn placements(&self) -> impl Iterator<Item = (&String, &Placement)> {
+        self.placements.iter()
+    }
+
+    /// What `unit` last reported presenting.
+    pub fn presented_by(&self, unit: &str) -> Option<&BTreeMap<String, Revision>> {
+        self.presented.get(unit)
+    }
+
+    /// Every unit's last report, in unit name order.
+    pub fn presented(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Revision>)> {
+        self.presented.iter()
+    }
+
+    pub fn is_draining(&self, unit: &str) -> bool {
+        self.draining.contains(unit)
+    }
+
+    pub fn member_by_name(&self, name: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.name == name)
+    }
+
+    /// Profiles that count against `unit`'s capacity: placed on it, or moving to it.
+    pub fn load_of(&self, unit: &str) -> usize {
+        self.placements
+            .values()
+            .filter(|p| p.claimed_unit() == Some(unit))
+            .count()
     }
 
     /// The profile holding `mac`, if any.
@@ -223,6 +284,18 @@ impl State {
                 return Err(format!(
                     "members {other} and {id} are both named {:?}",
                     member.name
+                ));
+            }
+        }
+
+        for (name, placement) in &self.placements {
+            if !self.profiles.contains_key(name) {
+                return Err(format!("placement for {name:?}, which is not a profile"));
+            }
+            if placement.revision > self.revision {
+                return Err(format!(
+                    "placement of {name:?} has revision {}, after the state revision {}",
+                    placement.revision, self.revision
                 ));
             }
         }
@@ -368,6 +441,7 @@ impl State {
                 self.index.release(identity);
             }
         }
+        self.placements.remove(name);
         Ok(Outcome::ProfileDeleted {
             name: name.to_owned(),
         })
@@ -390,10 +464,152 @@ impl State {
     }
 
     fn remove_member(&mut self, id: u64) -> Result<Outcome, Rejection> {
-        if self.members.remove(&id).is_none() {
+        let Some(removed) = self.members.remove(&id) else {
             return Err(Rejection::not_found("member", id.to_string()));
-        }
+        };
+        // Its report and drain mark go with it; placements that name it stay until the placement
+        // controller moves them, so status keeps saying where each profile was.
+        self.presented.remove(&removed.name);
+        self.draining.remove(&removed.name);
         Ok(Outcome::MemberRemoved { id })
+    }
+
+    /// The unit named `unit`, if it is one (a member with the unit role).
+    fn unit_member(&self, field: &str, unit: &str) -> Result<&Member, Rejection> {
+        let member = self
+            .member_by_name(unit)
+            .ok_or_else(|| Rejection::not_found("unit", unit))?;
+        if member.role != Role::Unit {
+            return Err(Rejection::invalid(
+                field,
+                unit,
+                "is a witness, which has no switch and is never given a profile",
+            ));
+        }
+        Ok(member)
+    }
+
+    fn place(
+        &mut self,
+        revision: Revision,
+        changes: &[PlacementChange],
+    ) -> Result<Outcome, Rejection> {
+        if changes.len() > PROFILES_MAX {
+            return Err(Rejection::limit(
+                "placement changes in one command",
+                PROFILES_MAX,
+            ));
+        }
+        // Capacity is checked against the load after every change in this command, so a batch
+        // that swaps profiles between units is judged as a whole.
+        let mut claimed: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        for (position, change) in changes.iter().enumerate() {
+            change.validate()?;
+            let Some(profile) = self.profiles.get(&change.profile) else {
+                return Err(Rejection::not_found("profile", &change.profile));
+            };
+            if claimed.contains_key(change.profile.as_str()) {
+                return Err(Rejection::invalid(
+                    format!("changes[{position}].profile"),
+                    &change.profile,
+                    "appears twice in one placement command",
+                ));
+            }
+            let target = change
+                .unit
+                .as_deref()
+                .or(change.moving.as_ref().map(|m| m.to.as_str()));
+            if let Some(target) = target {
+                let member = self.unit_member("unit", target)?;
+                if self.draining.contains(target) {
+                    return Err(Rejection::FailedPrecondition {
+                        reason: format!("unit {target:?} is draining and is given no profile"),
+                    });
+                }
+                if !member.cabling.contains_key(&profile.server) {
+                    return Err(Rejection::FailedPrecondition {
+                        reason: format!(
+                            "server {:?} of profile {:?} is not cabled to unit {target:?}",
+                            profile.server, profile.name
+                        ),
+                    });
+                }
+            }
+            claimed.insert(change.profile.as_str(), target);
+        }
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        for (name, placement) in &self.placements {
+            if claimed.contains_key(name.as_str()) {
+                continue;
+            }
+            if let Some(unit) = placement.claimed_unit() {
+                *load.entry(unit).or_default() += 1;
+            }
+        }
+        for target in claimed.values().flatten() {
+            *load.entry(target).or_default() += 1;
+        }
+        for (unit, count) in &load {
+            if let Some(member) = self.member_by_name(unit) {
+                let capacity = member.capacity as usize;
+                let touched = claimed.values().any(|t| t == &Some(*unit));
+                if touched && *count > capacity {
+                    return Err(Rejection::FailedPrecondition {
+                        reason: format!(
+                            "unit {unit:?} would present {count} profiles, more than its \
+                             capacity of {capacity}"
+                        ),
+                    });
+                }
+            }
+        }
+        let mut placed = Vec::with_capacity(changes.len());
+        for change in changes {
+            let placement = Placement {
+                unit: change.unit.clone(),
+                moving: change.moving.clone(),
+                reason: change.reason.clone(),
+                failed_over_from: change.failed_over_from.clone(),
+                revision,
+            };
+            self.placements
+                .insert(change.profile.clone(), placement.clone());
+            placed.push((change.profile.clone(), placement));
+        }
+        Ok(Outcome::Placed {
+            profiles: placed.into_iter().map(|(name, _)| name).collect(),
+        })
+    }
+
+    fn report_presented(
+        &mut self,
+        unit: &str,
+        profiles: &BTreeMap<String, Revision>,
+    ) -> Result<Outcome, Rejection> {
+        self.unit_member("unit", unit)?;
+        if profiles.len() > PROFILES_MAX {
+            return Err(Rejection::limit("presented profiles", PROFILES_MAX));
+        }
+        for name in profiles.keys() {
+            validate_name("profiles", name)?;
+        }
+        self.presented.insert(unit.to_owned(), profiles.clone());
+        Ok(Outcome::Presented {
+            unit: unit.to_owned(),
+        })
+    }
+
+    fn set_drain(&mut self, unit: &str, draining: bool) -> Result<Outcome, Rejection> {
+        self.unit_member("unit", unit)?;
+        if draining {
+            self.draining.insert(unit.to_owned());
+        } else {
+            self.draining.remove(unit);
+        }
+        Ok(Outcome::Drain {
+            unit: unit.to_owned(),
+            draining,
+        })
     }
 }
 
@@ -468,6 +684,9 @@ pub fn apply(
         } => state.delete_profile(name, *expected_revision)?,
         Command::PutMember(member) => state.put_member(member)?,
         Command::RemoveMember { id } => state.remove_member(*id)?,
+        Command::Place { changes } => state.place(revision, changes)?,
+        Command::ReportPresented { unit, profiles } => state.report_presented(unit, profiles)?,
+        Command::SetDrain { unit, draining } => state.set_drain(unit, *draining)?,
     };
     let change = match &outcome {
         Outcome::Pool(pool) => Change::PoolPut(pool.clone()),
@@ -476,6 +695,25 @@ pub fn apply(
         Outcome::ProfileDeleted { name } => Change::ProfileDeleted { name: name.clone() },
         Outcome::Member(member) => Change::MemberPut(member.clone()),
         Outcome::MemberRemoved { id } => Change::MemberRemoved { id: *id },
+        Outcome::Placed { profiles } => Change::Placed {
+            placements: profiles
+                .iter()
+                .filter_map(|name| {
+                    state
+                        .placements
+                        .get(name)
+                        .map(|placement| (name.clone(), placement.clone()))
+                })
+                .collect(),
+        },
+        Outcome::Presented { unit } => Change::PresentedPut {
+            unit: unit.clone(),
+            profiles: state.presented.get(unit).cloned().unwrap_or_default(),
+        },
+        Outcome::Drain { unit, draining } => Change::DrainSet {
+            unit: unit.clone(),
+            draining: *draining,
+        },
     };
     state.revision = revision;
     state.record(Event {
@@ -495,6 +733,9 @@ struct SnapshotRef<'a> {
     profiles: Vec<&'a Profile>,
     pools: Vec<&'a Pool>,
     members: Vec<&'a Member>,
+    placements: &'a BTreeMap<String, Placement>,
+    presented: &'a BTreeMap<String, BTreeMap<String, Revision>>,
+    draining: &'a BTreeSet<String>,
     events: &'a VecDeque<Event>,
 }
 
@@ -506,6 +747,12 @@ struct Snapshot {
     profiles: Vec<Profile>,
     pools: Vec<Pool>,
     members: Vec<Member>,
+    #[serde(default)]
+    placements: BTreeMap<String, Placement>,
+    #[serde(default)]
+    presented: BTreeMap<String, BTreeMap<String, Revision>>,
+    #[serde(default)]
+    draining: BTreeSet<String>,
     events: VecDeque<Event>,
 }
 
@@ -517,6 +764,9 @@ impl Serialize for State {
             profiles: self.profiles.values().collect(),
             pools: self.pools.values().collect(),
             members: self.members.values().collect(),
+            placements: &self.placements,
+            presented: &self.presented,
+            draining: &self.draining,
             events: &self.events,
         }
         .serialize(serializer)
@@ -564,6 +814,9 @@ impl State {
                 |k| format!("{k:?}"),
             )?,
             members: keyed("member", snapshot.members, |m| m.id, u64::to_string)?,
+            placements: snapshot.placements,
+            presented: snapshot.presented,
+            draining: snapshot.draining,
             events: snapshot.events,
             index: IdentityIndex::default(),
         };
