@@ -21,6 +21,9 @@ pub const DEFAULT_ELECTION_MAX_MS: u64 = 600;
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_CAPACITY: u32 = 30;
+pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
+pub const DEFAULT_DRIFT_MARGIN_MS: u64 = 200;
+pub const DEFAULT_FAILBACK_HOLD_DOWN_MS: u64 = 5_000;
 /// Host ports on a unit's switch are numbered 1..=HOST_PORTS_MAX.
 pub const HOST_PORTS_MAX: u8 = 30;
 /// Entries kept in the log behind a snapshot, so that a briefly lagging follower catches up from
@@ -108,6 +111,33 @@ pub struct Args {
     #[arg(long, env = "VNET_CAPACITY")]
     pub capacity: Option<u32>,
 
+    /// Address of this unit's switch (`vnet-switchd`), e.g. 127.0.0.1:7201. Units only; a unit
+    /// without a switch takes part in Raft but presents nothing.
+    #[arg(long, env = "VNET_SWITCH", value_name = "HOST:PORT")]
+    pub switch: Option<String>,
+
+    /// How long a granted lease lets a unit present identities, in milliseconds. Units renew every
+    /// quarter of it. [default: 1000]
+    #[arg(long, env = "VNET_LEASE_TTL_MS", value_name = "MS")]
+    pub lease_ttl_ms: Option<u64>,
+
+    /// Extra time the leader waits past lease_ttl before declaring a silent unit failed, to
+    /// absorb clock-rate differences and scheduling delay. [default: 200]
+    #[arg(long, env = "VNET_DRIFT_MARGIN_MS", value_name = "MS")]
+    pub drift_margin_ms: Option<u64>,
+
+    /// How long a preferred unit must stay healthy before profiles with failback `auto` move back
+    /// to it. [default: 5000]
+    #[arg(long, env = "VNET_FAILBACK_HOLD_DOWN_MS", value_name = "MS")]
+    pub failback_hold_down_ms: Option<u64>,
+
+    /// TEST ONLY, UNSAFE: the agent does not clear its switch when its lease lapses. With the
+    /// switch watchdog also disabled this allows two units to present the same identities; it
+    /// exists so the chaos tests can prove their checker catches exactly that.
+    #[arg(long, env = "VNET_UNSAFE_DISABLE_FENCING")]
+    #[serde(default)]
+    pub unsafe_disable_fencing: bool,
+
     /// Raft heartbeat interval in milliseconds. [default: 100]
     #[arg(long, env = "VNET_HEARTBEAT_MS", value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
@@ -172,6 +202,22 @@ impl RaftTiming {
     }
 }
 
+/// Lease timing (see `lease.rs` for the safety argument these feed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    pub ttl_ms: u64,
+    pub drift_margin_ms: u64,
+    pub failback_hold_down_ms: u64,
+}
+
+impl LeaseTiming {
+    /// How often a unit renews: a quarter of the lease, so three renewals may be lost in a row
+    /// before the lease lapses.
+    pub fn renew_every_ms(&self) -> u64 {
+        (self.ttl_ms / 4).max(1)
+    }
+}
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -188,6 +234,10 @@ pub struct Config {
     pub cabling: BTreeMap<String, u8>,
     pub capacity: u32,
     pub raft: RaftTiming,
+    pub lease: LeaseTiming,
+    /// The unit's switch, if it has one.
+    pub switch: Option<String>,
+    pub unsafe_disable_fencing: bool,
     pub request_timeout_ms: u64,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -265,6 +315,11 @@ impl Args {
             election_max_ms: self.election_max_ms.or(file.election_max_ms),
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            switch: self.switch.or(file.switch),
+            lease_ttl_ms: self.lease_ttl_ms.or(file.lease_ttl_ms),
+            drift_margin_ms: self.drift_margin_ms.or(file.drift_margin_ms),
+            failback_hold_down_ms: self.failback_hold_down_ms.or(file.failback_hold_down_ms),
+            unsafe_disable_fencing: self.unsafe_disable_fencing || file.unsafe_disable_fencing,
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
         }
@@ -387,6 +442,29 @@ impl Args {
         if raft.snapshot_every_entries == 0 {
             return Err(invalid("snapshot_every", "0", "must be at least 1"));
         }
+        let lease = LeaseTiming {
+            ttl_ms: self.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS),
+            drift_margin_ms: self.drift_margin_ms.unwrap_or(DEFAULT_DRIFT_MARGIN_MS),
+            failback_hold_down_ms: self
+                .failback_hold_down_ms
+                .unwrap_or(DEFAULT_FAILBACK_HOLD_DOWN_MS),
+        };
+        if lease.ttl_ms < 4 * raft.heartbeat_ms {
+            return Err(invalid(
+                "lease_ttl_ms",
+                lease.ttl_ms.to_string(),
+                format!(
+                    "must be at least four heartbeats ({} ms): each renewal needs a quorum round",
+                    4 * raft.heartbeat_ms
+                ),
+            ));
+        }
+        if let Some(switch) = &self.switch {
+            if role == Role::Witness {
+                return Err(invalid("switch", switch.clone(), "a witness has no switch"));
+            }
+            check_host_port("switch", switch)?;
+        }
         let request_timeout_ms = self
             .request_timeout_ms
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
@@ -414,6 +492,9 @@ impl Args {
             cabling,
             capacity,
             raft,
+            lease,
+            switch: self.switch,
+            unsafe_disable_fencing: self.unsafe_disable_fencing,
             request_timeout_ms,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),

@@ -6,6 +6,10 @@
 //! - [`config`]: flags, `VNET_*` variables and the TOML file, merged and validated.
 //! - [`node`]: the Raft instance and the request paths to the leader (forwarding, read
 //!   barriers, membership, leader transfer, bootstrap).
+//! - [`agent`]: a unit's fabric agent: lease renewal and switch reconciliation.
+//! - [`lease`]: unit leases and the leader's lease table (with the no-double-presentation
+//!   safety argument).
+//! - [`placement`]: the placement controller's pure decisions (failover, drain, failback).
 //! - [`peer`]: the peer API between nodes (Raft transport, forwarding) — client and server.
 //! - [`api`]: the public `vnet.v1` services.
 //! - [`convert`]: wire <-> model conversions, one file per type.
@@ -15,12 +19,15 @@
 //! Storage is `raft-store`; the domain and its state machine are `vnet-model`. This crate is the
 //! only one that knows all of them and the wire.
 
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod lease;
 pub mod node;
 pub mod peer;
+pub mod placement;
 pub mod telemetry;
 
 use std::future::Future;
@@ -82,6 +89,7 @@ pub async fn run(
     };
     let node = Node::start(Arc::new(config)).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_for_tasks = stop_rx.clone();
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -115,10 +123,32 @@ pub async fn run(
                 let node = node.clone();
                 async move { node.register_self(api_addr).await }
             });
+            let agent = match (&node.config().switch, node.config().role) {
+                (Some(addr), vnet_model::Role::Unit) => {
+                    let driver = fabric_agent::SimDriver::connect_lazy(addr)
+                        .map_err(|e| anyhow::anyhow!("cannot use switch {addr}: {e}"))?;
+                    let node = node.clone();
+                    let stopping = stop_rx_for_tasks.clone();
+                    Some(tokio::spawn(async move {
+                        agent::run(node, driver, stopping).await
+                    }))
+                }
+                _ => None,
+            };
+            let placing = tokio::spawn({
+                let node = node.clone();
+                let stopping = stop_rx_for_tasks.clone();
+                async move { node.run_placement(stopping).await }
+            });
             tracing::info!(id = node.id(), name = %node.config().name, "node is serving");
             shutdown.await;
             tracing::info!("shutting down");
             registering.abort();
+            let _ = stop_tx.send(true);
+            let _ = placing.await;
+            if let Some(agent) = agent {
+                let _ = agent.await;
+            }
             Ok(())
         }
         Err(e) => Err(anyhow::Error::new(e)),

@@ -26,8 +26,10 @@ use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::lease::LeaseTable;
 use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
+use crate::placement::{decide, Health, Policy};
 
 /// How long to wait for something to change (a leader to appear, metrics to move) before looking
 /// again while retrying a request toward the leader.
@@ -61,6 +63,8 @@ struct Inner {
     view: StateView,
     peers: PeerClients,
     pristine_at_start: bool,
+    /// The leader's record of lease renewals; meaningful only while this node leads.
+    leases: std::sync::Mutex<LeaseTable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,7 @@ impl Node {
                 view,
                 peers,
                 pristine_at_start,
+                leases: std::sync::Mutex::new(LeaseTable::new()),
             }),
         })
     }
@@ -233,6 +238,26 @@ impl Node {
         }
     }
 
+    /// [`Node::write`] with its own time budget.
+    pub async fn write_within(
+        &self,
+        actor: &str,
+        command: Command,
+        budget: Duration,
+    ) -> Result<(Outcome, u64), ApiError> {
+        let request = Request {
+            actor: actor.to_string(),
+            command,
+        };
+        match self
+            .execute_within(LeaderRequest::Write(request), budget)
+            .await?
+        {
+            LeaderReply::Applied { outcome, revision } => Ok((outcome, revision)),
+            other => Err(unexpected_reply("write", &other)),
+        }
+    }
+
     /// Waits until this node's applied state reflects every write acknowledged before the call,
     /// for a linearizable read; returns at once for a local read.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
@@ -271,7 +296,16 @@ impl Node {
     /// Runs `request` on the leader, wherever it is, retrying only where that is safe (see the
     /// module doc).
     pub async fn execute(&self, request: LeaderRequest) -> Result<LeaderReply, ApiError> {
-        let deadline = Instant::now() + self.request_timeout();
+        self.execute_within(request, self.request_timeout()).await
+    }
+
+    /// [`Node::execute`] with its own time budget.
+    pub async fn execute_within(
+        &self,
+        request: LeaderRequest,
+        budget: Duration,
+    ) -> Result<LeaderReply, ApiError> {
+        let deadline = Instant::now() + budget;
         let mut metrics = self.raft().metrics();
         let mut last_reason = String::from("no leader is known yet");
         loop {
@@ -319,10 +353,7 @@ impl Node {
             }
             if Instant::now() >= deadline {
                 return Err(ApiError::Unavailable {
-                    reason: format!(
-                        "gave up after {} ms: {last_reason}",
-                        self.request_timeout().as_millis()
-                    ),
+                    reason: format!("gave up after {} ms: {last_reason}", budget.as_millis()),
                 });
             }
             // Wait for the leader to change, but look again soon anyway: a leader that is
@@ -398,6 +429,10 @@ impl Node {
             LeaderRequest::Status => {
                 self.require_leader()?;
                 Ok(LeaderReply::Status(Box::new(self.local_status())))
+            }
+            LeaderRequest::RenewLease { unit } => Box::pin(self.renew_lease(&unit)).await,
+            LeaderRequest::Failover { profile, from, to } => {
+                Box::pin(self.planned_failover(profile, from, to)).await
             }
         }
     }
@@ -815,7 +850,36 @@ impl Node {
         let leader_name = metrics
             .current_leader
             .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
+        let health = self.unit_health();
+        let (units, placements) = self.view().read(|a| {
+            let units = a
+                .state
+                .members()
+                .filter(|m| m.role == Role::Unit)
+                .map(|m| UnitStatus {
+                    id: m.id,
+                    name: m.name.clone(),
+                    lease_healthy: health
+                        .as_ref()
+                        .map(|(h, _)| h.healthy_for_ms.contains_key(&m.name)),
+                    lease_age_ms: health
+                        .as_ref()
+                        .and_then(|(_, ages)| ages.get(&m.name).copied()),
+                    draining: a.state.is_draining(&m.name),
+                    presented: a
+                        .state
+                        .presented_by(&m.name)
+                        .map(|p| p.keys().cloned().collect())
+                        .unwrap_or_default(),
+                    load: a.state.load_of(&m.name) as u32,
+                    capacity: m.capacity,
+                })
+                .collect();
+            (units, placement_status(&a.state))
+        });
         ClusterStatus {
+            units,
+            placements,
             responder_id: self.id(),
             leader_id: metrics.current_leader,
             leader_name: leader_name.unwrap_or_default(),
@@ -867,7 +931,204 @@ impl Node {
 
 impl LeaderRequest {
     fn is_read_only(&self) -> bool {
-        matches!(self, LeaderRequest::ReadIndex | LeaderRequest::Status)
+        // A lease renewal changes only the leader's memory; a lost or repeated one is harmless.
+        matches!(
+            self,
+            LeaderRequest::ReadIndex | LeaderRequest::Status | LeaderRequest::RenewLease { .. }
+        )
+    }
+}
+
+// These locks guard in-memory tables with no awaits inside their critical sections; a panic
+// while holding one would be a bug, and the tables stay usable (they are advisory state that a
+// new term rebuilds), so a poisoned lock is used as is.
+fn lock_leases(node: &Node) -> std::sync::MutexGuard<'_, LeaseTable> {
+    node.inner
+        .leases
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How often the leader's placement controller looks at the state.
+pub const PLACEMENT_TICK_MS: u64 = 50;
+/// Most placement changes committed per controller pass.
+pub const PLACEMENT_CHANGES_PER_PASS_MAX: usize = 4_096;
+
+impl Node {
+    fn failed_after(&self) -> Duration {
+        let lease = &self.config().lease;
+        Duration::from_millis(lease.ttl_ms + lease.drift_margin_ms)
+    }
+
+    /// Grants a lease renewal (see `lease.rs` for the safety argument).
+    async fn renew_lease(&self, unit: &str) -> LeaderResult {
+        let arrived = std::time::Instant::now();
+        let metrics = self.require_leader()?;
+        let known_unit = self.view().read(|a| {
+            a.state
+                .member_by_name(unit)
+                .is_some_and(|m| m.role == Role::Unit)
+        });
+        if !known_unit {
+            return Err(ApiError::FailedPrecondition {
+                reason: format!("{unit:?} is not a unit of this cluster"),
+            });
+        }
+        let epoch = {
+            let mut table = lock_leases(self);
+            table.sync_term(metrics.current_term, arrived);
+            if table.is_failover_pending(unit) {
+                return Err(ApiError::FailedPrecondition {
+                    reason: format!(
+                        "unit {unit} was declared failed and its profiles are being moved;                          retry shortly"
+                    ),
+                });
+            }
+            table.epoch(unit)
+        };
+        let read_index = match self.execute_as_leader(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex { index } => index,
+            other => return Err(unexpected_reply("read index", &other)),
+        };
+        let mut table = lock_leases(self);
+        table.sync_term(self.metrics().current_term, arrived);
+        if table.epoch(unit) != epoch || table.is_failover_pending(unit) {
+            // Declared failed while we confirmed leadership: the read index may predate the
+            // moves off this unit, so this grant must not happen.
+            return Err(ApiError::FailedPrecondition {
+                reason: format!("unit {unit} was declared failed during the renewal"),
+            });
+        }
+        table.record_renewal(unit, arrived);
+        Ok(LeaderReply::LeaseGranted { read_index })
+    }
+
+    /// The leader's view of unit health, for status and the controller.
+    pub fn unit_health(&self) -> Option<(Health, BTreeMap<String, u64>)> {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.id()) {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let units: Vec<String> = self.view().read(|a| {
+            a.state
+                .members()
+                .filter(|m| m.role == Role::Unit)
+                .map(|m| m.name.clone())
+                .collect()
+        });
+        let mut table = lock_leases(self);
+        table.sync_term(metrics.current_term, now);
+        let health = table.health(units.iter().map(String::as_str), now, self.failed_after());
+        let ages = units
+            .iter()
+            .map(|u| (u.clone(), table.age_ms(u, now)))
+            .collect();
+        Some((health, ages))
+    }
+
+    /// The placement controller: on the leader, every tick, decide and commit placement changes.
+    pub async fn run_placement(&self, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let tick = Duration::from_millis(PLACEMENT_TICK_MS);
+        let policy = Policy {
+            failback_hold_down_ms: self.config().lease.failback_hold_down_ms,
+            changes_per_pass_max: PLACEMENT_CHANGES_PER_PASS_MAX,
+        };
+        let mut caught_up_term = 0;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            let metrics = self.metrics();
+            if metrics.current_leader != Some(self.id()) {
+                continue;
+            }
+            // Decide only on a state that includes everything committed before this term.
+            if caught_up_term != metrics.current_term {
+                if self.raft().ensure_linearizable().await.is_err() {
+                    continue;
+                }
+                caught_up_term = metrics.current_term;
+            }
+            let Some((health, _)) = self.unit_health() else {
+                continue;
+            };
+            let decisions = self.view().read(|a| decide(&a.state, &health, &policy));
+            if decisions.is_empty() {
+                continue;
+            }
+            let actor = "system/placement".to_string();
+            for (unit, changes) in decisions.failovers {
+                lock_leases(self).declare_failed(&unit);
+                tracing::warn!(unit = %unit, profiles = changes.len(), "unit failed; failing over its profiles");
+                let command = Command::Place { changes };
+                if let Err(e) = self.write_as_leader(&actor, command).await {
+                    tracing::warn!(unit = %unit, error = %e, "failover placement not committed; will retry");
+                }
+                lock_leases(self).failover_done(&unit);
+            }
+            if !decisions.others.is_empty() {
+                let count = decisions.others.len();
+                let command = Command::Place {
+                    changes: decisions.others,
+                };
+                match self.write_as_leader(&actor, command).await {
+                    Ok(_) => tracing::info!(changes = count, "placement changes committed"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "placement changes not committed; will retry")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_as_leader(&self, actor: &str, command: Command) -> Result<u64, ApiError> {
+        let request = Request {
+            actor: actor.to_string(),
+            command,
+        };
+        match self
+            .execute_as_leader(LeaderRequest::Write(request))
+            .await?
+        {
+            LeaderReply::Applied { revision, .. } => Ok(revision),
+            other => Err(unexpected_reply("write", &other)),
+        }
+    }
+
+    /// An operator's planned move (break before make: the controller completes it once the
+    /// source reports it no longer presents the profile).
+    async fn planned_failover(
+        &self,
+        profile: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+    ) -> LeaderResult {
+        self.require_leader()?;
+        let Some((health, _)) = self.unit_health() else {
+            return Err(ApiError::NotLeader { leader: None });
+        };
+        let changes = self.view().read(|a| {
+            crate::placement::planned_moves(
+                &a.state,
+                &health,
+                profile.as_deref(),
+                from.as_deref(),
+                to.as_deref(),
+            )
+        })?;
+        let profiles: Vec<String> = changes.iter().map(|c| c.profile.clone()).collect();
+        if changes.is_empty() {
+            return Ok(LeaderReply::FailoverStarted {
+                revision: self.view().progress().revision,
+                profiles,
+            });
+        }
+        let revision = self
+            .write_as_leader("system/failover", Command::Place { changes })
+            .await?;
+        Ok(LeaderReply::FailoverStarted { revision, profiles })
     }
 }
 
@@ -923,6 +1184,90 @@ pub struct ClusterStatus {
     pub applied_index: u64,
     pub revision: u64,
     pub members: Vec<MemberStatus>,
+    pub units: Vec<UnitStatus>,
+    pub placements: Vec<PlacementStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub id: NodeId,
+    pub name: String,
+    /// `None` when the answering node is not the leader and cannot tell.
+    pub lease_healthy: Option<bool>,
+    pub lease_age_ms: Option<u64>,
+    pub draining: bool,
+    pub presented: Vec<String>,
+    pub load: u32,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlacementStateKind {
+    Presented,
+    Programming,
+    Moving,
+    Unplaced,
+    FailedOver,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementStatus {
+    pub profile: String,
+    pub desired_unit: Option<String>,
+    pub presented_unit: Option<String>,
+    pub state: PlacementStateKind,
+    pub reason: String,
+    pub failed_over_from: Option<String>,
+    pub moving: Option<vnet_model::Move>,
+    pub revision: u64,
+}
+
+/// Status of every profile's placement, from the replicated state alone.
+pub fn placement_status(state: &vnet_model::State) -> Vec<PlacementStatus> {
+    let unplaced = vnet_model::Placement::default();
+    state
+        .profiles()
+        .map(|profile| {
+            let placement = state.placement(&profile.name).unwrap_or(&unplaced);
+            let presenting: Vec<&String> = state
+                .presented()
+                .filter(|(_, profiles)| profiles.contains_key(&profile.name))
+                .map(|(unit, _)| unit)
+                .collect();
+            let presented_unit = placement
+                .unit
+                .as_ref()
+                .filter(|u| presenting.contains(u))
+                .or(presenting.first().copied())
+                .cloned();
+            let state_kind = match (&placement.unit, &placement.moving) {
+                (_, Some(_)) => PlacementStateKind::Moving,
+                (None, None) => PlacementStateKind::Unplaced,
+                (Some(unit), None) if presented_unit.as_ref() == Some(unit) => {
+                    if placement.failed_over_from.is_some() {
+                        PlacementStateKind::FailedOver
+                    } else {
+                        PlacementStateKind::Presented
+                    }
+                }
+                (Some(_), None) => PlacementStateKind::Programming,
+            };
+            PlacementStatus {
+                profile: profile.name.clone(),
+                desired_unit: placement.unit.clone(),
+                presented_unit,
+                state: state_kind,
+                reason: if placement.revision == 0 {
+                    "not placed yet".to_string()
+                } else {
+                    placement.reason.clone()
+                },
+                failed_over_from: placement.failed_over_from.clone(),
+                moving: placement.moving.clone(),
+                revision: placement.revision,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

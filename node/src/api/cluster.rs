@@ -109,6 +109,65 @@ impl ClusterService for Api {
         }))
     }
 
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let actor = super::actor(&request)?;
+        let unit = request.into_inner().unit;
+        let command = vnet_model::Command::SetDrain {
+            unit: unit.clone(),
+            draining: true,
+        };
+        let (_, revision) = self.node.write(&actor, command).await?;
+        let profiles = self.node.view().read(|a| {
+            a.state
+                .placements()
+                .filter(|(_, p)| p.unit.as_deref() == Some(unit.as_str()))
+                .map(|(name, _)| name.clone())
+                .collect()
+        });
+        Ok(Response::new(pb::DrainResponse { revision, profiles }))
+    }
+
+    async fn undrain(
+        &self,
+        request: Request<pb::UndrainRequest>,
+    ) -> Result<Response<pb::UndrainResponse>, Status> {
+        let actor = super::actor(&request)?;
+        let command = vnet_model::Command::SetDrain {
+            unit: request.into_inner().unit,
+            draining: false,
+        };
+        let (_, revision) = self.node.write(&actor, command).await?;
+        Ok(Response::new(pb::UndrainResponse { revision }))
+    }
+
+    async fn failover(
+        &self,
+        request: Request<pb::FailoverRequest>,
+    ) -> Result<Response<pb::FailoverResponse>, Status> {
+        let request = request.into_inner();
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let reply = self
+            .node
+            .execute(LeaderRequest::Failover {
+                profile: non_empty(request.profile),
+                from: non_empty(request.from_unit),
+                to: non_empty(request.to_unit),
+            })
+            .await?;
+        match reply {
+            LeaderReply::FailoverStarted { revision, profiles } => {
+                Ok(Response::new(pb::FailoverResponse { revision, profiles }))
+            }
+            other => Err(ApiError::Internal {
+                reason: format!("a failover produced {other:?}"),
+            }
+            .into()),
+        }
+    }
+
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,

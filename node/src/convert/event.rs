@@ -15,11 +15,53 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
         Change::PoolDeleted { name } => Wire::PoolDeleted(name.clone()),
         Change::MemberPut(m) => Wire::MemberPut(member_record_to_wire(m)),
         Change::MemberRemoved { id } => Wire::MemberRemoved(*id),
+        Change::Placed { placements } => Wire::Placements(pb::PlacementChanges {
+            placements: placements
+                .iter()
+                .map(|(profile, placement)| placement_to_wire(profile, placement))
+                .collect(),
+        }),
+        Change::PresentedPut { unit, profiles } => Wire::Presented(pb::UnitPresented {
+            unit: unit.clone(),
+            profiles: profiles.keys().cloned().collect(),
+        }),
+        Change::DrainSet { unit, draining } => Wire::Drain(pb::UnitDrain {
+            unit: unit.clone(),
+            draining: *draining,
+        }),
     };
     pb::WatchEvent {
         revision: event.revision,
         actor: event.actor.clone(),
         change: Some(change),
+    }
+}
+
+/// A placement as decided; what is presented is reported separately (`presented` events).
+fn placement_to_wire(profile: &str, placement: &vnet_model::Placement) -> pb::ProfilePlacement {
+    let state = match (&placement.unit, &placement.moving) {
+        (_, Some(_)) => pb::PlacementState::Moving,
+        (None, None) => pb::PlacementState::Unplaced,
+        (Some(_), None) => pb::PlacementState::Programming,
+    };
+    pb::ProfilePlacement {
+        profile: profile.to_owned(),
+        desired_unit: placement.unit.clone().unwrap_or_default(),
+        presented_unit: String::new(),
+        state: state as i32,
+        reason: placement.reason.clone(),
+        failed_over_from: placement.failed_over_from.clone().unwrap_or_default(),
+        moving_from: placement
+            .moving
+            .as_ref()
+            .map(|m| m.from.clone())
+            .unwrap_or_default(),
+        moving_to: placement
+            .moving
+            .as_ref()
+            .map(|m| m.to.clone())
+            .unwrap_or_default(),
+        revision: placement.revision,
     }
 }
 

@@ -4,7 +4,9 @@ use vnet_model::Role;
 use vnet_proto::vnet::v1 as pb;
 
 use crate::error::ApiError;
-use crate::node::{ClusterStatus, MemberStatus, RaftStateKind};
+use crate::node::{
+    ClusterStatus, MemberStatus, PlacementStateKind, PlacementStatus, RaftStateKind, UnitStatus,
+};
 
 pub fn role_to_wire(role: Option<Role>) -> pb::MemberRole {
     match role {
@@ -67,6 +69,53 @@ pub fn status_to_wire(status: &ClusterStatus) -> pb::GetClusterStatusResponse {
         revision: status.revision,
         members: status.members.iter().map(to_wire).collect(),
         responder_id: status.responder_id,
+        units: status.units.iter().map(unit_to_wire).collect(),
+        placements: status.placements.iter().map(placement_to_wire).collect(),
+    }
+}
+
+pub fn unit_to_wire(unit: &UnitStatus) -> pb::UnitStatus {
+    pb::UnitStatus {
+        id: unit.id,
+        name: unit.name.clone(),
+        lease: match unit.lease_healthy {
+            Some(true) => pb::LeaseHealth::Healthy,
+            Some(false) => pb::LeaseHealth::Expired,
+            None => pb::LeaseHealth::Unknown,
+        } as i32,
+        lease_age_ms: unit.lease_age_ms,
+        draining: unit.draining,
+        presented: unit.presented.clone(),
+        load: unit.load,
+        capacity: unit.capacity,
+    }
+}
+
+pub fn placement_to_wire(placement: &PlacementStatus) -> pb::ProfilePlacement {
+    pb::ProfilePlacement {
+        profile: placement.profile.clone(),
+        desired_unit: placement.desired_unit.clone().unwrap_or_default(),
+        presented_unit: placement.presented_unit.clone().unwrap_or_default(),
+        state: match placement.state {
+            PlacementStateKind::Presented => pb::PlacementState::Presented,
+            PlacementStateKind::Programming => pb::PlacementState::Programming,
+            PlacementStateKind::Moving => pb::PlacementState::Moving,
+            PlacementStateKind::Unplaced => pb::PlacementState::Unplaced,
+            PlacementStateKind::FailedOver => pb::PlacementState::FailedOver,
+        } as i32,
+        reason: placement.reason.clone(),
+        failed_over_from: placement.failed_over_from.clone().unwrap_or_default(),
+        moving_from: placement
+            .moving
+            .as_ref()
+            .map(|m| m.from.clone())
+            .unwrap_or_default(),
+        moving_to: placement
+            .moving
+            .as_ref()
+            .map(|m| m.to.clone())
+            .unwrap_or_default(),
+        revision: placement.revision,
     }
 }
 

@@ -70,6 +70,15 @@ pub enum LeaderRequest {
     TransferLeader { to: NodeId },
     /// The cluster as the leader sees it (replication progress, last contact).
     Status,
+    /// A unit asks to renew its lease.
+    RenewLease { unit: String },
+    /// A planned move: one profile to `to`, or every profile off `from` (to `to`, or wherever
+    /// the controller would place each).
+    Failover {
+        profile: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+    },
 }
 
 /// The leader's answer.
@@ -91,6 +100,14 @@ pub enum LeaderReply {
         term: u64,
     },
     Status(Box<ClusterStatus>),
+    /// The lease is renewed; the agent must apply up to `read_index` before programming.
+    LeaseGranted {
+        read_index: u64,
+    },
+    FailoverStarted {
+        revision: u64,
+        profiles: Vec<String>,
+    },
 }
 
 pub type LeaderResult = Result<LeaderReply, ApiError>;

@@ -1,0 +1,227 @@
+//! The fabric agent of a unit: keeps its lease, and makes its switch present exactly the profiles
+//! placed on it — while, and only while, the lease is live.
+//!
+//! Two loops share the lease:
+//! - renewal, every `lease_ttl / 4`: ask the leader; on a grant the lease runs to *send time* +
+//!   `lease_ttl` (never from the reply's arrival: the grant may have been delayed), and the switch
+//!   watchdog is armed with that same absolute deadline;
+//! - reconcile, every [`RECONCILE_TICK_MS`]: with a live lease and the applied state at least at
+//!   the grant's read index, plan desired vs actual and apply a bounded number of actions; with
+//!   no live lease, clear the switch. Then report what the switch presents, if that changed.
+//!
+//! The safety argument (why a failed unit's identities are gone before a peer programs them) is
+//! in `lease.rs`; this loop upholds its unit-side half: never program after `expires_at`, and
+//! clear when it passes (the switch's watchdog does the same even if this process is gone).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fabric_agent::{
+    plan, Action, FabricDriver, PortMap, PortProgram, RECONCILE_ACTIONS_PER_TICK_MAX,
+};
+use tokio::sync::watch;
+use vnet_model::{Command, State};
+
+use crate::lease::UnitLease;
+use crate::node::Node;
+use crate::peer::{LeaderReply, LeaderRequest};
+
+/// How often the agent compares desired and actual.
+pub const RECONCILE_TICK_MS: u64 = 50;
+
+/// What the unit's switch should present, by host port: every profile placed on `unit`, on the
+/// host port its server is cabled to (per the replicated member record).
+pub fn desired_ports(state: &State, unit: &str) -> PortMap {
+    let Some(member) = state.member_by_name(unit) else {
+        return PortMap::new();
+    };
+    crate::placement::placed_on(state, unit)
+        .into_iter()
+        .filter_map(|name| {
+            let profile = state.profile(name)?;
+            let port = *member.cabling.get(&profile.server)?;
+            Some((port, PortProgram::from_profile(profile)))
+        })
+        .collect()
+}
+
+fn presented_of(ports: &PortMap) -> BTreeMap<String, u64> {
+    ports
+        .values()
+        .map(|program| (program.profile.clone(), program.revision))
+        .collect()
+}
+
+type SharedLease = Arc<Mutex<Option<UnitLease>>>;
+
+// The lease cell holds a plain value with no invariant spanning calls.
+fn read_lease(lease: &SharedLease) -> Option<UnitLease> {
+    *lease
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs the agent until `stopping` turns true.
+pub async fn run<D: FabricDriver>(node: Node, driver: D, stopping: watch::Receiver<bool>) {
+    let lease: SharedLease = Arc::new(Mutex::new(None));
+    let driver = Arc::new(driver);
+    tokio::join!(
+        renew_loop(
+            node.clone(),
+            driver.clone(),
+            lease.clone(),
+            stopping.clone()
+        ),
+        reconcile_loop(node, driver, lease, stopping),
+    );
+}
+
+async fn tick_or_stop(every: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(every) => true,
+        _ = stopping.wait_for(|stop| *stop) => false,
+    }
+}
+
+async fn renew_loop<D: FabricDriver>(
+    node: Node,
+    driver: Arc<D>,
+    lease: SharedLease,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let timing = node.config().lease;
+    let ttl = Duration::from_millis(timing.ttl_ms);
+    let every = Duration::from_millis(timing.renew_every_ms());
+    let unit = node.config().name.clone();
+    loop {
+        let sent_at = Instant::now();
+        let sent_at_mono_ns = fabric_agent::monotonic_now_ns();
+        let request = LeaderRequest::RenewLease { unit: unit.clone() };
+        // A renewal slower than half the lease is useless: a later one is already due.
+        match node.execute_within(request, ttl / 2).await {
+            Ok(LeaderReply::LeaseGranted { read_index }) => {
+                let granted = UnitLease {
+                    expires_at: sent_at + ttl,
+                    expires_at_mono_ns: sent_at_mono_ns + ttl.as_nanos() as u64,
+                    min_applied_index: read_index,
+                };
+                {
+                    let mut held = lease.lock().unwrap_or_else(|p| p.into_inner());
+                    *held = Some(match *held {
+                        Some(old) if old.expires_at > granted.expires_at => UnitLease {
+                            min_applied_index: old.min_applied_index.max(read_index),
+                            ..old
+                        },
+                        Some(old) => UnitLease {
+                            min_applied_index: old.min_applied_index.max(read_index),
+                            ..granted
+                        },
+                        None => granted,
+                    });
+                }
+                if let Err(e) = driver.arm_watchdog(granted.expires_at_mono_ns).await {
+                    tracing::warn!(error = %e, "could not arm the switch watchdog");
+                }
+            }
+            Ok(other) => tracing::warn!(reply = ?other, "unexpected answer to a lease renewal"),
+            Err(e) => tracing::debug!(error = %e, "lease renewal failed"),
+        }
+        let next = every.saturating_sub(sent_at.elapsed());
+        if !tick_or_stop(next, &mut stopping).await {
+            return;
+        }
+    }
+}
+
+async fn reconcile_loop<D: FabricDriver>(
+    node: Node,
+    driver: Arc<D>,
+    lease: SharedLease,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let unit = node.config().name.clone();
+    let fencing = !node.config().unsafe_disable_fencing;
+    let actor = format!("vnetd/{unit}");
+    let report_timeout = Duration::from_millis(node.config().lease.ttl_ms);
+    let mut lapsed_logged = false;
+    while tick_or_stop(Duration::from_millis(RECONCILE_TICK_MS), &mut stopping).await {
+        let now = Instant::now();
+        let live = read_lease(&lease).filter(|l| now < l.expires_at);
+        let actual = match driver.state().await {
+            Ok(state) => state.ports,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the switch state");
+                continue;
+            }
+        };
+        let presented = match live {
+            None => {
+                if fencing && !actual.is_empty() {
+                    // Our lease has lapsed: the leader may already have given these identities
+                    // to a peer. Clear now (the watchdog does the same at the same deadline).
+                    match driver.clear_all().await {
+                        Ok(()) => tracing::warn!(
+                            profiles = actual.len(),
+                            "lease lapsed: cleared the switch"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "lease lapsed and the switch could not be cleared")
+                        }
+                    }
+                } else if !lapsed_logged && read_lease(&lease).is_some() {
+                    tracing::warn!("lease lapsed");
+                }
+                lapsed_logged = true;
+                match driver.state().await {
+                    Ok(state) => presented_of(&state.ports),
+                    Err(_) => continue,
+                }
+            }
+            Some(lease) => {
+                lapsed_logged = false;
+                if node.view().progress().applied_index < lease.min_applied_index {
+                    // The grant covers changes we have not applied yet (perhaps moves off this
+                    // unit): act on nothing older.
+                    continue;
+                }
+                let desired = node.view().read(|a| desired_ports(&a.state, &unit));
+                let actions = plan(&desired, &actual);
+                let mut changed = false;
+                for action in actions.into_iter().take(RECONCILE_ACTIONS_PER_TICK_MAX) {
+                    if Instant::now() >= lease.expires_at {
+                        break;
+                    }
+                    changed = true;
+                    let result = match &action {
+                        Action::Clear { port } => driver.clear(*port).await,
+                        Action::Program { port, program } => driver.program(*port, program).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(?action, error = %e, "switch refused an action");
+                    }
+                }
+                if changed {
+                    match driver.state().await {
+                        Ok(state) => presented_of(&state.ports),
+                        Err(_) => continue,
+                    }
+                } else {
+                    presented_of(&actual)
+                }
+            }
+        };
+        let reported = node
+            .view()
+            .read(|a| a.state.presented_by(&unit).cloned().unwrap_or_default());
+        if reported != presented {
+            let command = Command::ReportPresented {
+                unit: unit.clone(),
+                profiles: presented,
+            };
+            if let Err(e) = node.write_within(&actor, command, report_timeout).await {
+                tracing::debug!(error = %e, "could not report what the switch presents; will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Leases: a unit's right to present identities, and the leader's view of which units hold one.
+//!
+//! ## Why no identity is presented by two switches at once
+//!
+//! Let a unit send a renewal at time `s` (its monotonic clock) and have it granted. Its lease
+//! then expires at `E = s + lease_ttl`; the unit arms its switch watchdog with `E` (an absolute
+//! CLOCK_MONOTONIC deadline), and the switch clears itself at `E` whether or not `vnetd` is
+//! alive. The agent also clears at `E` and never programs after it.
+//!
+//! The leader records the *arrival* time `r >= s` of each granted renewal and declares the unit
+//! failed only when `now - r > lease_ttl + drift_margin`, i.e. after `r + ttl + margin > E`. Only
+//! then does it commit new placements for the unit's profiles, and a peer programs them only
+//! after applying those — strictly after `E`, so after the failed unit's switch has cleared.
+//! `drift_margin` absorbs clock-rate differences and scheduling delay between the two machines.
+//!
+//! A deposed leader cannot extend a lease: a renewal is granted only after a read-index round
+//! confirms leadership with a quorum, and that round sends fresh heartbeats *after* the renewal
+//! arrived. Any later leader was elected by a quorum that includes a node which acked that
+//! heartbeat first, so the new leader's election time `t_e > r`. A new leader treats every unit
+//! as renewed at `t_e` (it knows nothing older), and so waits `ttl + margin` past `t_e > r >= s`
+//! before declaring anyone failed.
+//!
+//! A unit that was declared failed must not come back and program what its stale state still
+//! places on it. So (1) while the moves off a failed unit are being committed its renewals are
+//! refused, and a renewal that raced with a declaration (the unit's failure epoch changed while
+//! it waited for the quorum) is refused too; (2) every grant carries the read index, and the
+//! agent programs nothing until it has applied at least that index — which includes the moves.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::placement::Health;
+
+/// The leader's in-memory record of lease renewals. Reset whenever this node starts a new term
+/// as leader: a new leader knows nothing older than its own election.
+#[derive(Debug)]
+pub struct LeaseTable {
+    term: u64,
+    elected_at: Instant,
+    last_renewal: BTreeMap<String, Instant>,
+    /// Bumped each time a unit is declared failed; a renewal granted across a bump is refused.
+    failure_epoch: BTreeMap<String, u64>,
+    /// Units whose failover moves are being committed; their renewals are refused meanwhile.
+    failover_pending: BTreeMap<String, ()>,
+    /// When each unit last became healthy (for failback hold-down).
+    healthy_since: BTreeMap<String, Instant>,
+}
+
+impl LeaseTable {
+    pub fn new() -> Self {
+        Self {
+            term: 0,
+            elected_at: Instant::now(),
+            last_renewal: BTreeMap::new(),
+            failure_epoch: BTreeMap::new(),
+            failover_pending: BTreeMap::new(),
+            healthy_since: BTreeMap::new(),
+        }
+    }
+
+    /// Starts afresh when `term` is new: every unit counts as renewed now.
+    pub fn sync_term(&mut self, term: u64, now: Instant) {
+        if term != self.term {
+            *self = Self::new();
+            self.term = term;
+            self.elected_at = now;
+        }
+    }
+
+    fn last_seen(&self, unit: &str) -> Instant {
+        self.last_renewal
+            .get(unit)
+            .copied()
+            .map_or(self.elected_at, |r| r.max(self.elected_at))
+    }
+
+    pub fn epoch(&self, unit: &str) -> u64 {
+        self.failure_epoch.get(unit).copied().unwrap_or(0)
+    }
+
+    pub fn is_failover_pending(&self, unit: &str) -> bool {
+        self.failover_pending.contains_key(unit)
+    }
+
+    /// Records a granted renewal that arrived at `arrived`.
+    pub fn record_renewal(&mut self, unit: &str, arrived: Instant) {
+        let entry = self.last_renewal.entry(unit.to_owned()).or_insert(arrived);
+        *entry = (*entry).max(arrived);
+    }
+
+    /// Marks `unit` failed: its renewals are refused until [`LeaseTable::failover_done`].
+    pub fn declare_failed(&mut self, unit: &str) {
+        *self.failure_epoch.entry(unit.to_owned()).or_default() += 1;
+        self.failover_pending.insert(unit.to_owned(), ());
+        self.healthy_since.remove(unit);
+    }
+
+    pub fn failover_done(&mut self, unit: &str) {
+        self.failover_pending.remove(unit);
+    }
+
+    /// Health of each unit at `now`: healthy while `now - last_seen <= ttl + margin`.
+    pub fn health<'a>(
+        &mut self,
+        units: impl Iterator<Item = &'a str>,
+        now: Instant,
+        failed_after: Duration,
+    ) -> Health {
+        let mut health = Health::default();
+        for unit in units {
+            let silent = now.saturating_duration_since(self.last_seen(unit));
+            if silent > failed_after || self.failover_pending.contains_key(unit) {
+                self.healthy_since.remove(unit);
+                health
+                    .failed_for_ms
+                    .insert(unit.to_owned(), silent.as_millis() as u64);
+            } else {
+                let last_seen = self.last_seen(unit).min(now);
+                let since = *self
+                    .healthy_since
+                    .entry(unit.to_owned())
+                    .or_insert(last_seen);
+                health.healthy_for_ms.insert(
+                    unit.to_owned(),
+                    now.saturating_duration_since(since).as_millis() as u64,
+                );
+            }
+        }
+        health
+    }
+
+    /// Milliseconds since the last granted renewal of `unit` (or since this term began).
+    pub fn age_ms(&self, unit: &str, now: Instant) -> u64 {
+        now.saturating_duration_since(self.last_seen(unit))
+            .as_millis() as u64
+    }
+}
+
+impl Default for LeaseTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A unit's own lease, as its agent holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitLease {
+    /// When the lease lapses, on this process's monotonic clock.
+    pub expires_at: Instant,
+    /// The same instant as CLOCK_MONOTONIC nanoseconds, for the switch watchdog.
+    pub expires_at_mono_ns: u64,
+    /// The agent programs nothing until it has applied at least this log index.
+    pub min_applied_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL_PLUS_MARGIN: Duration = Duration::from_millis(1_200);
+
+    #[test]
+    fn a_new_term_treats_everyone_as_renewed_at_election() {
+        let start = Instant::now();
+        let mut table = LeaseTable::new();
+        table.sync_term(2, start);
+        let units = ["unit-a", "unit-b"];
+        let health = table.health(
+            units.into_iter(),
+            start + Duration::from_millis(1_000),
+            TTL_PLUS_MARGIN,
+        );
+        assert_eq!(health.healthy_for_ms.len(), 2);
+        let later = start + Duration::from_millis(1_300);
+        table.record_renewal("unit-a", start + Duration::from_millis(900));
+        let health = table.health(units.into_iter(), later, TTL_PLUS_MARGIN);
+        assert!(health.healthy_for_ms.contains_key("unit-a"));
+        assert_eq!(health.failed_for_ms.get("unit-b"), Some(&1_300));
+        // A renewal from an older term is forgotten with the term.
+        table.sync_term(3, later);
+        assert_eq!(table.age_ms("unit-a", later), 0);
+    }
+
+    #[test]
+    fn a_declared_failure_refuses_renewals_until_done_and_bumps_the_epoch() {
+        let now = Instant::now();
+        let mut table = LeaseTable::new();
+        table.sync_term(1, now);
+        let before = table.epoch("unit-a");
+        table.declare_failed("unit-a");
+        assert!(table.is_failover_pending("unit-a"));
+        assert_eq!(table.epoch("unit-a"), before + 1);
+        let health = table.health(["unit-a"].into_iter(), now, TTL_PLUS_MARGIN);
+        assert!(
+            health.failed_for_ms.contains_key("unit-a"),
+            "pending counts as failed"
+        );
+        table.failover_done("unit-a");
+        assert!(!table.is_failover_pending("unit-a"));
+    }
+}
