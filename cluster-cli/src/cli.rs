@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
 use crate::spec::{self, Endpoints};
@@ -14,10 +14,11 @@ const TOP_HELP: &str = "\
 EXIT CODES:
   0  success
   1  a server rejected the request; its gRPC code and message are printed
-     (e.g. NOT_FOUND, ABORTED on a revision mismatch, UNAVAILABLE when no leader is known)
+     (e.g. NOT_FOUND, ABORTED on a revision mismatch, UNAVAILABLE when no leader is known);
+     or `drain --wait` gave up at its deadline (the drain itself goes on)
   2  usage error: bad flags or a bad --file; nothing was sent
   3  no endpoint reachable (every endpoint refused or timed out)
-  4  local failure (I/O error, or `demo` could not start vnetd)
+  4  local failure (I/O error, or `demo` could not start vnetd or vnet-switchd)
 
 ENDPOINTS:
   Requests go to the first endpoint that answers; on a connection failure or UNAVAILABLE the
@@ -29,8 +30,9 @@ JSON OUTPUT (-o json):
   One pretty-printed JSON document on stdout per command (JSON lines for `watch`). Field names
   follow the proto (snake_case); every field is always present, absent values are null, enums
   are lower-case words. Errors go to stderr as
-  {\"error\": {\"kind\": \"rejected|usage|unreachable|local\", \"code\": \"NOT_FOUND\", \"message\": \"...\",
-  \"endpoint\": \"...\"}, \"exit_code\": 1}.
+  {\"error\": {\"kind\": \"rejected|usage|unreachable|local|timeout\", \"code\": \"NOT_FOUND\",
+  \"message\": \"...\", \"endpoint\": \"...\"}, \"exit_code\": 1} (\"code\" and \"endpoint\" only with
+  \"rejected\"; \"timeout\" is `drain --wait` giving up, exit code 1).
   profile get/create/update: {name, server, vnics: [{name, mac, network, vlan, pool}],
                               vhbas: [{name, wwpn, wwnn, fabric, pool}], preferred_unit,
                               failback: auto|manual, revision, created_revision}
@@ -40,15 +42,33 @@ JSON OUTPUT (-o json):
   pool list:      {pools: [pool...], revision}
   pool usage:     {usages: [{name, kind, size, used, near_exhaustion}], revision}
   status:         {leader_id, leader_name, term, commit_index, applied_index, revision,
-                   responder_id, members: [member...]}
+                   responder_id, members: [member...], units: [unit...],
+                   placements: [placement...]}
+  unit:           {id, name, lease: healthy|expired|unknown, lease_age_ms, draining,
+                   presented: [profile name...], load, capacity}
+                   (lease is the leader's view: unknown when a non-leader answered)
+  placement:      {profile, desired_unit, presented_unit,
+                   state: presented|programming|moving|unplaced|failed_over, reason,
+                   failed_over_from, moving_from, moving_to, revision}
+                   (unit names are null when there is none; desired_unit is null during a
+                   planned move, moving_from/moving_to are set only then)
   member list:    {members: [member...], revision}
   member:         {id, name, role: unit|witness, api_addr, peer_addr, membership: voter|learner,
                    raft_state: leader|follower|candidate|learner|unknown|offline,
                    last_contact_ms, matched_index, cabling: {server: port}, capacity}
   member add/promote: {member, revision}    member remove: {removed, revision}
   leader transfer: {leader_id, term}
-  watch (per line): {revision, actor, change: profile_put|profile_deleted|pool_put|
-                    pool_deleted|member_put|member_removed, profile|name|pool|member|id}
+  drain:          {unit, revision, profiles: [name...], drained, waited_ms}
+                   (profiles: those on the unit when the drain began; drained is true and
+                   waited_ms set only when --wait saw the unit empty)
+  undrain:        {unit, revision}
+  failover:       {profile, from_unit, to_unit, revision, profiles: [name...]}
+                   (the request's names, null when not given; profiles: the moves begun)
+  watch (per line): {revision, actor, change, ...} where change and the other keys are
+                    profile_put {profile} | profile_deleted {name} | pool_put {pool} |
+                    pool_deleted {name} | member_put {member} | member_removed {id} |
+                    placements {placements: [placement...]} (presented_unit always null) |
+                    presented {unit, profiles: [name...]} | drain {unit, draining}
   bench:          {writes: [level...], reads: [level...]}, level = {concurrency, duration_ms,
                    ok, errors, ops_per_s, p50_ms, p99_ms, max_ms, first_error}
 
@@ -56,6 +76,7 @@ EXAMPLES:
   vnetctl demo                                  # a local 3-node cluster to try things on
   vnetctl status
   vnetctl profile list -o json
+  vnetctl drain unit-a --wait                   # move every profile off unit-a, with progress
   VNET_ENDPOINTS=10.0.0.1:7001,10.0.0.2:7001 vnetctl watch";
 
 /// vnetctl: operate a vnet-ha cluster through its public gRPC API.
@@ -121,6 +142,48 @@ pub enum Command {
     #[command(subcommand)]
     Pool(PoolCommand),
 
+    /// Move every profile off a unit and keep it empty until `undrain`.
+    ///
+    /// Examples:
+    ///   vnetctl drain unit-a
+    ///   vnetctl drain unit-a --wait --timeout-wait 2m
+    ///
+    /// Prints the profiles that will move. Each one moves break before make: the unit stops
+    /// presenting it and reports so before another unit programs it. With --wait, vnetctl polls
+    /// `status` and prints a progress line whenever it changes, until the unit presents nothing
+    /// and no profile is placed on or moving off it; if --timeout-wait passes first it exits 1,
+    /// naming the profiles still on the unit and why (the drain itself goes on).
+    #[command(verbatim_doc_comment)]
+    Drain(DrainArgs),
+
+    /// End a drain: the unit may be given profiles again.
+    ///
+    /// Example: vnetctl undrain unit-a
+    ///
+    /// Profiles with failback auto that prefer the unit move back after the failback hold-down
+    /// time; others stay where they are until moved with `failover`.
+    Undrain {
+        /// Name of the unit.
+        #[arg(value_name = "UNIT", value_parser = spec::parse_name)]
+        unit: String,
+    },
+
+    /// Planned move of one profile to a unit, or of every profile off a unit.
+    ///
+    /// Examples:
+    ///   vnetctl failover web-01 --to unit-b      # one profile, to a chosen unit
+    ///   vnetctl failover --from unit-a --to unit-b
+    ///   vnetctl failover --from unit-a           # each profile to a unit the cluster picks
+    ///
+    /// Give exactly one of PROFILE or --from. --to is required with PROFILE. Moves are break
+    /// before make, like a drain, but the source unit is not marked draining, so profiles may
+    /// be placed on it again (failback auto brings back those that prefer it). Prints the
+    /// profiles that started moving; follow them in `vnetctl status`. Refused with
+    /// FAILED_PRECONDITION when the target is not cabled to the profile's server, is draining,
+    /// is not healthy or has no room (the message says which).
+    #[command(verbatim_doc_comment)]
+    Failover(FailoverArgs),
+
     /// Print every change as it is applied, one line each, until Ctrl-C.
     ///
     /// Example: vnetctl watch --from 1 -o json
@@ -135,13 +198,19 @@ pub enum Command {
     ///
     /// Example: vnetctl demo --base-port 7000
     ///
-    /// Starts three vnetd processes on loopback with temporary data directories, waits for a
-    /// leader, creates a MAC pool, a WWN pool and a few profiles, and prints the endpoints and
-    /// commands to try. Ctrl-C (or SIGTERM) stops the nodes (SIGTERM, then SIGKILL after a
-    /// deadline) and removes the data directories unless --keep-data is given.
+    /// Starts on loopback, with temporary data directories: for each unit a simulated switch
+    /// (vnet-switchd, ports BASE+201 and BASE+202, host ports 1..6 cabled to servers
+    /// rack1-srv01..06) and then its vnetd; then the witness's vnetd. Waits for a leader,
+    /// creates a MAC pool, a WWN pool and six profiles (one per server, preferred units
+    /// alternating), waits until every profile is presented, and prints the endpoints, the log
+    /// files, and commands to try: planned moves (drain, undrain, failover) and a real failover
+    /// (kill -9 of unit-a's vnetd and switch). Ctrl-C (or SIGTERM) stops every process (each
+    /// vnetd before its switch; SIGTERM, then SIGKILL after a deadline) and removes the data
+    /// directories unless --keep-data is given.
     ///
-    /// vnetd is taken from --vnetd-bin / VNETD_BIN, else from the directory of this vnetctl
-    /// executable (where `cargo build -p vnet-node` puts it).
+    /// vnetd is taken from --vnetd-bin / VNETD_BIN and vnet-switchd from --vnet-switchd-bin /
+    /// VNET_SWITCHD_BIN, else each from the directory of this vnetctl executable (where
+    /// `cargo build -p vnet-node -p fabric-agent` puts them).
     Demo(DemoArgs),
 
     /// Measure write and linearizable-read throughput and latency of a running cluster.
@@ -405,6 +474,38 @@ pub enum PoolCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Name of the unit, e.g. unit-a.
+    #[arg(value_name = "UNIT", value_parser = spec::parse_name)]
+    pub unit: String,
+    /// Wait until the unit presents nothing and no profile is placed on or moving off it,
+    /// printing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits before giving up with exit code 1 [default: 60s].
+    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = spec::parse_duration)]
+    pub timeout_wait: Option<Duration>,
+}
+
+/// `--timeout-wait` when not given.
+pub const DRAIN_WAIT_DEFAULT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["profile", "from"])))]
+pub struct FailoverArgs {
+    /// The profile to move (give --to too).
+    #[arg(value_parser = spec::parse_name, requires = "to")]
+    pub profile: Option<String>,
+    /// Move every profile off this unit.
+    #[arg(long, value_name = "UNIT", value_parser = spec::parse_name)]
+    pub from: Option<String>,
+    /// The unit to move to. Required with PROFILE; with --from, leaving it out lets the
+    /// cluster choose a unit per profile.
+    #[arg(long, value_name = "UNIT", value_parser = spec::parse_name)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Replay changes from this revision on (inclusive); 0 = only changes from now on.
     #[arg(long = "from", default_value_t = 0)]
@@ -413,16 +514,21 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// API ports are BASE+1..BASE+3, peer ports BASE+101..BASE+103.
+    /// API ports are BASE+1..BASE+3, peer ports BASE+101..BASE+103, switch ports BASE+201 and
+    /// BASE+202.
     #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1..=65_000))]
     pub base_port: u16,
     /// Path of the vnetd binary.
     #[arg(long, env = "VNETD_BIN")]
     pub vnetd_bin: Option<std::path::PathBuf>,
+    /// Path of the vnet-switchd binary (the simulated switch of each unit).
+    #[arg(long, env = "VNET_SWITCHD_BIN")]
+    pub vnet_switchd_bin: Option<std::path::PathBuf>,
     /// Keep the data directories (and logs) when the demo stops.
     #[arg(long)]
     pub keep_data: bool,
-    /// How long to wait for the cluster to elect a leader.
+    /// How long to wait for the cluster to elect a leader, and then again for every sample
+    /// profile to be presented.
     #[arg(long, default_value = "30s", value_parser = spec::parse_duration)]
     pub startup_timeout: Duration,
 }
@@ -562,6 +668,89 @@ mod tests {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
         }
         assert_eq!(parse(&["profile", "create"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn failover_takes_exactly_one_of_profile_and_from() {
+        let failover = |args: &[&str]| -> Result<FailoverArgs, clap::Error> {
+            let mut all = vec!["failover"];
+            all.extend_from_slice(args);
+            match parse(&all)?.command {
+                Command::Failover(args) => Ok(args),
+                other => panic!("parsed into {other:?}"),
+            }
+        };
+        let one = failover(&["web-01", "--to", "unit-b"]).unwrap();
+        assert_eq!(
+            (
+                one.profile.as_deref(),
+                one.from.as_deref(),
+                one.to.as_deref()
+            ),
+            (Some("web-01"), None, Some("unit-b"))
+        );
+        let off = failover(&["--from", "unit-a"]).unwrap();
+        assert_eq!(
+            (
+                off.profile.as_deref(),
+                off.from.as_deref(),
+                off.to.as_deref()
+            ),
+            (None, Some("unit-a"), None)
+        );
+        let off_to = failover(&["--from", "unit-a", "--to", "unit-b"]).unwrap();
+        assert_eq!(off_to.to.as_deref(), Some("unit-b"));
+        for (args, needle) in [
+            (&[][..], "<PROFILE|--from <UNIT>>"),
+            (&["--to", "unit-b"][..], "<PROFILE|--from <UNIT>>"),
+            (&["web-01"][..], "--to <UNIT>"),
+            (
+                &["web-01", "--from", "unit-a", "--to", "unit-b"][..],
+                "cannot be used with",
+            ),
+            (&["Web-01", "--to", "unit-b"][..], "contains 'W'"),
+            (&["--from", "unit a"][..], "contains ' '"),
+        ] {
+            let error = failover(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(needle), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn drain_wait_flags_and_undrain() {
+        let drain = |args: &[&str]| -> Result<DrainArgs, clap::Error> {
+            let mut all = vec!["drain"];
+            all.extend_from_slice(args);
+            match parse(&all)?.command {
+                Command::Drain(args) => Ok(args),
+                other => panic!("parsed into {other:?}"),
+            }
+        };
+        let plain = drain(&["unit-a"]).unwrap();
+        assert_eq!((plain.unit.as_str(), plain.wait), ("unit-a", false));
+        assert_eq!(plain.timeout_wait, None);
+        let waiting = drain(&["unit-a", "--wait", "--timeout-wait", "90s"]).unwrap();
+        assert!(waiting.wait);
+        assert_eq!(waiting.timeout_wait, Some(Duration::from_secs(90)));
+        // --timeout-wait means nothing without --wait: say so rather than ignore it.
+        let error = drain(&["unit-a", "--timeout-wait", "90s"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("--wait"), "{error}");
+        assert_eq!(drain(&[]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            drain(&["unit-a", "--wait", "--timeout-wait", "0s"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+
+        let Command::Undrain { unit } = parse(&["undrain", "unit-a"]).unwrap().command else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(unit, "unit-a");
+        assert_eq!(parse(&["undrain"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["undrain", "a", "b"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

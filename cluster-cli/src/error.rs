@@ -4,14 +4,15 @@ use std::fmt;
 
 /// The request was carried out (or the command ran to its end).
 pub const EXIT_OK: u8 = 0;
-/// A server answered with an error status; its code and message are printed.
+/// A server answered with an error status (its code and message are printed), or a wait for
+/// the cluster to reach a state (`drain --wait`) gave up at its deadline.
 pub const EXIT_REJECTED: u8 = 1;
 /// The command line (or a `--file` given on it) is invalid; nothing was sent.
 pub const EXIT_USAGE: u8 = 2;
 /// No endpoint could be reached.
 pub const EXIT_UNREACHABLE: u8 = 3;
 /// A local failure unrelated to the cluster's answer: an I/O error, or `demo` could not start
-/// its `vnetd` processes.
+/// its `vnetd` and `vnet-switchd` processes.
 pub const EXIT_LOCAL: u8 = 4;
 
 /// Why one endpoint could not serve a request.
@@ -35,6 +36,9 @@ pub enum CliError {
     Unreachable { failures: Vec<EndpointFailure> },
     /// Anything else that went wrong on this side.
     Local(anyhow::Error),
+    /// The cluster answered, but did not reach the state waited for (`drain --wait`) before the
+    /// deadline. The message says what is still missing.
+    Timeout(String),
 }
 
 impl CliError {
@@ -48,7 +52,20 @@ impl CliError {
             CliError::Rejected { .. } => EXIT_REJECTED,
             CliError::Unreachable { .. } => EXIT_UNREACHABLE,
             CliError::Local(_) => EXIT_LOCAL,
+            CliError::Timeout(_) => EXIT_REJECTED,
         }
+    }
+
+    /// Failures that a leader change or a node restart explains, worth retrying for a while.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CliError::Unreachable { .. }
+                | CliError::Rejected {
+                    code: tonic::Code::Unavailable | tonic::Code::DeadlineExceeded,
+                    ..
+                }
+        )
     }
 
     /// The machine-readable form printed on stderr in `-o json` mode.
@@ -60,6 +77,7 @@ impl CliError {
             }
             CliError::Unreachable { .. } => ("unreachable", None, self.to_string()),
             CliError::Local(error) => ("local", None, format!("{error:#}")),
+            CliError::Timeout(message) => ("timeout", None, message.clone()),
         };
         let mut error = serde_json::json!({ "kind": kind, "message": message });
         if let Some(code) = code {
@@ -89,6 +107,7 @@ impl fmt::Display for CliError {
                 Ok(())
             }
             CliError::Local(error) => write!(f, "{error:#}"),
+            CliError::Timeout(message) => write!(f, "{message}"),
         }
     }
 }
@@ -146,6 +165,15 @@ mod tests {
         assert_eq!(rejected.exit_code(), 1);
         assert_eq!(CliError::Unreachable { failures: vec![] }.exit_code(), 3);
         assert_eq!(CliError::Local(anyhow::anyhow!("disk")).exit_code(), 4);
+        let timeout = CliError::Timeout("unit-a still presents web-01".into());
+        assert_eq!(timeout.exit_code(), 1);
+        assert_eq!(
+            timeout.to_json(),
+            serde_json::json!({
+                "error": {"kind": "timeout", "message": "unit-a still presents web-01"},
+                "exit_code": 1,
+            })
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! - [`cli`]: the command line (clap), with the help texts, exit codes and JSON shapes.
 //! - [`run`] dispatches a parsed command to its module: [`cluster`] (status, members, leader),
-//!   [`profile`], [`pool`], [`watch`], [`demo`] (a local three-node cluster) and [`bench`].
+//!   [`placement`] (drain, undrain, failover), [`profile`], [`pool`], [`watch`], [`demo`] (a
+//!   local three-node cluster with simulated switches) and [`bench`].
 //! - [`session`] opens gRPC channels; [`failover`] decides which endpoint a request goes to
 //!   and when to try the next one (pure policy, tested without a server).
 //! - [`spec`] parses and checks what the operator typed (endpoints, `--vnic`/`--vhba` specs,
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod failover;
 pub mod output;
+pub mod placement;
 pub mod pool;
 pub mod profile;
 pub mod session;
@@ -60,6 +62,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status => cluster::status(&mut session, &context).await,
         Command::Member(command) => cluster::member(&mut session, &context, command).await,
         Command::Leader(command) => cluster::leader(&mut session, &context, command).await,
+        Command::Drain(args) => placement::drain(&mut session, &context, args).await,
+        Command::Undrain { unit } => placement::undrain(&mut session, &context, unit).await,
+        Command::Failover(args) => placement::failover(&mut session, &context, args).await,
         Command::Profile(command) => profile::run(&mut session, &context, command).await,
         Command::Pool(command) => pool::run(&mut session, &context, command).await,
         Command::Watch(args) => watch::run(&mut session, &context, args).await,

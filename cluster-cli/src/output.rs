@@ -100,7 +100,8 @@ fn or_dash(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-fn word(value: &impl Serialize) -> String {
+/// An enum as its JSON word ("failed_over"), for table cells.
+pub fn word(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(word)) => word,
         _ => "?".into(),
@@ -291,6 +292,66 @@ pub fn members_table(members: &[MemberView]) -> String {
     table.render()
 }
 
+pub fn units_table(units: &[UnitView]) -> String {
+    if units.is_empty() {
+        return "no units\n".into();
+    }
+    let mut table = Table::new(vec![
+        "NAME",
+        "LEASE",
+        "LEASE AGE",
+        "DRAINING",
+        "PRESENTED",
+        "LOAD/CAPACITY",
+    ]);
+    for unit in units {
+        table.row(vec![
+            unit.name.clone(),
+            word(&unit.lease),
+            or_dash(unit.lease_age_ms.map(|ms| format!("{ms}ms"))),
+            if unit.draining { "yes" } else { "no" }.into(),
+            unit.presented.len().to_string(),
+            format!("{}/{}", unit.load, unit.capacity),
+        ]);
+    }
+    table.render()
+}
+
+/// Where a placement wants its profile: the desired unit, "from -> to" during a planned move.
+fn desired_text(placement: &PlacementView) -> String {
+    match (&placement.moving_from, &placement.moving_to) {
+        (Some(from), Some(to)) => format!("{from} -> {to}"),
+        _ => or_dash(placement.desired_unit.as_ref()),
+    }
+}
+
+pub fn placements_table(placements: &[PlacementView]) -> String {
+    if placements.is_empty() {
+        return "no profiles\n".into();
+    }
+    // The column is only worth its width once something has failed over.
+    let failed_over = placements.iter().any(|p| p.failed_over_from.is_some());
+    let mut headers = vec!["PROFILE", "DESIRED", "PRESENTED", "STATE", "REASON"];
+    if failed_over {
+        headers.push("FAILED-OVER-FROM");
+    }
+    let mut table = Table::new(headers);
+    for placement in placements {
+        let mut row = vec![
+            placement.profile.clone(),
+            desired_text(placement),
+            or_dash(placement.presented_unit.as_ref()),
+            word(&placement.state),
+            placement.reason.clone(),
+        ];
+        if failed_over {
+            row.push(or_dash(placement.failed_over_from.as_ref()));
+        }
+        table.row(row);
+    }
+    table.render()
+}
+
 impl Render for StatusView {
     fn text(&self) -> String {
         let leader = match self.leader_id {
@@ -298,13 +359,82 @@ impl Render for StatusView {
             None => "none known".into(),
         };
         format!(
-            "leader:    {leader}\nterm:      {}\ncommitted: {}\napplied:   {}\nrevision:  {}\nanswered by member {}\n\n{}",
+            "leader:    {leader}\nterm:      {}\ncommitted: {}\napplied:   {}\nrevision:  {}\nanswered by member {}\n\n{}\n{}\n{}",
             self.term,
             self.commit_index,
             self.applied_index,
             self.revision,
             self.responder_id,
             members_table(&self.members),
+            units_table(&self.units),
+            placements_table(&self.placements),
+        )
+    }
+}
+
+/// Profile names for a sentence: "a, b, c", or "none".
+fn name_list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Render for DrainView {
+    fn text(&self) -> String {
+        let mut out = if self.profiles.is_empty() {
+            format!(
+                "{} is draining (revision {}); it held no profile\n",
+                self.unit, self.revision
+            )
+        } else {
+            format!(
+                "{} is draining (revision {}); {} profile(s) will move off: {}\n",
+                self.unit,
+                self.revision,
+                self.profiles.len(),
+                name_list(&self.profiles)
+            )
+        };
+        if let Some(ms) = self.waited_ms.filter(|_| self.drained) {
+            out.push_str(&format!("{} drained in {ms}ms\n", self.unit));
+        }
+        out
+    }
+}
+
+impl Render for UndrainView {
+    fn text(&self) -> String {
+        format!(
+            "{} is no longer draining (revision {}); profiles with failback auto that prefer it \
+             move back after the hold-down time",
+            self.unit, self.revision
+        )
+    }
+}
+
+impl Render for FailoverView {
+    fn text(&self) -> String {
+        let mut route = String::new();
+        if let Some(from) = &self.from_unit {
+            route.push_str(&format!(" off {from}"));
+        }
+        if let Some(to) = &self.to_unit {
+            route.push_str(&format!(" to {to}"));
+        }
+        if self.profiles.is_empty() {
+            let what = self.profile.as_deref().unwrap_or("any profile");
+            return format!(
+                "nothing to move: no move of {what}{route} began (revision {})",
+                self.revision
+            );
+        }
+        format!(
+            "started moving {} profile(s){route} at revision {}: {}\nfollow with: vnetctl status",
+            self.profiles.len(),
+            self.revision,
+            name_list(&self.profiles)
         )
     }
 }
@@ -375,6 +505,26 @@ impl WatchEventView {
                 word(&member.membership)
             ),
             ChangeView::MemberRemoved { id } => format!("member removed  {id}"),
+            ChangeView::Placements { placements } => format!(
+                "placements      {}",
+                placements
+                    .iter()
+                    .map(placement_change_text)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            ChangeView::Presented { unit, profiles } => format!(
+                "presented       {unit}: {}",
+                if profiles.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    profiles.join(", ")
+                }
+            ),
+            ChangeView::Drain { unit, draining } => format!(
+                "drain {}   {unit}",
+                if *draining { "started" } else { "ended  " }
+            ),
             ChangeView::Unknown => "unknown change (newer server than this vnetctl)".into(),
         };
         let actor = if self.actor.is_empty() {
@@ -383,6 +533,24 @@ impl WatchEventView {
             &self.actor
         };
         format!("{:>8}  {actor}  {what}", self.revision)
+    }
+}
+
+/// One placement decision for a `watch` line, e.g. "web-01 -> unit-b (unit-a failed)".
+fn placement_change_text(placement: &PlacementView) -> String {
+    let place = match (
+        &placement.moving_from,
+        &placement.moving_to,
+        &placement.desired_unit,
+    ) {
+        (Some(from), Some(to), _) => format!("moving {from} -> {to}"),
+        (_, _, Some(unit)) => format!("-> {unit}"),
+        _ => "unplaced".into(),
+    };
+    if placement.reason.is_empty() {
+        format!("{} {place}", placement.profile)
+    } else {
+        format!("{} {place} ({})", placement.profile, placement.reason)
     }
 }
 
@@ -545,6 +713,40 @@ mod tests {
                 cabling: [("srv-b".to_string(), 2), ("srv-a".to_string(), 1)].into(),
                 capacity: 0,
             }],
+            units: vec![pb::UnitStatus {
+                id: 1,
+                name: "unit-a".into(),
+                lease: pb::LeaseHealth::Expired as i32,
+                lease_age_ms: Some(1500),
+                draining: true,
+                presented: vec!["db-01".into()],
+                load: 1,
+                capacity: 30,
+            }],
+            placements: vec![
+                pb::ProfilePlacement {
+                    profile: "db-01".into(),
+                    desired_unit: String::new(),
+                    presented_unit: "unit-a".into(),
+                    state: pb::PlacementState::Moving as i32,
+                    reason: "drain of unit-a".into(),
+                    failed_over_from: String::new(),
+                    moving_from: "unit-a".into(),
+                    moving_to: "unit-b".into(),
+                    revision: 38,
+                },
+                pb::ProfilePlacement {
+                    profile: "web-01".into(),
+                    desired_unit: "unit-b".into(),
+                    presented_unit: "unit-b".into(),
+                    state: pb::PlacementState::FailedOver as i32,
+                    reason: "unit-a failed".into(),
+                    failed_over_from: "unit-a".into(),
+                    moving_from: String::new(),
+                    moving_to: String::new(),
+                    revision: 36,
+                },
+            ],
         };
         let json: serde_json::Value =
             serde_json::from_str(&render(Format::Json, &StatusView::from(&status))).unwrap();
@@ -571,7 +773,212 @@ mod tests {
                     "cabling": {"srv-a": 1, "srv-b": 2},
                     "capacity": 0,
                 }],
+                "units": [{
+                    "id": 1,
+                    "name": "unit-a",
+                    "lease": "expired",
+                    "lease_age_ms": 1500,
+                    "draining": true,
+                    "presented": ["db-01"],
+                    "load": 1,
+                    "capacity": 30,
+                }],
+                "placements": [
+                    {
+                        "profile": "db-01",
+                        "desired_unit": null,
+                        "presented_unit": "unit-a",
+                        "state": "moving",
+                        "reason": "drain of unit-a",
+                        "failed_over_from": null,
+                        "moving_from": "unit-a",
+                        "moving_to": "unit-b",
+                        "revision": 38,
+                    },
+                    {
+                        "profile": "web-01",
+                        "desired_unit": "unit-b",
+                        "presented_unit": "unit-b",
+                        "state": "failed_over",
+                        "reason": "unit-a failed",
+                        "failed_over_from": "unit-a",
+                        "moving_from": null,
+                        "moving_to": null,
+                        "revision": 36,
+                    },
+                ],
             })
+        );
+    }
+
+    fn unit_view(name: &str, lease: LeaseView, draining: bool, presented: &[&str]) -> UnitView {
+        UnitView {
+            id: 1,
+            name: name.into(),
+            lease,
+            lease_age_ms: match lease {
+                LeaseView::Unknown => None,
+                _ => Some(250),
+            },
+            draining,
+            presented: presented.iter().map(|s| s.to_string()).collect(),
+            load: presented.len() as u32,
+            capacity: 30,
+        }
+    }
+
+    fn placement_view(profile: &str, state: PlacementStateView) -> PlacementView {
+        PlacementView {
+            profile: profile.into(),
+            desired_unit: Some("unit-a".into()),
+            presented_unit: Some("unit-a".into()),
+            state,
+            reason: "preferred unit".into(),
+            failed_over_from: None,
+            moving_from: None,
+            moving_to: None,
+            revision: 7,
+        }
+    }
+
+    #[test]
+    fn units_table_shows_lease_drain_presented_and_load() {
+        let table = units_table(&[
+            unit_view("unit-a", LeaseView::Healthy, false, &["web-01", "db-01"]),
+            unit_view("unit-b", LeaseView::Unknown, true, &[]),
+        ]);
+        assert_eq!(
+            table,
+            "NAME    LEASE    LEASE AGE  DRAINING  PRESENTED  LOAD/CAPACITY\n\
+             unit-a  healthy  250ms      no        2          2/30\n\
+             unit-b  unknown  -          yes       0          0/30\n"
+        );
+        assert_eq!(units_table(&[]), "no units\n");
+    }
+
+    #[test]
+    fn placements_table_shows_moves_and_failed_over_from_only_when_set() {
+        let plain = placements_table(&[
+            placement_view("web-01", PlacementStateView::Presented),
+            PlacementView {
+                desired_unit: None,
+                presented_unit: None,
+                state: PlacementStateView::Unplaced,
+                reason: "no unit has room".into(),
+                ..placement_view("db-01", PlacementStateView::Unplaced)
+            },
+        ]);
+        assert_eq!(
+            plain,
+            "PROFILE  DESIRED  PRESENTED  STATE      REASON\n\
+             web-01   unit-a   unit-a     presented  preferred unit\n\
+             db-01    -        -          unplaced   no unit has room\n"
+        );
+        let moved = placements_table(&[
+            PlacementView {
+                desired_unit: None,
+                moving_from: Some("unit-a".into()),
+                moving_to: Some("unit-b".into()),
+                reason: "drain of unit-a".into(),
+                ..placement_view("app-01", PlacementStateView::Moving)
+            },
+            PlacementView {
+                desired_unit: Some("unit-b".into()),
+                presented_unit: Some("unit-b".into()),
+                failed_over_from: Some("unit-a".into()),
+                reason: "unit-a failed".into(),
+                ..placement_view("web-01", PlacementStateView::FailedOver)
+            },
+        ]);
+        assert_eq!(
+            moved,
+            "PROFILE  DESIRED           PRESENTED  STATE        REASON           FAILED-OVER-FROM\n\
+             app-01   unit-a -> unit-b  unit-a     moving       drain of unit-a  -\n\
+             web-01   unit-b            unit-b     failed_over  unit-a failed    unit-a\n"
+        );
+        assert_eq!(placements_table(&[]), "no profiles\n");
+    }
+
+    #[test]
+    fn status_text_has_members_then_units_then_profiles() {
+        let status = StatusView {
+            leader_id: Some(2),
+            leader_name: "unit-b".into(),
+            term: 4,
+            commit_index: 10,
+            applied_index: 10,
+            revision: 9,
+            responder_id: 2,
+            members: vec![],
+            units: vec![unit_view("unit-a", LeaseView::Expired, false, &[])],
+            placements: vec![placement_view("web-01", PlacementStateView::Programming)],
+        };
+        let text = render(Format::Table, &status);
+        let members = text.find("ID  NAME").expect("members table");
+        let units = text.find("NAME    LEASE").expect("units table");
+        let profiles = text.find("PROFILE").expect("profiles table");
+        assert!(members < units && units < profiles, "{text}");
+        assert!(text.contains("unit-a  expired"), "{text}");
+        assert!(text.contains("programming"), "{text}");
+    }
+
+    #[test]
+    fn drain_undrain_and_failover_have_stable_json_and_readable_text() {
+        let drain = DrainView {
+            unit: "unit-a".into(),
+            revision: 40,
+            profiles: vec!["db-01".into(), "web-01".into()],
+            drained: false,
+            waited_ms: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&drain).unwrap(),
+            serde_json::json!({
+                "unit": "unit-a", "revision": 40, "profiles": ["db-01", "web-01"],
+                "drained": false, "waited_ms": null,
+            })
+        );
+        assert_eq!(
+            drain.text(),
+            "unit-a is draining (revision 40); 2 profile(s) will move off: db-01, web-01\n"
+        );
+        let undrain = UndrainView {
+            unit: "unit-a".into(),
+            revision: 41,
+        };
+        assert_eq!(
+            serde_json::to_value(&undrain).unwrap(),
+            serde_json::json!({"unit": "unit-a", "revision": 41})
+        );
+        let failover = FailoverView {
+            profile: None,
+            from_unit: Some("unit-a".into()),
+            to_unit: None,
+            revision: 42,
+            profiles: vec!["web-01".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&failover).unwrap(),
+            serde_json::json!({
+                "profile": null, "from_unit": "unit-a", "to_unit": null, "revision": 42,
+                "profiles": ["web-01"],
+            })
+        );
+        assert!(
+            failover
+                .text()
+                .starts_with("started moving 1 profile(s) off unit-a at revision 42: web-01"),
+            "{}",
+            failover.text()
+        );
+        let nothing = FailoverView {
+            profiles: vec![],
+            ..failover
+        };
+        assert!(
+            nothing.text().starts_with("nothing to move"),
+            "{}",
+            nothing.text()
         );
     }
 
@@ -604,6 +1011,76 @@ mod tests {
             serde_json::from_str(&json_line(&WatchEventView::from(&put))).unwrap();
         assert_eq!(line["change"], "profile_put");
         assert_eq!(line["profile"]["name"], "web-01");
+        let drain = pb::WatchEvent {
+            revision: 13,
+            actor: "alice".into(),
+            change: Some(pb::watch_event::Change::Drain(pb::UnitDrain {
+                unit: "unit-a".into(),
+                draining: true,
+            })),
+        };
+        let view = WatchEventView::from(&drain);
+        assert_eq!(
+            json_line(&view),
+            r#"{"revision":13,"actor":"alice","change":"drain","unit":"unit-a","draining":true}"#
+        );
+        assert_eq!(view.line(), "      13  alice  drain started   unit-a");
+        let presented = pb::WatchEvent {
+            revision: 14,
+            actor: "unit-b".into(),
+            change: Some(pb::watch_event::Change::Presented(pb::UnitPresented {
+                unit: "unit-b".into(),
+                profiles: vec!["db-01".into(), "web-01".into()],
+            })),
+        };
+        let view = WatchEventView::from(&presented);
+        assert_eq!(
+            json_line(&view),
+            r#"{"revision":14,"actor":"unit-b","change":"presented","unit":"unit-b","profiles":["db-01","web-01"]}"#
+        );
+        assert_eq!(
+            view.line(),
+            "      14  unit-b  presented       unit-b: db-01, web-01"
+        );
+        let placements = pb::WatchEvent {
+            revision: 15,
+            actor: "system".into(),
+            change: Some(pb::watch_event::Change::Placements(pb::PlacementChanges {
+                placements: vec![
+                    pb::ProfilePlacement {
+                        profile: "web-01".into(),
+                        desired_unit: "unit-b".into(),
+                        state: pb::PlacementState::Programming as i32,
+                        reason: "unit-a failed".into(),
+                        failed_over_from: "unit-a".into(),
+                        revision: 15,
+                        ..Default::default()
+                    },
+                    pb::ProfilePlacement {
+                        profile: "db-01".into(),
+                        state: pb::PlacementState::Moving as i32,
+                        moving_from: "unit-a".into(),
+                        moving_to: "unit-b".into(),
+                        revision: 15,
+                        ..Default::default()
+                    },
+                ],
+            })),
+        };
+        let view = WatchEventView::from(&placements);
+        let line: serde_json::Value = serde_json::from_str(&json_line(&view)).unwrap();
+        assert_eq!(line["change"], "placements");
+        assert_eq!(line["placements"][0]["failed_over_from"], "unit-a");
+        assert_eq!(
+            line["placements"][0]["presented_unit"],
+            serde_json::Value::Null
+        );
+        assert_eq!(line["placements"][1]["state"], "moving");
+        assert_eq!(
+            view.line(),
+            "      15  system  placements      web-01 -> unit-b (unit-a failed); \
+             db-01 moving unit-a -> unit-b"
+        );
         let unknown = pb::WatchEvent {
             revision: 12,
             actor: String::new(),

@@ -107,6 +107,11 @@ pub fn check_name(what: &str, name: &str, len_max: usize) -> Result<(), String> 
     Ok(())
 }
 
+/// A name given on the command line (a unit, a profile), checked like [`check_name`] does.
+pub fn parse_name(text: &str) -> Result<String, String> {
+    check_name("name", text, NAME_LEN_MAX).map(|()| text.to_string())
+}
+
 /// Parses colon-separated hex bytes (a MAC has 6, a WWN 8) into a normalised lower-case string.
 fn parse_hex_bytes(text: &str, count: usize) -> Option<String> {
     let parts: Vec<&str> = text.split(':').collect();

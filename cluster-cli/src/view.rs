@@ -339,7 +339,114 @@ impl From<&pb::Member> for MemberView {
     }
 }
 
-/// `status -o json`; `member list` prints the same.
+/// Health of a unit's lease, as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseView {
+    Healthy,
+    Expired,
+    /// The answering node is not the leader and cannot tell.
+    Unknown,
+    Unspecified,
+}
+
+/// One unit in `status`: lease, drain mark, what its switch presents, load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitView {
+    pub id: u64,
+    pub name: String,
+    pub lease: LeaseView,
+    pub lease_age_ms: Option<u64>,
+    pub draining: bool,
+    /// Profiles the unit's switch reports presenting.
+    pub presented: Vec<String>,
+    /// Profiles placed on (or moving to) the unit.
+    pub load: u32,
+    pub capacity: u32,
+}
+
+impl From<&pb::UnitStatus> for UnitView {
+    fn from(unit: &pb::UnitStatus) -> Self {
+        UnitView {
+            id: unit.id,
+            name: unit.name.clone(),
+            lease: match pb::LeaseHealth::try_from(unit.lease) {
+                Ok(pb::LeaseHealth::Healthy) => LeaseView::Healthy,
+                Ok(pb::LeaseHealth::Expired) => LeaseView::Expired,
+                Ok(pb::LeaseHealth::Unknown) => LeaseView::Unknown,
+                _ => LeaseView::Unspecified,
+            },
+            lease_age_ms: unit.lease_age_ms,
+            draining: unit.draining,
+            presented: unit.presented.clone(),
+            load: unit.load,
+            capacity: unit.capacity,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStateView {
+    /// Presented by the unit it is placed on.
+    Presented,
+    /// Placed; the unit has not reported presenting it yet.
+    Programming,
+    /// A planned move, waiting for the source to clear.
+    Moving,
+    /// No unit can take it (see the reason).
+    Unplaced,
+    /// Presented by a unit it was failed over to.
+    FailedOver,
+    Unspecified,
+}
+
+/// One profile's placement, in `status` and in `watch` (`placements` events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlacementView {
+    pub profile: String,
+    /// The unit that should present it now; null when unplaced or mid-move.
+    pub desired_unit: Option<String>,
+    /// The unit whose switch reports presenting it; null when none.
+    pub presented_unit: Option<String>,
+    pub state: PlacementStateView,
+    pub reason: String,
+    pub failed_over_from: Option<String>,
+    /// Both set during a planned move, both null otherwise.
+    pub moving_from: Option<String>,
+    pub moving_to: Option<String>,
+    pub revision: u64,
+}
+
+/// The wire's "" for "none" as an absent value.
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+impl From<&pb::ProfilePlacement> for PlacementView {
+    fn from(placement: &pb::ProfilePlacement) -> Self {
+        PlacementView {
+            profile: placement.profile.clone(),
+            desired_unit: non_empty(&placement.desired_unit),
+            presented_unit: non_empty(&placement.presented_unit),
+            state: match pb::PlacementState::try_from(placement.state) {
+                Ok(pb::PlacementState::Presented) => PlacementStateView::Presented,
+                Ok(pb::PlacementState::Programming) => PlacementStateView::Programming,
+                Ok(pb::PlacementState::Moving) => PlacementStateView::Moving,
+                Ok(pb::PlacementState::Unplaced) => PlacementStateView::Unplaced,
+                Ok(pb::PlacementState::FailedOver) => PlacementStateView::FailedOver,
+                _ => PlacementStateView::Unspecified,
+            },
+            reason: placement.reason.clone(),
+            failed_over_from: non_empty(&placement.failed_over_from),
+            moving_from: non_empty(&placement.moving_from),
+            moving_to: non_empty(&placement.moving_to),
+            revision: placement.revision,
+        }
+    }
+}
+
+/// `status -o json`; `member list` prints the same `members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusView {
     pub leader_id: Option<u64>,
@@ -350,6 +457,8 @@ pub struct StatusView {
     pub revision: u64,
     pub responder_id: u64,
     pub members: Vec<MemberView>,
+    pub units: Vec<UnitView>,
+    pub placements: Vec<PlacementView>,
 }
 
 impl From<&pb::GetClusterStatusResponse> for StatusView {
@@ -363,6 +472,8 @@ impl From<&pb::GetClusterStatusResponse> for StatusView {
             revision: status.revision,
             responder_id: status.responder_id,
             members: status.members.iter().map(MemberView::from).collect(),
+            units: status.units.iter().map(UnitView::from).collect(),
+            placements: status.placements.iter().map(PlacementView::from).collect(),
         }
     }
 }
@@ -386,6 +497,37 @@ pub struct MemberRemovedView {
 pub struct LeaderView {
     pub leader_id: u64,
     pub term: u64,
+}
+
+/// `drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DrainView {
+    pub unit: String,
+    /// Revision at which the drain mark was committed.
+    pub revision: u64,
+    /// Profiles on the unit when the drain began.
+    pub profiles: Vec<String>,
+    /// True when `--wait` saw the unit empty; false without `--wait`.
+    pub drained: bool,
+    /// How long `--wait` waited; null without it.
+    pub waited_ms: Option<u64>,
+}
+
+/// `undrain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndrainView {
+    pub unit: String,
+    pub revision: u64,
+}
+
+/// `failover`: what was asked (null where not given) and which moves began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverView {
+    pub profile: Option<String>,
+    pub from_unit: Option<String>,
+    pub to_unit: Option<String>,
+    pub revision: u64,
+    pub profiles: Vec<String>,
 }
 
 /// One line of `watch -o json`: `change` names the kind, and the payload key depends on it.
@@ -418,6 +560,21 @@ pub enum ChangeView {
     MemberRemoved {
         id: u64,
     },
+    /// Placements changed in one decision (a failover, a drain step, a new profile placed).
+    /// `presented_unit` is always null here: what units present comes as `presented` events.
+    Placements {
+        placements: Vec<PlacementView>,
+    },
+    /// A unit reported what its switch presents now.
+    Presented {
+        unit: String,
+        profiles: Vec<String>,
+    },
+    /// A unit started (`draining` true) or stopped draining.
+    Drain {
+        unit: String,
+        draining: bool,
+    },
     /// An event kind newer than this CLI.
     Unknown,
 }
@@ -436,6 +593,17 @@ impl From<&pb::WatchEvent> for WatchEventView {
                 member: member.into(),
             },
             Some(Change::MemberRemoved(id)) => ChangeView::MemberRemoved { id: *id },
+            Some(Change::Placements(changes)) => ChangeView::Placements {
+                placements: changes.placements.iter().map(PlacementView::from).collect(),
+            },
+            Some(Change::Presented(presented)) => ChangeView::Presented {
+                unit: presented.unit.clone(),
+                profiles: presented.profiles.clone(),
+            },
+            Some(Change::Drain(drain)) => ChangeView::Drain {
+                unit: drain.unit.clone(),
+                draining: drain.draining,
+            },
             None => ChangeView::Unknown,
         };
         WatchEventView {

@@ -5,7 +5,7 @@
 //! far as the wire contract goes. Tests against real vnetd processes belong to the end-to-end
 //! suites.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
@@ -28,6 +28,139 @@ struct State {
     profiles: BTreeMap<String, pb::Profile>,
     history: Vec<pb::WatchEvent>,
     next_mac: u64,
+    /// Units by name: what each presents and whether it is draining.
+    units: BTreeMap<String, FakeUnit>,
+    /// Placements by profile name (independent of `profiles`, to keep the fake small).
+    placements: BTreeMap<String, FakePlacement>,
+    /// Every Drain, Undrain and Failover request received, in order.
+    requests: Vec<String>,
+}
+
+#[derive(Default)]
+struct FakeUnit {
+    draining: bool,
+    presented: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct FakePlacement {
+    unit: Option<String>,
+    /// A planned move: (from, to).
+    moving: Option<(String, String)>,
+    reason: String,
+}
+
+impl State {
+    /// A unit that is not `except` and not draining, if any.
+    fn target(&self, except: &str) -> Option<String> {
+        self.units
+            .iter()
+            .find(|(name, unit)| name.as_str() != except && !unit.draining)
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Starts a planned move of `profile` to `to`; the caller has checked both exist.
+    fn start_move(&mut self, profile: &str, to: String, reason: String) {
+        let placement = self.placements.get_mut(profile).expect("known profile");
+        let from = placement.unit.take().expect("a placed profile");
+        placement.moving = Some((from, to));
+        placement.reason = reason;
+    }
+
+    /// The placement controller and the units' switches, one step per status read, so that a
+    /// test sees every intermediate state without depending on timing: a draining unit's
+    /// profiles start moving when a target exists; then for the first moving profile, either
+    /// the source stops presenting it, or (once it has) the target is given and presents it.
+    fn advance(&mut self) {
+        let stranded: Vec<(String, String)> = self
+            .placements
+            .iter()
+            .filter_map(|(name, p)| {
+                let unit = p.unit.as_ref()?;
+                self.units[unit]
+                    .draining
+                    .then(|| (name.clone(), unit.clone()))
+            })
+            .collect();
+        for (profile, unit) in stranded {
+            if let Some(to) = self.target(&unit) {
+                self.start_move(&profile, to, format!("drain of {unit}"));
+            }
+        }
+        let Some((profile, (from, to))) = self
+            .placements
+            .iter()
+            .find_map(|(name, p)| p.moving.clone().map(|m| (name.clone(), m)))
+        else {
+            return;
+        };
+        let source = self.units.get_mut(&from).expect("known unit");
+        if !source.presented.remove(&profile) {
+            let placement = self.placements.get_mut(&profile).expect("known profile");
+            placement.moving = None;
+            placement.unit = Some(to.clone());
+            self.units
+                .get_mut(&to)
+                .expect("known unit")
+                .presented
+                .insert(profile);
+        }
+    }
+
+    fn units_to_wire(&self) -> Vec<pb::UnitStatus> {
+        self.units
+            .iter()
+            .enumerate()
+            .map(|(index, (name, unit))| pb::UnitStatus {
+                id: index as u64 + 1,
+                name: name.clone(),
+                lease: pb::LeaseHealth::Healthy as i32,
+                lease_age_ms: Some(100),
+                draining: unit.draining,
+                presented: unit.presented.iter().cloned().collect(),
+                load: self
+                    .placements
+                    .values()
+                    .filter(|p| {
+                        p.unit.as_ref() == Some(name)
+                            || p.moving.as_ref().is_some_and(|(_, to)| to == name)
+                    })
+                    .count() as u32,
+                capacity: 30,
+            })
+            .collect()
+    }
+
+    fn placements_to_wire(&self) -> Vec<pb::ProfilePlacement> {
+        self.placements
+            .iter()
+            .map(|(name, p)| {
+                let presented_unit = self
+                    .units
+                    .iter()
+                    .find(|(_, unit)| unit.presented.contains(name))
+                    .map(|(unit, _)| unit.clone())
+                    .unwrap_or_default();
+                let state = match (&p.unit, &p.moving) {
+                    (_, Some(_)) => pb::PlacementState::Moving,
+                    (None, None) => pb::PlacementState::Unplaced,
+                    (Some(unit), None) if *unit == presented_unit => pb::PlacementState::Presented,
+                    (Some(_), None) => pb::PlacementState::Programming,
+                };
+                pb::ProfilePlacement {
+                    profile: name.clone(),
+                    desired_unit: p.unit.clone().unwrap_or_default(),
+                    presented_unit,
+                    state: state as i32,
+                    reason: p.reason.clone(),
+                    failed_over_from: String::new(),
+                    moving_from: p.moving.as_ref().map(|m| m.0.clone()).unwrap_or_default(),
+                    moving_to: p.moving.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
+                    revision: 1,
+                }
+            })
+            .collect()
+    }
 }
 
 /// One fake node. Nodes made from the same `Arc<Mutex<State>>` share their data, like replicas.
@@ -207,7 +340,9 @@ impl ClusterService for FakeNode {
         _request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
         self.check()?;
-        let revision = self.lock().revision;
+        let mut state = self.lock();
+        state.advance();
+        let revision = state.revision;
         Ok(Response::new(pb::GetClusterStatusResponse {
             leader_id: Some(1),
             leader_name: "unit-a".into(),
@@ -217,6 +352,118 @@ impl ClusterService for FakeNode {
             revision,
             members: vec![],
             responder_id: 1,
+            units: state.units_to_wire(),
+            placements: state.placements_to_wire(),
+        }))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        self.check()?;
+        let unit = request.into_inner().unit;
+        let mut state = self.lock();
+        state.requests.push(format!("drain {unit}"));
+        let Some(record) = state.units.get_mut(&unit) else {
+            return Err(Status::not_found(format!("unit {unit:?} does not exist")));
+        };
+        record.draining = true;
+        state.revision += 1;
+        let profiles = state
+            .placements
+            .iter()
+            .filter(|(_, p)| p.unit.as_ref() == Some(&unit))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Response::new(pb::DrainResponse {
+            revision: state.revision,
+            profiles,
+        }))
+    }
+
+    async fn undrain(
+        &self,
+        request: Request<pb::UndrainRequest>,
+    ) -> Result<Response<pb::UndrainResponse>, Status> {
+        self.check()?;
+        let unit = request.into_inner().unit;
+        let mut state = self.lock();
+        state.requests.push(format!("undrain {unit}"));
+        let Some(record) = state.units.get_mut(&unit) else {
+            return Err(Status::not_found(format!("unit {unit:?} does not exist")));
+        };
+        record.draining = false;
+        state.revision += 1;
+        Ok(Response::new(pb::UndrainResponse {
+            revision: state.revision,
+        }))
+    }
+
+    async fn failover(
+        &self,
+        request: Request<pb::FailoverRequest>,
+    ) -> Result<Response<pb::FailoverResponse>, Status> {
+        self.check()?;
+        let request = request.into_inner();
+        let mut state = self.lock();
+        state.requests.push(format!(
+            "failover profile={:?} from={:?} to={:?}",
+            request.profile, request.from_unit, request.to_unit
+        ));
+        if request.profile.is_empty() == request.from_unit.is_empty() {
+            return Err(Status::invalid_argument(
+                "set exactly one of profile and from_unit",
+            ));
+        }
+        if !request.to_unit.is_empty() {
+            match state.units.get(&request.to_unit) {
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "unit {:?} does not exist",
+                        request.to_unit
+                    )))
+                }
+                Some(unit) if unit.draining => {
+                    return Err(Status::failed_precondition(format!(
+                        "unit {} is draining",
+                        request.to_unit
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let moves: Vec<(String, String)> = if request.profile.is_empty() {
+            state
+                .placements
+                .iter()
+                .filter(|(_, p)| p.unit.as_ref() == Some(&request.from_unit))
+                .map(|(name, p)| (name.clone(), p.unit.clone().unwrap_or_default()))
+                .collect()
+        } else {
+            let placement = state.placements.get(&request.profile).ok_or_else(|| {
+                Status::not_found(format!("profile {:?} does not exist", request.profile))
+            })?;
+            vec![(
+                request.profile.clone(),
+                placement.unit.clone().unwrap_or_default(),
+            )]
+        };
+        let mut started = Vec::new();
+        for (profile, from) in moves {
+            let to = match request.to_unit.as_str() {
+                "" => state.target(&from),
+                to => Some(to.to_string()),
+            };
+            if let Some(to) = to.filter(|to| *to != from) {
+                state.start_move(&profile, to, "operator failover".into());
+                started.push(profile);
+            }
+        }
+        state.revision += 1;
+        Ok(Response::new(pb::FailoverResponse {
+            revision: state.revision,
+            profiles: started,
         }))
     }
 
@@ -643,5 +890,223 @@ async fn watch_resumes_on_the_next_endpoint_without_gaps_or_repeats() {
         stderr(&output).contains("resuming at revision 3"),
         "{}",
         stderr(&output)
+    );
+}
+
+/// unit-a presents web-01 and db-01, unit-b presents app-01.
+fn two_units() -> State {
+    let mut state = State::default();
+    for (unit, profiles) in [
+        ("unit-a", &["web-01", "db-01"][..]),
+        ("unit-b", &["app-01"][..]),
+    ] {
+        state.units.insert(
+            unit.into(),
+            FakeUnit {
+                draining: false,
+                presented: profiles.iter().map(|p| p.to_string()).collect(),
+            },
+        );
+        for profile in profiles {
+            state.placements.insert(
+                profile.to_string(),
+                FakePlacement {
+                    unit: Some(unit.into()),
+                    moving: None,
+                    reason: "preferred unit".into(),
+                },
+            );
+        }
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_wait_follows_the_moves_until_the_unit_is_empty() {
+    let state = Arc::new(Mutex::new(two_units()));
+    let live = serve(node(&state)).await.to_string();
+
+    let drained = vnetctl(
+        &live,
+        &["drain", "unit-a", "--wait", "--timeout-wait", "20s"],
+    )
+    .await;
+    assert_eq!(drained.status.code(), Some(0), "{}", stderr(&drained));
+    let out = stdout(&drained);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("unit-a is draining (revision 1); 2 profile(s) will move off: db-01, web-01"),
+        "{out}"
+    );
+    assert!(
+        lines.contains(
+            &"unit-a: 0 of 2 profiles moved off; moving: db-01 -> unit-b, web-01 -> unit-b"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"unit-a: 1 of 2 profiles moved off; moving: web-01 -> unit-b"),
+        "{out}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("unit-a: drained; 2 of 2 profiles moved off"),
+        "{out}"
+    );
+    {
+        let state = state.lock().unwrap();
+        assert!(state.units["unit-a"].presented.is_empty());
+        assert_eq!(state.units["unit-b"].presented.len(), 3);
+    }
+
+    // A second drain has nowhere to go (unit-a is draining): the wait gives up, exit 1.
+    let stuck = vnetctl(
+        &live,
+        &[
+            "-o",
+            "json",
+            "drain",
+            "unit-b",
+            "--wait",
+            "--timeout-wait",
+            "1s",
+        ],
+    )
+    .await;
+    assert_eq!(stuck.status.code(), Some(1), "{}", stderr(&stuck));
+    assert_eq!(
+        stdout(&stuck),
+        "",
+        "no JSON document for a drain that did not finish"
+    );
+    let error: serde_json::Value =
+        serde_json::from_str(stderr(&stuck).lines().last().expect("an error line")).unwrap();
+    assert_eq!(error["error"]["kind"], "timeout");
+    assert_eq!(error["exit_code"], 1);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("unit-b is not drained after 1s"),
+        "{message}"
+    );
+    for profile in ["app-01", "db-01", "web-01"] {
+        assert!(
+            message.contains(&format!(
+                "{profile}: still placed on unit-b (presented), no move started"
+            )),
+            "{message}"
+        );
+    }
+    assert!(message.contains("(reason: drain of unit-a)"), "{message}");
+    assert!(
+        message.ends_with("Other units: unit-a (draining)"),
+        "{message}"
+    );
+
+    let undrained = vnetctl(&live, &["-o", "json", "undrain", "unit-a"]).await;
+    assert_eq!(undrained.status.code(), Some(0), "{}", stderr(&undrained));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&undrained)).unwrap();
+    assert_eq!(json, serde_json::json!({"unit": "unit-a", "revision": 3}));
+
+    let missing = vnetctl(&live, &["drain", "unit-z"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("NOT_FOUND"),
+        "{}",
+        stderr(&missing)
+    );
+
+    assert_eq!(
+        state.lock().unwrap().requests,
+        vec![
+            "drain unit-a",
+            "drain unit-b",
+            "undrain unit-a",
+            "drain unit-z"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_sends_exactly_one_mode_and_reports_the_moves() {
+    let state = Arc::new(Mutex::new(two_units()));
+    let live = serve(node(&state)).await.to_string();
+
+    let one = vnetctl(
+        &live,
+        &["-o", "json", "failover", "web-01", "--to", "unit-b"],
+    )
+    .await;
+    assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&one)).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "profile": "web-01", "from_unit": null, "to_unit": "unit-b", "revision": 1,
+            "profiles": ["web-01"],
+        })
+    );
+
+    let status = vnetctl(&live, &["-o", "json", "status"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let web = json["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == "web-01")
+        .unwrap();
+    assert_eq!(web["moving_from"], "unit-a", "{json}");
+    assert_eq!(web["moving_to"], "unit-b", "{json}");
+    assert_eq!(web["desired_unit"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["units"][0]["name"], "unit-a");
+    assert_eq!(json["units"][0]["lease"], "healthy");
+
+    // The fake moves on by one step per status read: the move has been handed over now.
+    let table = vnetctl(&live, &["status"]).await;
+    let text = stdout(&table);
+    assert!(
+        text.contains("unit-b  healthy  100ms      no        2          2/30"),
+        "{text}"
+    );
+    assert!(
+        text.contains("web-01   unit-b   unit-b     presented  operator failover"),
+        "{text}"
+    );
+
+    let off = vnetctl(&live, &["failover", "--from", "unit-b"]).await;
+    assert_eq!(off.status.code(), Some(0), "{}", stderr(&off));
+    assert!(
+        stdout(&off)
+            .starts_with("started moving 2 profile(s) off unit-b at revision 2: app-01, web-01"),
+        "{}",
+        stdout(&off)
+    );
+
+    let refused = vnetctl(&live, &["failover", "db-01", "--to", "unit-c"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("FAILED_PRECONDITION"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Usage errors are caught before anything is sent.
+    for args in [
+        &["failover", "db-01"][..],
+        &["failover", "db-01", "--from", "unit-a", "--to", "unit-b"][..],
+        &["failover", "--from", "unit-a", "--to", "unit-a"][..],
+        &["failover"][..],
+    ] {
+        let usage = vnetctl(&live, args).await;
+        assert_eq!(usage.status.code(), Some(2), "{args:?}: {}", stderr(&usage));
+    }
+
+    assert_eq!(
+        state.lock().unwrap().requests,
+        vec![
+            r#"failover profile="web-01" from="" to="unit-b""#,
+            r#"failover profile="" from="unit-b" to="""#,
+            r#"failover profile="db-01" from="" to="unit-c""#,
+        ]
     );
 }
