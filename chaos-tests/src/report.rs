@@ -1,0 +1,185 @@
+//! The report of a run: faults by kind, operations by outcome, each checker's verdict, and
+//! how to reproduce it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::checks::Verdict;
+use crate::history::{Call, History, Outcome, OutcomeClass};
+use crate::run::RunConfig;
+use crate::schedule::{FaultKind, Step};
+use crate::workload::FINAL_CLIENT;
+
+/// Counts of one operation kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Applied writes, and reads answered.
+    pub ok: u64,
+    /// Writes the model refused (exists, not found, revision mismatch): definite, not applied.
+    pub refused: u64,
+    pub failed: u64,
+    pub indeterminate: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub duration_ms: u64,
+    pub workload_ms: u64,
+    pub faults: BTreeMap<FaultKind, u64>,
+    pub ops: BTreeMap<&'static str, OpCounts>,
+    /// Failed operations that vnetd refused for a reason the workload should never provoke.
+    pub unexpected_refusals: Vec<String>,
+    pub final_reads: u64,
+    pub longest_unserved_ms: u64,
+    pub verdicts: Vec<(&'static str, Verdict)>,
+    /// Where data, logs and the history were kept (on failure, or with --keep).
+    pub kept_dir: Option<PathBuf>,
+}
+
+impl Report {
+    pub fn new(
+        config: &RunConfig,
+        steps: &[Step],
+        history: &History,
+        verdicts: Vec<(&'static str, Verdict)>,
+        longest_unserved_ms: u64,
+        workload_ms: u64,
+    ) -> Self {
+        let mut faults: BTreeMap<FaultKind, u64> = FaultKind::ALL.iter().map(|k| (*k, 0)).collect();
+        for step in steps.iter().filter(|s| s.action.is_counted()) {
+            *faults.entry(step.action.counted_kind()).or_default() += 1;
+        }
+        let mut ops: BTreeMap<&'static str, OpCounts> = BTreeMap::new();
+        let mut unexpected_refusals = Vec::new();
+        let mut final_reads = 0;
+        for op in history {
+            if op.client == FINAL_CLIENT {
+                final_reads += 1;
+                continue;
+            }
+            let counts = ops.entry(op.call.kind()).or_default();
+            match (&op.call, &op.outcome, op.outcome.class()) {
+                (_, _, OutcomeClass::Indeterminate) => counts.indeterminate += 1,
+                (_, Outcome::Failed { reason }, _) => {
+                    counts.failed += 1;
+                    if reason.starts_with("refused") {
+                        unexpected_refusals.push(format!("op #{}: {reason}", op.id));
+                    }
+                }
+                (Call::Get, _, _) => counts.ok += 1,
+                (_, Outcome::Written { .. } | Outcome::Deleted { .. }, _) => counts.ok += 1,
+                _ => counts.refused += 1,
+            }
+        }
+        Self {
+            seed: config.seed,
+            duration_ms: config.duration.as_millis() as u64,
+            workload_ms,
+            faults,
+            ops,
+            unexpected_refusals,
+            final_reads,
+            longest_unserved_ms,
+            verdicts,
+            kept_dir: None,
+        }
+    }
+
+    /// No checker found a violation or failed to decide.
+    pub fn passed(&self) -> bool {
+        !self.verdicts.iter().any(|(_, v)| v.fails_run())
+    }
+
+    pub fn fault_total(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "vnet-ha chaos report — seed {}, {} s of faults, workload ran {} s",
+            self.seed,
+            self.duration_ms / 1000,
+            self.workload_ms / 1000
+        )?;
+        writeln!(f, "faults injected: {}", self.fault_total())?;
+        for (kind, n) in &self.faults {
+            writeln!(f, "  {:<28} {n:>5}", kind.label())?;
+        }
+        let total = self
+            .ops
+            .values()
+            .fold(OpCounts::default(), |a, c| OpCounts {
+                ok: a.ok + c.ok,
+                refused: a.refused + c.refused,
+                failed: a.failed + c.failed,
+                indeterminate: a.indeterminate + c.indeterminate,
+            });
+        writeln!(
+            f,
+            "operations: {} — ok {} (applied or answered) + {} refused by the model, failed {} \
+             (not applied), indeterminate {}",
+            total.ok + total.refused + total.failed + total.indeterminate,
+            total.ok,
+            total.refused,
+            total.failed,
+            total.indeterminate
+        )?;
+        writeln!(
+            f,
+            "  {:<8} {:>7} {:>8} {:>7} {:>14}",
+            "", "ok", "refused", "failed", "indeterminate"
+        )?;
+        for (kind, c) in &self.ops {
+            writeln!(
+                f,
+                "  {kind:<8} {:>7} {:>8} {:>7} {:>14}",
+                c.ok, c.refused, c.failed, c.indeterminate
+            )?;
+        }
+        writeln!(
+            f,
+            "  final linearizable reads after healing: {}",
+            self.final_reads
+        )?;
+        if !self.unexpected_refusals.is_empty() {
+            writeln!(
+                f,
+                "  {} refusals the workload should never provoke, first: {}",
+                self.unexpected_refusals.len(),
+                self.unexpected_refusals[0]
+            )?;
+        }
+        writeln!(
+            f,
+            "longest stretch with no operation served during faults: {} ms",
+            self.longest_unserved_ms
+        )?;
+        writeln!(
+            f,
+            "failovers: not measured yet (needs vnet-switchd on the units)"
+        )?;
+        writeln!(f, "checkers:")?;
+        for (name, verdict) in &self.verdicts {
+            writeln!(f, "  {name:<38} {verdict}")?;
+        }
+        if let Some(dir) = &self.kept_dir {
+            writeln!(
+                f,
+                "data, logs, history.jsonl and faults.log kept in {}",
+                dir.display()
+            )?;
+        }
+        let result = if self.passed() { "PASS" } else { "FAIL" };
+        write!(
+            f,
+            "result: {result} — reproduce with: cargo run -p chaos-tests -- --seed {} --duration {}s",
+            self.seed,
+            self.duration_ms / 1000
+        )
+    }
+}
