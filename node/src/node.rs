@@ -674,10 +674,17 @@ impl Node {
         match control {
             ElectionControl::Hold { duration_ms } => {
                 raft.runtime_config().elect(false);
+                let mut metrics = raft.metrics();
+                let leader_at_hold = metrics.borrow().current_leader;
                 tokio::spawn(async move {
-                    // Not a synchronisation: the hold is a lease on our own elections, and it
-                    // must end even if the leader that asked for it is gone.
-                    tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                    // The hold ends as soon as a new leader is known (the transfer is done, and a
+                    // crash of the new leader must be met by a prompt election), and in any case
+                    // after `duration_ms`, even if the leader that asked for it is gone.
+                    let new_leader = metrics.wait_for(|m| {
+                        m.current_leader.is_some() && m.current_leader != leader_at_hold
+                    });
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(duration_ms), new_leader).await;
                     raft.runtime_config().elect(true);
                 });
             }
@@ -1054,11 +1061,31 @@ impl Node {
             let Some((health, _)) = self.unit_health() else {
                 continue;
             };
+            let actor = "system/placement".to_string();
+            // A failed unit's switch has fenced itself by the time the leader declares it failed
+            // (see lease.rs), so its last report is stale: record that it presents nothing, so
+            // status does not show identities on a unit that cannot be presenting them.
+            let stale_reports: Vec<String> = self.view().read(|a| {
+                health
+                    .failed_for_ms
+                    .keys()
+                    .filter(|unit| a.state.presented_by(unit).is_some_and(|p| !p.is_empty()))
+                    .cloned()
+                    .collect()
+            });
+            for unit in stale_reports {
+                let command = Command::ReportPresented {
+                    unit: unit.clone(),
+                    profiles: BTreeMap::new(),
+                };
+                if let Err(e) = self.write_as_leader(&actor, command).await {
+                    tracing::debug!(unit = %unit, error = %e, "could not clear a failed unit's report");
+                }
+            }
             let decisions = self.view().read(|a| decide(&a.state, &health, &policy));
             if decisions.is_empty() {
                 continue;
             }
-            let actor = "system/placement".to_string();
             for (unit, changes) in decisions.failovers {
                 lock_leases(self).declare_failed(&unit);
                 tracing::warn!(unit = %unit, profiles = changes.len(), "unit failed; failing over its profiles");

@@ -44,6 +44,14 @@ async fn whole_unit_failure_moves_every_profile_with_identical_identities() {
     })
     .await;
     assert!(stuck.reason.contains("srv-4"), "{}", stuck.reason);
+    // The dead unit's last report is cleared: its switch fenced before the failover.
+    wait_for("status shows unit-a presenting nothing", || async {
+        let status = fabric.status().await?;
+        let unit_a = status.units.iter().find(|u| u.name == "unit-a")?;
+        (unit_a.presented.is_empty() && unit_a.lease == pb::LeaseHealth::Expired as i32)
+            .then_some(())
+    })
+    .await;
     assert!(fabric.assert_no_double_presentation() > 0);
     fabric.stop_all().await;
 }
