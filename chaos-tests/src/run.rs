@@ -163,6 +163,9 @@ async fn drive(
     let recorder = Arc::new(Recorder::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    // Sent only on the way to the verdicts: if the run is abandoned, the clients stop and skip
+    // the final reads (which would otherwise retry against a torn-down cluster).
+    let (proceed_tx, proceed_rx) = tokio::sync::oneshot::channel::<()>();
     let client_thread = {
         let workload_config = workload_config.clone();
         let recorder = recorder.clone();
@@ -174,6 +177,9 @@ async fn drive(
                 return Ok(None);
             }
             workload::run_clients(workload_config.clone(), recorder.clone(), stop_rx).await?;
+            if proceed_rx.await.is_err() {
+                return Ok(None);
+            }
             let final_state = workload::final_reads(&workload_config, &recorder).await?;
             let replicas = workload::replica_states(&workload_config, &final_state).await?;
             Ok(Some(ClientResults {
@@ -236,11 +242,12 @@ async fn drive(
     }
     let workload_end_ns = monotonic_now_ns();
     drop(stop_guard);
+    let _ = proceed_tx.send(());
     let results = tokio::task::spawn_blocking(move || client_thread.join())
         .await
         .context("join the client thread")?
         .map_err(|_| anyhow::anyhow!("the client host's thread panicked"))??
-        .context("the clients stopped before the cluster was ready")?;
+        .context("the clients ended without final reads")?;
     cluster.poll_unexpected_exits();
 
     let history = recorder.snapshot();
