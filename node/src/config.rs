@@ -15,14 +15,18 @@ use vnet_model::Role;
 
 use raft_store::NodeId;
 
+// Defaults chosen for a failover budget under 2 s even when the failed unit led: an election
+// takes about one to two longest election timeouts (openraft's voters refuse votes while their
+// leader lease, the longest timeout, runs), then the new leader waits lease_ttl + drift_margin
+// less the shortest election timeout (see lease.rs), then a placement commit and a reconcile.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 pub const DEFAULT_ELECTION_MIN_MS: u64 = 300;
 pub const DEFAULT_ELECTION_MAX_MS: u64 = 600;
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_CAPACITY: u32 = 30;
-pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
-pub const DEFAULT_DRIFT_MARGIN_MS: u64 = 200;
+pub const DEFAULT_LEASE_TTL_MS: u64 = 800;
+pub const DEFAULT_DRIFT_MARGIN_MS: u64 = 150;
 pub const DEFAULT_FAILBACK_HOLD_DOWN_MS: u64 = 5_000;
 /// Host ports on a unit's switch are numbered 1..=HOST_PORTS_MAX.
 pub const HOST_PORTS_MAX: u8 = 30;
@@ -117,12 +121,12 @@ pub struct Args {
     pub switch: Option<String>,
 
     /// How long a granted lease lets a unit present identities, in milliseconds. Units renew every
-    /// quarter of it. [default: 1000]
+    /// quarter of it. [default: 800]
     #[arg(long, env = "VNET_LEASE_TTL_MS", value_name = "MS")]
     pub lease_ttl_ms: Option<u64>,
 
     /// Extra time the leader waits past lease_ttl before declaring a silent unit failed, to
-    /// absorb clock-rate differences and scheduling delay. [default: 200]
+    /// absorb clock-rate differences and scheduling delay. [default: 150]
     #[arg(long, env = "VNET_DRIFT_MARGIN_MS", value_name = "MS")]
     pub drift_margin_ms: Option<u64>,
 
@@ -667,11 +671,23 @@ mod tests {
     #[test]
     fn timing_is_checked() {
         let mut args = base();
-        args.election_min_ms = Some(150);
-        assert!(args.clone().resolve().is_err());
+        args.election_min_ms = Some(DEFAULT_HEARTBEAT_MS * 2);
+        let err = args
+            .clone()
+            .resolve()
+            .expect_err("elections faster than two heartbeats");
+        assert!(err.to_string().contains("election_min_ms"), "{err}");
         args.election_min_ms = Some(500);
         args.election_max_ms = Some(400);
-        assert!(args.resolve().is_err());
+        let err = args.clone().resolve().expect_err("max below min");
+        assert!(err.to_string().contains("election_max_ms"), "{err}");
+        args.election_max_ms = None;
+        args.election_min_ms = None;
+        args.lease_ttl_ms = Some(DEFAULT_HEARTBEAT_MS * 3);
+        let err = args
+            .resolve()
+            .expect_err("a lease shorter than four heartbeats");
+        assert!(err.to_string().contains("lease_ttl_ms"), "{err}");
     }
 
     #[test]

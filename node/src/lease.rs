@@ -20,11 +20,23 @@
 //! as renewed at `t_e` (it knows nothing older), and so waits `ttl + margin` past `t_e > r >= s`
 //! before declaring anyone failed.
 //!
+//! It may count from a little earlier: `t_e - election_timeout_min`. The voter shared by the
+//! confirming quorum and the electing quorum acked the heartbeat at some `a >= r`; if that voter
+//! is another follower, it granted its vote only after its leader lease (openraft: the longest
+//! election timeout since it last heard a leader) ran out, so `t_e > a + election_timeout_max`;
+//! if it is the new leader itself, it became a candidate only when its election timer (at least
+//! `election_timeout_min`, reset by that heartbeat) fired, so `t_e > a + election_timeout_min`.
+//! Either way `t_e - election_timeout_min > r`. The one exception is an election this node
+//! started on request (leader transfer), which skips its timer: then no credit is taken.
+//!
 //! A unit that was declared failed must not come back and program what its stale state still
 //! places on it. So (1) while the moves off a failed unit are being committed its renewals are
 //! refused, and a renewal that raced with a declaration (the unit's failure epoch changed while
 //! it waited for the quorum) is refused too; (2) every grant carries the read index, and the
 //! agent programs nothing until it has applied at least that index — which includes the moves.
+//! A failover write that times out may still commit later, so a unit stays refused until the
+//! leader has *seen* its moves committed (a successful write, or an applied state placing
+//! nothing on it); only then can a grant's read index be sure to cover them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -58,12 +70,13 @@ impl LeaseTable {
         }
     }
 
-    /// Starts afresh when `term` is new: every unit counts as renewed now.
-    pub fn sync_term(&mut self, term: u64, now: Instant) {
+    /// Starts afresh when `term` is new: every unit counts as renewed `credit` before now (see
+    /// the module doc for when a credit is sound).
+    pub fn sync_term(&mut self, term: u64, now: Instant, credit: Duration) {
         if term != self.term {
             *self = Self::new();
             self.term = term;
-            self.elected_at = now;
+            self.elected_at = now.checked_sub(credit).unwrap_or(now);
         }
     }
 
@@ -93,6 +106,11 @@ impl LeaseTable {
         *self.failure_epoch.entry(unit.to_owned()).or_default() += 1;
         self.failover_pending.insert(unit.to_owned(), ());
         self.healthy_since.remove(unit);
+    }
+
+    /// Units whose failover has not been seen to commit.
+    pub fn pending_units(&self) -> Vec<String> {
+        self.failover_pending.keys().cloned().collect()
     }
 
     pub fn failover_done(&mut self, unit: &str) {
@@ -163,7 +181,7 @@ mod tests {
     fn a_new_term_treats_everyone_as_renewed_at_election() {
         let start = Instant::now();
         let mut table = LeaseTable::new();
-        table.sync_term(2, start);
+        table.sync_term(2, start, Duration::ZERO);
         let units = ["unit-a", "unit-b"];
         let health = table.health(
             units.into_iter(),
@@ -177,15 +195,18 @@ mod tests {
         assert!(health.healthy_for_ms.contains_key("unit-a"));
         assert_eq!(health.failed_for_ms.get("unit-b"), Some(&1_300));
         // A renewal from an older term is forgotten with the term.
-        table.sync_term(3, later);
+        table.sync_term(3, later, Duration::ZERO);
         assert_eq!(table.age_ms("unit-a", later), 0);
+        // With a credit, the new term counts everyone as renewed that much earlier.
+        table.sync_term(4, later, Duration::from_millis(300));
+        assert_eq!(table.age_ms("unit-b", later), 300);
     }
 
     #[test]
     fn a_declared_failure_refuses_renewals_until_done_and_bumps_the_epoch() {
         let now = Instant::now();
         let mut table = LeaseTable::new();
-        table.sync_term(1, now);
+        table.sync_term(1, now, Duration::ZERO);
         let before = table.epoch("unit-a");
         table.declare_failed("unit-a");
         assert!(table.is_failover_pending("unit-a"));

@@ -65,6 +65,12 @@ struct Inner {
     pristine_at_start: bool,
     /// The leader's record of lease renewals; meaningful only while this node leads.
     leases: std::sync::Mutex<LeaseTable>,
+    /// When this node last started an election on request (leader transfer): such an election
+    /// skips the election timer, so a term it wins earns no lease credit (see `lease.rs`).
+    campaigned_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set while this leader hands over: it appends nothing new, so the target can hold every
+    /// entry when it campaigns.
+    transferring: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +134,8 @@ impl Node {
                 peers,
                 pristine_at_start,
                 leases: std::sync::Mutex::new(LeaseTable::new()),
+                campaigned_at: std::sync::Mutex::new(None),
+                transferring: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -368,7 +376,13 @@ impl Node {
     /// which callers treat as "certainly not done; retry toward the leader".
     pub async fn execute_as_leader(&self, request: LeaderRequest) -> LeaderResult {
         let timeout = self.request_timeout();
+        let transferring = self
+            .inner
+            .transferring
+            .load(std::sync::atomic::Ordering::SeqCst);
         match request {
+            // Nothing was appended: the caller retries toward whoever leads next.
+            LeaderRequest::Write(_) if transferring => Err(ApiError::NotLeader { leader: None }),
             LeaderRequest::Write(request) => {
                 let written =
                     tokio::time::timeout(timeout, self.raft().client_write(request)).await;
@@ -613,9 +627,43 @@ impl Node {
             });
         }
         self.require_caught_up(&metrics, to)?;
+        self.inner
+            .transferring
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let result = self.hand_over(to, &target.peer_addr).await;
+        self.inner
+            .transferring
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+
+    async fn hand_over(&self, to: NodeId, target_addr: &str) -> LeaderResult {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
         let timing = &self.config().raft;
         let hold = Duration::from_millis(timing.election_max_ms * 4);
         let rpc_timeout = Duration::from_millis(timing.election_max_ms);
+        // The target must hold every entry this leader has, or the voters that do will refuse
+        // it (Raft's election restriction) and nobody can lead until the holds expire.
+        let fully_replicated = self
+            .raft()
+            .wait(Some(hold))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index.unwrap_or(0);
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&to).cloned().flatten())
+                        .is_some_and(|matched| matched.index >= last)
+                },
+                "transfer target caught up",
+            )
+            .await;
+        if fully_replicated.is_err() {
+            return Err(ApiError::FailedPrecondition {
+                reason: format!("member {to} did not catch up with the leader's log in time"),
+            });
+        }
         for (id, node) in membership.nodes() {
             if *id == to || *id == self.id() {
                 continue;
@@ -640,7 +688,7 @@ impl Node {
         };
         let asked = self
             .peers()
-            .election(&target.peer_addr, &campaign, rpc_timeout)
+            .election(target_addr, &campaign, rpc_timeout)
             .await;
         let result = match asked {
             Err(e) => Err(ApiError::Unavailable {
@@ -689,6 +737,12 @@ impl Node {
                 });
             }
             ElectionControl::Campaign { deadline_ms } => {
+                *self
+                    .inner
+                    .campaigned_at
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Some(std::time::Instant::now());
                 // One election per election timeout: each attempt raises the term, so retrying
                 // faster than an election can finish only churns terms.
                 let attempt = Duration::from_millis(self.config().raft.election_max_ms);
@@ -962,6 +1016,23 @@ pub const PLACEMENT_TICK_MS: u64 = 50;
 pub const PLACEMENT_CHANGES_PER_PASS_MAX: usize = 4_096;
 
 impl Node {
+    /// How much earlier than its first look a new term may count every unit as renewed.
+    fn lease_credit(&self) -> Duration {
+        let timing = &self.config().raft;
+        let campaign_window = Duration::from_millis(timing.election_max_ms * 8);
+        let campaigned_recently = self
+            .inner
+            .campaigned_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| at.elapsed() < campaign_window);
+        if campaigned_recently {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(timing.election_min_ms)
+        }
+    }
+
     fn failed_after(&self) -> Duration {
         let lease = &self.config().lease;
         Duration::from_millis(lease.ttl_ms + lease.drift_margin_ms)
@@ -983,7 +1054,12 @@ impl Node {
         }
         let epoch = {
             let mut table = lock_leases(self);
-            table.sync_term(metrics.current_term, arrived);
+            // `now`, not `arrived`: the credit counts back from a moment this node leads.
+            table.sync_term(
+                metrics.current_term,
+                std::time::Instant::now(),
+                self.lease_credit(),
+            );
             if table.is_failover_pending(unit) {
                 return Err(ApiError::FailedPrecondition {
                     reason: format!(
@@ -998,7 +1074,11 @@ impl Node {
             other => return Err(unexpected_reply("read index", &other)),
         };
         let mut table = lock_leases(self);
-        table.sync_term(self.metrics().current_term, arrived);
+        table.sync_term(
+            self.metrics().current_term,
+            std::time::Instant::now(),
+            self.lease_credit(),
+        );
         if table.epoch(unit) != epoch || table.is_failover_pending(unit) {
             // Declared failed while we confirmed leadership: the read index may predate the
             // moves off this unit, so this grant must not happen.
@@ -1025,7 +1105,7 @@ impl Node {
                 .collect()
         });
         let mut table = lock_leases(self);
-        table.sync_term(metrics.current_term, now);
+        table.sync_term(metrics.current_term, now, self.lease_credit());
         let health = table.health(units.iter().map(String::as_str), now, self.failed_after());
         let ages = units
             .iter()
@@ -1048,7 +1128,12 @@ impl Node {
                 _ = stopping.wait_for(|stop| *stop) => return,
             }
             let metrics = self.metrics();
-            if metrics.current_leader != Some(self.id()) {
+            if metrics.current_leader != Some(self.id())
+                || self
+                    .inner
+                    .transferring
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
                 continue;
             }
             // Decide only on a state that includes everything committed before this term.
@@ -1082,6 +1167,15 @@ impl Node {
                     tracing::debug!(unit = %unit, error = %e, "could not clear a failed unit's report");
                 }
             }
+            // A unit whose failover write was not confirmed is released once the applied state
+            // (which this leader has applied, so it is committed) places nothing on it.
+            let pending = lock_leases(self).pending_units();
+            for unit in pending {
+                let emptied = self.view().read(|a| a.state.load_of(&unit) == 0);
+                if emptied {
+                    lock_leases(self).failover_done(&unit);
+                }
+            }
             let decisions = self.view().read(|a| decide(&a.state, &health, &policy));
             if decisions.is_empty() {
                 continue;
@@ -1090,10 +1184,15 @@ impl Node {
                 lock_leases(self).declare_failed(&unit);
                 tracing::warn!(unit = %unit, profiles = changes.len(), "unit failed; failing over its profiles");
                 let command = Command::Place { changes };
-                if let Err(e) = self.write_as_leader(&actor, command).await {
-                    tracing::warn!(unit = %unit, error = %e, "failover placement not committed; will retry");
+                match self.write_as_leader(&actor, command).await {
+                    // Committed and applied: a later grant's read index covers these moves.
+                    Ok(_) => lock_leases(self).failover_done(&unit),
+                    // Perhaps committed later, perhaps never: the unit stays refused until the
+                    // moves are seen applied (below) or a retry commits.
+                    Err(e) => {
+                        tracing::warn!(unit = %unit, error = %e, "failover placement not confirmed; will retry")
+                    }
                 }
-                lock_leases(self).failover_done(&unit);
             }
             if !decisions.others.is_empty() {
                 let count = decisions.others.len();

@@ -138,10 +138,19 @@ impl TestNode {
     }
 }
 
+/// Logs to stderr when `VNET_TEST_LOG` holds a filter (e.g. `info,openraft=debug`): the nodes
+/// of an in-process cluster share this process's subscriber.
+pub fn init_test_logging() {
+    if let Ok(filter) = std::env::var("VNET_TEST_LOG") {
+        let _ = vnet_node::telemetry::init(&filter, vnet_node::config::LogFormat::Text);
+    }
+}
+
 impl TestCluster {
     /// Starts `names.len()` nodes with ids 1.. as one initial cluster. A node named "witness"
     /// gets the witness role.
     pub async fn start(names: &[&str]) -> Self {
+        init_test_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut bound = Vec::new();
         for _ in names {
