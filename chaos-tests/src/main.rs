@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
+use chaos_tests::checks::linearizable;
 use chaos_tests::cluster::node_infos;
+use chaos_tests::history::History;
 use chaos_tests::run::{self, RunConfig, CLIENTS_DEFAULT, KEYS_DEFAULT};
 use chaos_tests::schedule::{self, FaultKind, Named};
 
@@ -51,6 +53,10 @@ struct Args {
     /// needed).
     #[arg(long)]
     schedule_only: bool,
+    /// Check a recorded history (a kept run's history.jsonl) for linearizability and revision
+    /// order, and run nothing else (no root needed).
+    #[arg(long, value_name = "HISTORY_JSONL")]
+    check_history: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
@@ -100,6 +106,40 @@ fn print_schedule(seed: u64, duration: Duration) {
     }
 }
 
+fn check_history(path: &std::path::Path) -> ExitCode {
+    let history = match load_history(path) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cannot read {}: {e:#}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let verdicts = [
+        ("linearizable", linearizable::check(&history)),
+        (
+            "revisions follow real time",
+            linearizable::check_revision_order(&history),
+        ),
+    ];
+    for (name, verdict) in &verdicts {
+        println!("{name:<28} {verdict}");
+    }
+    if verdicts.iter().any(|(_, v)| v.fails_run()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn load_history(path: &std::path::Path) -> anyhow::Result<History> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("line {}", i + 1)))
+        .collect()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -117,6 +157,9 @@ async fn main() -> ExitCode {
         keep: args.keep,
     };
     let seed = config.seed;
+    if let Some(path) = &args.check_history {
+        return check_history(path);
+    }
     if args.schedule_only {
         print_schedule(seed, duration);
         return ExitCode::SUCCESS;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::checks::Verdict;
 use crate::history::{Call, History, Outcome, OutcomeClass};
-use crate::run::RunConfig;
+use crate::run::{RunConfig, CLIENTS_DEFAULT, KEYS_DEFAULT};
 use crate::schedule::{FaultKind, Step};
 use crate::workload::FINAL_CLIENT;
 
@@ -25,6 +25,8 @@ pub struct OpCounts {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub seed: u64,
+    pub clients: u32,
+    pub keys: u32,
     pub duration_ms: u64,
     pub workload_ms: u64,
     pub faults: BTreeMap<FaultKind, u64>,
@@ -75,6 +77,8 @@ impl Report {
         }
         Self {
             seed: config.seed,
+            clients: config.clients,
+            keys: config.keys,
             duration_ms: config.duration.as_millis() as u64,
             workload_ms,
             faults,
@@ -175,11 +179,18 @@ impl fmt::Display for Report {
             )?;
         }
         let result = if self.passed() { "PASS" } else { "FAIL" };
+        let mut flags = String::new();
+        if self.clients != CLIENTS_DEFAULT {
+            flags.push_str(&format!(" --clients {}", self.clients));
+        }
+        if self.keys != KEYS_DEFAULT {
+            flags.push_str(&format!(" --keys {}", self.keys));
+        }
         write!(
             f,
-            "result: {result} — reproduce with: cargo run -p chaos-tests -- --seed {} --duration {}s",
-            self.seed,
-            self.duration_ms / 1000
+            "result: {result} — reproduce with: cargo run -p chaos-tests -- --seed {} --duration \
+             {}ms{flags}",
+            self.seed, self.duration_ms
         )
     }
 }

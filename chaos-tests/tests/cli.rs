@@ -1,6 +1,7 @@
 //! The command's contract: a schedule is a function of the seed, and a run that cannot build
 //! its hosts stops with exit code 2 and the reason, never a pass.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chaos-tests");
@@ -24,9 +25,18 @@ fn schedule_only_prints_the_same_schedule_for_the_same_seed() {
 
 #[test]
 fn without_root_it_refuses_and_says_why() {
+    // A copy nobody may run: the build tree may sit under a directory only root can enter.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the directory to everyone");
+    let copy = dir.path().join("chaos-tests");
+    std::fs::copy(BIN, &copy).expect("copy the binary");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+        .expect("make the copy executable by everyone");
     // setpriv (util-linux) drops to nobody for the one process.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
         .args(["--seed", "1", "--duration", "1s"])
         .output()
         .expect("run setpriv (util-linux)");
@@ -56,4 +66,49 @@ fn without_nft_it_refuses_and_says_why() {
     } else {
         assert!(stderr.contains("must run as root"), "{stderr}");
     }
+}
+
+#[test]
+fn check_history_judges_a_recorded_history() {
+    // A create, an update acknowledged before the get starts, and a get that returns the
+    // create's value: a stale read. The same history with the get seeing the update passes.
+    let value = |mac: &str| {
+        format!(
+            r#"{{"server":"srv-00","vnics":[{{"name":"eth0","mac":"{mac}","network":"n","vlan":1}}],"vhbas":[]}}"#
+        )
+    };
+    let (v1, v2) = (value("02:00:00:00:00:01"), value("02:00:00:00:00:02"));
+    let history = |seen: &str, revision: u64| {
+        [
+            format!(
+                r#"{{"id":1,"client":0,"key":"p","call":{{"Create":{{"value":{v1}}}}},"endpoint":"e","invoked_ns":0,"completed_ns":10,"outcome":{{"Written":{{"revision":5}}}}}}"#
+            ),
+            format!(
+                r#"{{"id":2,"client":0,"key":"p","call":{{"Update":{{"value":{v2},"expected_revision":5}}}},"endpoint":"e","invoked_ns":20,"completed_ns":30,"outcome":{{"Written":{{"revision":9}}}}}}"#
+            ),
+            format!(
+                r#"{{"id":3,"client":1,"key":"p","call":"Get","endpoint":"e","invoked_ns":40,"completed_ns":50,"outcome":{{"Found":{{"value":{seen},"revision":{revision},"created_revision":5,"read_revision":9}}}}}}"#
+            ),
+        ]
+        .join("\n")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write history");
+        let out = Command::new(BIN)
+            .arg("--check-history")
+            .arg(&path)
+            .output()
+            .expect("run chaos-tests");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = check("fresh.jsonl", history(&v2, 9));
+    assert_eq!(code, Some(0), "{stdout}");
+    let (code, stdout) = check("stale.jsonl", history(&v1, 5));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("could not place op #3"), "{stdout}");
 }
