@@ -120,6 +120,8 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
+    // `--only TEXT` runs the cases whose label contains TEXT.
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -150,6 +152,12 @@ fn main() {
         "case", "min", "p50", "p99", "max"
     );
     for case in cases {
+        if only
+            .as_deref()
+            .is_some_and(|only| !case.label().contains(only))
+        {
+            continue;
+        }
         let started = Instant::now();
         let mut times: Vec<f64> = (0..runs).map(|_| runtime.block_on(one_run(case))).collect();
         times.sort_by(f64::total_cmp);

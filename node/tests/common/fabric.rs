@@ -274,13 +274,13 @@ impl Fabric {
                 "macs",
                 pb::PoolKind::Mac,
                 "02:00:00:00:00:00",
-                "02:00:00:00:00:ff",
+                "02:00:00:00:ff:ff",
             ),
             (
                 "wwns",
                 pb::PoolKind::Wwn,
                 "20:00:00:25:b5:00:00:00",
-                "20:00:00:25:b5:00:00:ff",
+                "20:00:00:25:b5:00:ff:ff",
             ),
         ] {
             pools
@@ -330,12 +330,21 @@ impl Fabric {
                     ..Default::default()
                 };
                 let mut client = ProfileServiceClient::new(self.api());
+                let mut pools = PoolServiceClient::new(self.api());
                 creating.spawn(async move {
                     let created = client
                         .create_profile(pb::CreateProfileRequest {
                             profile: Some(profile),
                         })
-                        .await
+                        .await;
+                    if let Err(e) = &created {
+                        let usage = pools
+                            .get_pool_usage(pb::GetPoolUsageRequest::default())
+                            .await
+                            .map(|u| u.into_inner().usages);
+                        panic!("create profile {index}: {e:?}; pools: {usage:?}");
+                    }
+                    let created = created
                         .expect("create profile")
                         .into_inner()
                         .profile
