@@ -38,6 +38,8 @@ pub const LEADER_RETRY_INTERVAL_MS: u64 = 50;
 pub const BOOTSTRAP_PROBE_TIMEOUT_MS: u64 = 1_000;
 /// How long status waits for the leader's view before answering with this node's own.
 pub const STATUS_FROM_LEADER_TIMEOUT_MS: u64 = 1_000;
+/// How often a leader transfer re-checks that the target holds every entry.
+pub const TRANSFER_POLL_MS: u64 = 5;
 /// A learner within this many entries of the leader's log counts as caught up for promotion and
 /// leader transfer.
 pub const CAUGHT_UP_LAG_ENTRIES_MAX: u64 = 64;
@@ -71,6 +73,9 @@ struct Inner {
     /// Set while this leader hands over: it appends nothing new, so the target can hold every
     /// entry when it campaigns.
     transferring: std::sync::atomic::AtomicBool,
+    /// Client writes this leader has let through and not yet answered; a transfer waits for
+    /// them, since each may still append an entry the target must hold.
+    writes_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +141,7 @@ impl Node {
                 leases: std::sync::Mutex::new(LeaseTable::new()),
                 campaigned_at: std::sync::Mutex::new(None),
                 transferring: std::sync::atomic::AtomicBool::new(false),
+                writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -384,8 +390,17 @@ impl Node {
             // Nothing was appended: the caller retries toward whoever leads next.
             LeaderRequest::Write(_) if transferring => Err(ApiError::NotLeader { leader: None }),
             LeaderRequest::Write(request) => {
+                use std::sync::atomic::Ordering::SeqCst;
+                // Count ourselves in before the second look at the flag: a transfer that sets it
+                // either sees this write in flight and waits, or this write sees the flag.
+                self.inner.writes_in_flight.fetch_add(1, SeqCst);
+                if self.inner.transferring.load(SeqCst) {
+                    self.inner.writes_in_flight.fetch_sub(1, SeqCst);
+                    return Err(ApiError::NotLeader { leader: None });
+                }
                 let written =
                     tokio::time::timeout(timeout, self.raft().client_write(request)).await;
+                self.inner.writes_in_flight.fetch_sub(1, SeqCst);
                 match written {
                     Err(_) => Err(ApiError::Indeterminate {
                         reason: format!("not committed within {} ms", timeout.as_millis()),
@@ -645,20 +660,34 @@ impl Node {
         let rpc_timeout = Duration::from_millis(timing.election_max_ms);
         // The target must hold every entry this leader has, or the voters that do will refuse
         // it (Raft's election restriction) and nobody can lead until the holds expire.
-        let fully_replicated = self
-            .raft()
-            .wait(Some(hold))
-            .metrics(
-                |m| {
-                    let last = m.last_log_index.unwrap_or(0);
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&to).cloned().flatten())
-                        .is_some_and(|matched| matched.index >= last)
-                },
-                "transfer target caught up",
-            )
-            .await;
+        let caught_up = |m: &RaftMetrics<NodeId, PeerNode>| {
+            let last = m.last_log_index.unwrap_or(0);
+            let idle = self
+                .inner
+                .writes_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0;
+            idle && m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&to).cloned().flatten())
+                .is_some_and(|matched| matched.index >= last)
+        };
+        // Re-check on every metrics change and at least every few milliseconds: the in-flight
+        // count can reach zero without metrics changing after it.
+        let deadline = Instant::now() + hold;
+        let mut watching = self.raft().metrics();
+        let fully_replicated: Result<(), ()> = loop {
+            if caught_up(&watching.borrow_and_update()) {
+                break Ok(());
+            }
+            if Instant::now() >= deadline {
+                break Err(());
+            }
+            let _ =
+                tokio::time::timeout(Duration::from_millis(TRANSFER_POLL_MS), watching.changed())
+                    .await;
+        };
         if fully_replicated.is_err() {
             return Err(ApiError::FailedPrecondition {
                 reason: format!("member {to} did not catch up with the leader's log in time"),
