@@ -28,7 +28,7 @@ use crate::node::Node;
 use crate::peer::{LeaderReply, LeaderRequest};
 
 /// How often the agent compares desired and actual.
-pub const RECONCILE_TICK_MS: u64 = 50;
+pub const RECONCILE_TICK_MS: u64 = 20;
 
 /// What the unit's switch should present, by host port: every profile placed on `unit`, on the
 /// host port its server is cabled to (per the replicated member record).
@@ -145,7 +145,18 @@ async fn reconcile_loop<D: FabricDriver>(
     let actor = format!("vnetd/{unit}");
     let report_timeout = Duration::from_millis(node.config().lease.ttl_ms);
     let mut lapsed_logged = false;
-    while tick_or_stop(Duration::from_millis(RECONCILE_TICK_MS), &mut stopping).await {
+    // When a pass had more actions than it may take, the next pass starts at once.
+    let mut backlog = false;
+    loop {
+        let pause = if backlog {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(RECONCILE_TICK_MS)
+        };
+        backlog = false;
+        if !tick_or_stop(pause, &mut stopping).await {
+            return;
+        }
         let now = Instant::now();
         let live = read_lease(&lease).filter(|l| now < l.expires_at);
         let actual = match driver.state().await {
@@ -187,6 +198,7 @@ async fn reconcile_loop<D: FabricDriver>(
                 }
                 let desired = node.view().read(|a| desired_ports(&a.state, &unit));
                 let actions = plan(&desired, &actual);
+                backlog = actions.len() > RECONCILE_ACTIONS_PER_TICK_MAX;
                 let mut changed = false;
                 for action in actions.into_iter().take(RECONCILE_ACTIONS_PER_TICK_MAX) {
                     if Instant::now() >= lease.expires_at {

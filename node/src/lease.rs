@@ -20,14 +20,14 @@
 //! as renewed at `t_e` (it knows nothing older), and so waits `ttl + margin` past `t_e > r >= s`
 //! before declaring anyone failed.
 //!
-//! It may count from a little earlier: `t_e - election_timeout_min`. The voter shared by the
-//! confirming quorum and the electing quorum acked the heartbeat at some `a >= r`; if that voter
-//! is another follower, it granted its vote only after its leader lease (openraft: the longest
-//! election timeout since it last heard a leader) ran out, so `t_e > a + election_timeout_max`;
-//! if it is the new leader itself, it became a candidate only when its election timer (at least
-//! `election_timeout_min`, reset by that heartbeat) fired, so `t_e > a + election_timeout_min`.
-//! Either way `t_e - election_timeout_min > r`. The one exception is an election this node
-//! started on request (leader transfer), which skips its timer: then no credit is taken.
+//! It may count from earlier than `t_e`: from `max(h, t_e - election_timeout_max)`, where `h`
+//! is when this node last received an AppendEntries (from any leader; or its own start, if none
+//! since). Take the voter `V` shared by the old leader's confirming quorum and the new leader's
+//! electing quorum; it acked the confirming heartbeat at some `a >= r`. If `V` is this node,
+//! `h >= a >= r`. If `V` is another follower, it voted for us only after its leader lease
+//! (openraft: the longest election timeout since it last heard a leader) ran out, so
+//! `t_e > a + election_timeout_max >= r + election_timeout_max`. Either way the starting point
+//! is at least `r`. (A node that restarted acked nothing since its start, which is then `h`.)
 //!
 //! A unit that was declared failed must not come back and program what its stale state still
 //! places on it. So (1) while the moves off a failed unit are being committed its renewals are
@@ -70,13 +70,13 @@ impl LeaseTable {
         }
     }
 
-    /// Starts afresh when `term` is new: every unit counts as renewed `credit` before now (see
-    /// the module doc for when a credit is sound).
-    pub fn sync_term(&mut self, term: u64, now: Instant, credit: Duration) {
+    /// Starts afresh when `term` is new: every unit counts as renewed at `counted_from` (never
+    /// later than `now`; see the module doc for how early it may soundly be).
+    pub fn sync_term(&mut self, term: u64, now: Instant, counted_from: Instant) {
         if term != self.term {
             *self = Self::new();
             self.term = term;
-            self.elected_at = now.checked_sub(credit).unwrap_or(now);
+            self.elected_at = counted_from.min(now);
         }
     }
 
@@ -181,7 +181,7 @@ mod tests {
     fn a_new_term_treats_everyone_as_renewed_at_election() {
         let start = Instant::now();
         let mut table = LeaseTable::new();
-        table.sync_term(2, start, Duration::ZERO);
+        table.sync_term(2, start, start);
         let units = ["unit-a", "unit-b"];
         let health = table.health(
             units.into_iter(),
@@ -195,10 +195,10 @@ mod tests {
         assert!(health.healthy_for_ms.contains_key("unit-a"));
         assert_eq!(health.failed_for_ms.get("unit-b"), Some(&1_300));
         // A renewal from an older term is forgotten with the term.
-        table.sync_term(3, later, Duration::ZERO);
+        table.sync_term(3, later, later);
         assert_eq!(table.age_ms("unit-a", later), 0);
-        // With a credit, the new term counts everyone as renewed that much earlier.
-        table.sync_term(4, later, Duration::from_millis(300));
+        // A new term may count everyone as renewed earlier than its first look.
+        table.sync_term(4, later, later - Duration::from_millis(300));
         assert_eq!(table.age_ms("unit-b", later), 300);
     }
 
@@ -206,7 +206,7 @@ mod tests {
     fn a_declared_failure_refuses_renewals_until_done_and_bumps_the_epoch() {
         let now = Instant::now();
         let mut table = LeaseTable::new();
-        table.sync_term(1, now, Duration::ZERO);
+        table.sync_term(1, now, now);
         let before = table.epoch("unit-a");
         table.declare_failed("unit-a");
         assert!(table.is_failover_pending("unit-a"));

@@ -67,9 +67,9 @@ struct Inner {
     pristine_at_start: bool,
     /// The leader's record of lease renewals; meaningful only while this node leads.
     leases: std::sync::Mutex<LeaseTable>,
-    /// When this node last started an election on request (leader transfer): such an election
-    /// skips the election timer, so a term it wins earns no lease credit (see `lease.rs`).
-    campaigned_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When this node last received an AppendEntries (or started): a new term of ours counts
+    /// leases from no earlier than this (see `lease.rs`).
+    last_append_at: std::sync::Mutex<std::time::Instant>,
     /// Set while this leader hands over: it appends nothing new, so the target can hold every
     /// entry when it campaigns.
     transferring: std::sync::atomic::AtomicBool,
@@ -139,7 +139,7 @@ impl Node {
                 peers,
                 pristine_at_start,
                 leases: std::sync::Mutex::new(LeaseTable::new()),
-                campaigned_at: std::sync::Mutex::new(None),
+                last_append_at: std::sync::Mutex::new(std::time::Instant::now()),
                 transferring: std::sync::atomic::AtomicBool::new(false),
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -766,12 +766,6 @@ impl Node {
                 });
             }
             ElectionControl::Campaign { deadline_ms } => {
-                *self
-                    .inner
-                    .campaigned_at
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                    Some(std::time::Instant::now());
                 // One election per election timeout: each attempt raises the term, so retrying
                 // faster than an election can finish only churns terms.
                 let attempt = Duration::from_millis(self.config().raft.election_max_ms);
@@ -1040,26 +1034,31 @@ fn lock_leases(node: &Node) -> std::sync::MutexGuard<'_, LeaseTable> {
 }
 
 /// How often the leader's placement controller looks at the state.
-pub const PLACEMENT_TICK_MS: u64 = 50;
+pub const PLACEMENT_TICK_MS: u64 = 20;
 /// Most placement changes committed per controller pass.
 pub const PLACEMENT_CHANGES_PER_PASS_MAX: usize = 4_096;
 
 impl Node {
-    /// How much earlier than its first look a new term may count every unit as renewed.
-    fn lease_credit(&self) -> Duration {
-        let timing = &self.config().raft;
-        let campaign_window = Duration::from_millis(timing.election_max_ms * 8);
-        let campaigned_recently = self
+    /// Notes that an AppendEntries arrived, before it is handled.
+    pub fn note_append_received(&self) {
+        *self
             .inner
-            .campaigned_at
+            .last_append_at
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some_and(|at| at.elapsed() < campaign_window);
-        if campaigned_recently {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(timing.election_min_ms)
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = std::time::Instant::now();
+    }
+
+    /// From when a term of ours that starts now may count every unit as renewed (`lease.rs`).
+    fn leases_counted_from(&self, now: std::time::Instant) -> std::time::Instant {
+        let last_append = *self
+            .inner
+            .last_append_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lease_of_others = now
+            .checked_sub(Duration::from_millis(self.config().raft.election_max_ms))
+            .unwrap_or(now);
+        last_append.max(lease_of_others)
     }
 
     fn failed_after(&self) -> Duration {
@@ -1083,16 +1082,13 @@ impl Node {
         }
         let epoch = {
             let mut table = lock_leases(self);
-            // `now`, not `arrived`: the credit counts back from a moment this node leads.
-            table.sync_term(
-                metrics.current_term,
-                std::time::Instant::now(),
-                self.lease_credit(),
-            );
+            // `now`, not `arrived`: count from a moment at which this node leads.
+            let now = std::time::Instant::now();
+            table.sync_term(metrics.current_term, now, self.leases_counted_from(now));
             if table.is_failover_pending(unit) {
                 return Err(ApiError::FailedPrecondition {
                     reason: format!(
-                        "unit {unit} was declared failed and its profiles are being moved;                          retry shortly"
+                        "unit {unit} was declared failed and its profiles are being moved; retry shortly"
                     ),
                 });
             }
@@ -1103,10 +1099,11 @@ impl Node {
             other => return Err(unexpected_reply("read index", &other)),
         };
         let mut table = lock_leases(self);
+        let now = std::time::Instant::now();
         table.sync_term(
             self.metrics().current_term,
-            std::time::Instant::now(),
-            self.lease_credit(),
+            now,
+            self.leases_counted_from(now),
         );
         if table.epoch(unit) != epoch || table.is_failover_pending(unit) {
             // Declared failed while we confirmed leadership: the read index may predate the
@@ -1134,7 +1131,7 @@ impl Node {
                 .collect()
         });
         let mut table = lock_leases(self);
-        table.sync_term(metrics.current_term, now, self.lease_credit());
+        table.sync_term(metrics.current_term, now, self.leases_counted_from(now));
         let health = table.health(units.iter().map(String::as_str), now, self.failed_after());
         let ages = units
             .iter()

@@ -427,7 +427,7 @@ pub fn planned_moves(
             }
             None => pass.choose(profile, source.as_deref()).ok_or_else(|| {
                 refuse(format!(
-                    "no other healthy, non-draining unit cabled to server {:?} has room for                      profile {:?}",
+                    "no other healthy, non-draining unit cabled to server {:?} has room for profile {:?}",
                     profile.server, profile.name
                 ))
             })?,

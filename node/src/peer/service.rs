@@ -28,6 +28,8 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        // Before handling: the lease argument needs an upper bound on when we last acked one.
+        self.node.note_append_received();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
         let result = self.node.raft().append_entries(rpc).await;
         Ok(Response::new(encode(&result)))
