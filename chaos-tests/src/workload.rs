@@ -50,7 +50,11 @@ pub const LIST_PAGE_SIZE: u32 = 1_000;
 /// Operation mix, as weights: get, create, update, delete.
 pub const OP_WEIGHTS: [u64; 4] = [35, 20, 30, 15];
 /// Chance that an update or delete with a known revision is conditional on it.
-pub const CONDITIONAL_PERCENT: u64 = 85;
+pub const CONDITIONAL_PERCENT: u64 = 90;
+/// Chance that a client writes a profile whose revision it does not know (unconditionally)
+/// instead of reading it first. Kept small: an unconditional write whose outcome is unknown can
+/// be placed almost anywhere later, and many of them make the linearizability search slow.
+pub const BLIND_WRITE_PERCENT: u64 = 20;
 
 /// Every operation of a run, shared by the clients and the harness (which watches for progress
 /// after the last heal).
@@ -374,22 +378,28 @@ async fn client_loop(
         let k = rng.below(config.keys as u64) as u32;
         let key = key_name(k);
         let id = recorder.next_id();
-        let expected = |rng: &mut Rng, known: &BTreeMap<u32, u64>| match known.get(&k) {
-            Some(&r) if rng.chance(CONDITIONAL_PERCENT) => r,
-            _ => 0,
-        };
         let call = match rng.weighted(&OP_WEIGHTS).expect("weights are positive") {
             0 => Call::Get,
             1 => Call::Create {
                 value: value_for(k, id),
             },
-            2 => Call::Update {
-                value: value_for(k, id),
-                expected_revision: expected(&mut rng, &known),
-            },
-            _ => Call::Delete {
-                expected_revision: expected(&mut rng, &known),
-            },
+            kind => {
+                let expected_revision = match known.get(&k) {
+                    Some(&r) if rng.chance(CONDITIONAL_PERCENT) => Some(r),
+                    Some(_) => Some(0),
+                    None if rng.chance(BLIND_WRITE_PERCENT) => Some(0),
+                    // A careful client reads before it writes what it has not seen.
+                    None => None,
+                };
+                match (kind, expected_revision) {
+                    (_, None) => Call::Get,
+                    (2, Some(expected_revision)) => Call::Update {
+                        value: value_for(k, id),
+                        expected_revision,
+                    },
+                    (_, Some(expected_revision)) => Call::Delete { expected_revision },
+                }
+            }
         };
         let node = rng.below(channels.len() as u64) as usize;
         let is_delete = matches!(call, Call::Delete { .. });

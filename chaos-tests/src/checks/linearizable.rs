@@ -18,20 +18,28 @@
 //!   effect leaves its revision unknown (above every revision known before it) until a later
 //!   read pins it.
 //! - An indeterminate get constrains nothing and is left out.
+//! - Indeterminate writes whose value no read returned are interchangeable within their kind
+//!   and expected revision, and are placed in invocation order only: without this, tens of
+//!   timed-out blind writes (each placeable almost anywhere) make the search exponential.
+//! - Revisions are log indexes, unique cluster-wide: an unknown revision never turns out to be
+//!   one another operation was answered with.
 //!
 //! Revisions are cluster-wide log indexes, so across profiles they must follow real time too:
 //! [`check_revision_order`] checks that an operation invoked after a write was acknowledged
 //! never reports a lower revision than that write.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::checks::Verdict;
 use crate::history::{Call, History, Operation, Outcome};
+use crate::rng::Rng;
 
-/// Search steps allowed per profile before the verdict is "inconclusive". Each step tries one
-/// call entry; a history of a few thousand operations with tens of indeterminate writes needs
-/// far fewer.
-pub const SEARCH_STEPS_PER_KEY_MAX: u64 = 20_000_000;
+/// Search steps allowed per profile before the verdict is "inconclusive". Each step visits one
+/// entry; a soak's 13,000 operations on one profile with 60 indeterminate writes take well
+/// under a million.
+pub const SEARCH_STEPS_PER_KEY_MAX: u64 = 200_000_000;
+/// Seed of the per-operation hash keys of the memo (any fixed value).
+const ZOBRIST_SEED: u64 = 0x5eed_0f11_ea7a_b100;
 
 /// A revision the model knows, or only bounds from below (the effect of an indeterminate
 /// write whose answer never came).
@@ -42,20 +50,24 @@ enum Rev {
 }
 
 impl Rev {
-    /// The revision after observing `observed`, or `None` if it cannot be `observed`.
-    fn observe(self, observed: u64) -> Option<Rev> {
+    /// The revision after observing `observed`, or `None` if it cannot be `observed`. An
+    /// unknown revision cannot turn out to be one that another operation was answered with:
+    /// revisions are log indexes, each produced by one entry.
+    fn observe(self, observed: u64, taken: &HashSet<u64>) -> Option<Rev> {
         match self {
             Rev::Known(r) => (r == observed).then_some(self),
-            Rev::Unknown { above } => (observed > above).then_some(Rev::Known(observed)),
+            Rev::Unknown { above } => {
+                (observed > above && !taken.contains(&observed)).then_some(Rev::Known(observed))
+            }
         }
     }
 
     /// Can a conditional change with this expected revision apply? 0 = unconditional.
-    fn accept_expected(self, expected: u64) -> Option<Rev> {
+    fn accept_expected(self, expected: u64, taken: &HashSet<u64>) -> Option<Rev> {
         if expected == 0 {
             Some(self)
         } else {
-            self.observe(expected)
+            self.observe(expected, taken)
         }
     }
 
@@ -84,14 +96,38 @@ struct KeyState {
 /// One profile's operations, ready for the search.
 struct KeyHistory<'a> {
     ops: Vec<&'a Operation>,
+    /// Every revision an applied write (of any profile) was answered with.
+    taken: &'a HashSet<u64>,
+    /// Per operation: an indeterminate create or update whose value no read ever returned.
+    /// Its value can never match a read, so the model forgets which write it was
+    /// ([`UNOBSERVED`]), and states that differ only in that collapse into one.
+    unobserved: Vec<bool>,
+    /// Per operation: the previous interchangeable indeterminate operation (same kind, same
+    /// expected revision, value never read), by invocation time.
+    token_prev: Vec<Option<usize>>,
 }
 
+/// The writer of a value no read observed.
+const UNOBSERVED: usize = usize::MAX;
+
 impl KeyHistory<'_> {
-    fn value_of(&self, writer: usize) -> &crate::history::ProfileValue {
+    fn value_of(&self, writer: usize) -> Option<&crate::history::ProfileValue> {
+        if writer == UNOBSERVED {
+            return None;
+        }
         match &self.ops[writer].call {
-            Call::Create { value } | Call::Update { value, .. } => value,
+            Call::Create { value } | Call::Update { value, .. } => Some(value),
             // Only creates and updates become writers (see `step`).
             Call::Delete { .. } | Call::Get => unreachable!("writer is a create or update"),
+        }
+    }
+
+    /// Who the model records as the writer when indeterminate operation `i` takes effect.
+    fn indeterminate_writer(&self, i: usize) -> usize {
+        if self.unobserved[i] {
+            UNOBSERVED
+        } else {
+            i
         }
     }
 
@@ -120,7 +156,7 @@ impl KeyHistory<'_> {
                 let unknown = Rev::Unknown { above: state.floor };
                 Some(KeyState {
                     present: Some(Present {
-                        writer: i,
+                        writer: self.indeterminate_writer(i),
                         revision: unknown,
                         created: unknown,
                     }),
@@ -134,7 +170,9 @@ impl KeyHistory<'_> {
                 Outcome::Written { revision },
             ) => {
                 let present = state.present?;
-                present.revision.accept_expected(*expected_revision)?;
+                present
+                    .revision
+                    .accept_expected(*expected_revision, self.taken)?;
                 let revision = advance(*revision)?;
                 (revision > *expected_revision).then_some(())?;
                 Some(KeyState {
@@ -153,11 +191,13 @@ impl KeyHistory<'_> {
                 Outcome::Indeterminate { .. },
             ) => {
                 let present = state.present?;
-                present.revision.accept_expected(*expected_revision)?;
+                present
+                    .revision
+                    .accept_expected(*expected_revision, self.taken)?;
                 let above = state.floor.max(*expected_revision);
                 Some(KeyState {
                     present: Some(Present {
-                        writer: i,
+                        writer: self.indeterminate_writer(i),
                         revision: Rev::Unknown { above },
                         created: present.created,
                     }),
@@ -166,7 +206,9 @@ impl KeyHistory<'_> {
             }
             (Call::Delete { expected_revision }, Outcome::Deleted { revision }) => {
                 let present = state.present?;
-                present.revision.accept_expected(*expected_revision)?;
+                present
+                    .revision
+                    .accept_expected(*expected_revision, self.taken)?;
                 let revision = advance(*revision)?;
                 Some(KeyState {
                     present: None,
@@ -175,7 +217,9 @@ impl KeyHistory<'_> {
             }
             (Call::Delete { expected_revision }, Outcome::Indeterminate { .. }) => {
                 let present = state.present?;
-                present.revision.accept_expected(*expected_revision)?;
+                present
+                    .revision
+                    .accept_expected(*expected_revision, self.taken)?;
                 Some(KeyState {
                     present: None,
                     floor: state.floor.max(*expected_revision),
@@ -207,11 +251,11 @@ impl KeyHistory<'_> {
                 },
             ) => {
                 let present = state.present?;
-                (self.value_of(present.writer) == value).then_some(())?;
+                (self.value_of(present.writer) == Some(value)).then_some(())?;
                 let pinned = Present {
                     writer: present.writer,
-                    revision: present.revision.observe(*revision)?,
-                    created: present.created.observe(*created_revision)?,
+                    revision: present.revision.observe(*revision, self.taken)?,
+                    created: present.created.observe(*created_revision, self.taken)?,
                 };
                 Some(KeyState {
                     present: Some(pinned),
@@ -260,22 +304,14 @@ impl OpSet {
     fn new(n: usize) -> Self {
         Self(vec![0; n.div_ceil(64).max(1)])
     }
-    fn with(&self, i: usize) -> Self {
-        let mut s = self.clone();
-        s.0[i / 64] |= 1 << (i % 64);
-        s
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
     }
-    fn without(&mut self, i: usize) {
+    fn remove(&mut self, i: usize) {
         self.0[i / 64] &= !(1 << (i % 64));
     }
-    fn masked(&self, mask: &OpSet, keep: bool) -> Self {
-        Self(
-            self.0
-                .iter()
-                .zip(&mask.0)
-                .map(|(a, m)| if keep { a & m } else { a & !m })
-                .collect(),
-        )
+    fn contains(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
     }
     fn is_subset_of(&self, other: &OpSet) -> bool {
         self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
@@ -329,19 +365,59 @@ impl EntryList {
 }
 
 /// Wing–Gong search over one profile's operations.
-fn check_key(key: &str, ops: Vec<&Operation>) -> KeyVerdict {
-    let history = KeyHistory { ops };
+fn check_key(key: &str, ops: Vec<&Operation>, taken: &HashSet<u64>) -> KeyVerdict {
+    // Indeterminate writes that no read observed are interchangeable within their kind and
+    // expected revision: each has the same effect (an unreadable value, a fresh revision), and
+    // an earlier-invoked one can stand in wherever a later one could go. Using them only in
+    // invocation order removes the permutations of identical choices from the search.
+    let observed: HashSet<&crate::history::ProfileValue> = ops
+        .iter()
+        .filter_map(|op| match &op.outcome {
+            Outcome::Found { value, .. } => Some(value),
+            _ => None,
+        })
+        .collect();
+    let mut unobserved = vec![false; ops.len()];
+    let mut classes: BTreeMap<(u8, u64), Vec<(u64, usize)>> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if op.outcome.is_definite() {
+            continue;
+        }
+        let class = match &op.call {
+            Call::Create { value } => (!observed.contains(value)).then_some((0, 0)),
+            Call::Update {
+                value,
+                expected_revision,
+            } => (!observed.contains(value)).then_some((1, *expected_revision)),
+            Call::Delete { expected_revision } => Some((2, *expected_revision)),
+            Call::Get => None,
+        };
+        if let Some(class) = class {
+            unobserved[i] = class.0 != 2;
+            classes.entry(class).or_default().push((op.invoked_ns, i));
+        }
+    }
+    let mut token_prev = vec![None; ops.len()];
+    for members in classes.values_mut() {
+        members.sort();
+        for pair in members.windows(2) {
+            token_prev[pair[1].1] = Some(pair[0].1);
+        }
+    }
+    let history = KeyHistory {
+        ops,
+        taken,
+        unobserved,
+        token_prev,
+    };
     let n = history.ops.len();
     // Entries: calls at invocation, returns at completion; at equal times a call sorts first,
     // which treats the two as overlapping (the more permissive reading).
     let mut timed: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
-    let mut indeterminate = OpSet::new(n);
     for (i, op) in history.ops.iter().enumerate() {
         timed.push((op.invoked_ns, 0, i));
         if op.outcome.is_definite() {
             timed.push((op.completed_ns, 1, i));
-        } else {
-            indeterminate = indeterminate.with(i);
         }
     }
     timed.sort();
@@ -367,7 +443,14 @@ fn check_key(key: &str, ops: Vec<&Operation>) -> KeyVerdict {
 
     let mut list = EntryList::new(entries.len());
     let mut returns_left = return_of.iter().filter(|r| r.is_some()).count();
-    let mut linearized = OpSet::new(n);
+    // The operations placed so far: definite ones and optional (indeterminate) ones apart,
+    // with a Zobrist hash of the definite set kept up to date, so a memo lookup costs a hash
+    // probe rather than hashing a bitset of the whole history.
+    let mut definite = OpSet::new(n);
+    let mut optional = OpSet::new(n);
+    let mut zobrist_rng = Rng::new(ZOBRIST_SEED);
+    let zobrist: Vec<u64> = (0..n).map(|_| zobrist_rng.next_u64()).collect();
+    let mut definite_hash = 0u64;
     let mut state = KeyState {
         present: None,
         floor: 0,
@@ -376,7 +459,8 @@ fn check_key(key: &str, ops: Vec<&Operation>) -> KeyVerdict {
     // indeterminate operations placed on the way there. Reaching the same point having used
     // a superset of optional operations cannot succeed where the smaller set failed, because
     // every operation still open to it is open to the other too.
-    let mut seen: HashMap<(OpSet, KeyState), Vec<OpSet>> = HashMap::new();
+    type Seen = Vec<(OpSet, OpSet)>;
+    let mut seen: HashMap<(u64, KeyState), Seen> = HashMap::new();
     let mut stack: Vec<(usize, KeyState, Phase)> = Vec::new();
     let mut deepest = 0usize;
     let mut stuck_at: Option<(usize, KeyState)> = None;
@@ -396,18 +480,32 @@ fn check_key(key: &str, ops: Vec<&Operation>) -> KeyVerdict {
         assert!(cursor != END, "a return entry remains in the list");
         let entry = entries[cursor];
         if entry.is_call {
-            let optional = entry.matching.is_none();
-            if optional == (phase == Phase::Indeterminate) {
-                if let Some(next_state) = history.step(state, entry.op) {
-                    let with_op = linearized.with(entry.op);
-                    let definite = with_op.masked(&indeterminate, false);
-                    let optional_used = with_op.masked(&indeterminate, true);
-                    let sets = seen.entry((definite, next_state)).or_default();
-                    if !sets.iter().any(|s| s.is_subset_of(&optional_used)) {
-                        sets.push(optional_used);
+            let optional_op = entry.matching.is_none();
+            if optional_op == (phase == Phase::Indeterminate) {
+                let token_ready = history.token_prev[entry.op].is_none_or(|p| optional.contains(p));
+                if let Some(next_state) =
+                    token_ready.then(|| history.step(state, entry.op)).flatten()
+                {
+                    let hash = if optional_op {
+                        definite_hash
+                    } else {
+                        definite_hash ^ zobrist[entry.op]
+                    };
+                    let placed = if optional_op {
+                        &mut optional
+                    } else {
+                        &mut definite
+                    };
+                    placed.insert(entry.op);
+                    let sets = seen.entry((hash, next_state)).or_default();
+                    let dominated = sets
+                        .iter()
+                        .any(|(d, o)| *d == definite && o.is_subset_of(&optional));
+                    if !dominated {
+                        sets.push((definite.clone(), optional.clone()));
+                        definite_hash = hash;
                         stack.push((cursor, state, phase));
                         state = next_state;
-                        linearized = with_op;
                         list.remove(cursor);
                         if let Some(ret) = entry.matching {
                             list.remove(ret);
@@ -416,6 +514,11 @@ fn check_key(key: &str, ops: Vec<&Operation>) -> KeyVerdict {
                         phase = Phase::Definite;
                         cursor = list.first();
                         continue;
+                    }
+                    if optional_op {
+                        optional.remove(entry.op);
+                    } else {
+                        definite.remove(entry.op);
                     }
                 }
             }
@@ -441,7 +544,12 @@ fn check_key(key: &str, ops: Vec<&Operation>) -> KeyVerdict {
                 returns_left += 1;
             }
             list.restore(call_entry);
-            linearized.without(call.op);
+            if call.matching.is_some() {
+                definite.remove(call.op);
+                definite_hash ^= zobrist[call.op];
+            } else {
+                optional.remove(call.op);
+            }
             state = previous;
             phase = previous_phase;
             cursor = list.next[call_entry];
@@ -459,6 +567,10 @@ fn describe_violation(
     let o = history.ops[op];
     let model = match state.present {
         None => format!("absent (last revision {})", state.floor),
+        Some(p) if p.writer == UNOBSERVED => format!(
+            "present with a value no read returned (an indeterminate write) at revision {:?}",
+            p.revision
+        ),
         Some(p) => format!(
             "present with the value written by op #{} at revision {:?}",
             history.ops[p.writer].id, p.revision
@@ -499,12 +611,19 @@ fn by_key(history: &History) -> BTreeMap<&str, Vec<&Operation>> {
 /// Is every profile's sub-history linearizable?
 pub fn check(history: &History) -> Verdict {
     let keys = by_key(history);
+    let taken: HashSet<u64> = history
+        .iter()
+        .filter_map(|op| match op.outcome {
+            Outcome::Written { revision } | Outcome::Deleted { revision } => Some(revision),
+            _ => None,
+        })
+        .collect();
     let mut violations = Vec::new();
     let mut inconclusive = Vec::new();
     let mut ops = 0usize;
     for (key, key_ops) in &keys {
         ops += key_ops.len();
-        match check_key(key, key_ops.clone()) {
+        match check_key(key, key_ops.clone(), &taken) {
             KeyVerdict::Linearizable => {}
             KeyVerdict::Violation(message) => violations.push(message),
             KeyVerdict::Inconclusive => inconclusive.push(*key),
@@ -886,6 +1005,61 @@ mod tests {
         h = h.op(99, update(100, 500), 220, 230, written(600));
         h = h.op(99, Call::Get, 240, 250, found(100, 600, 1));
         assert!(check(&h.ops).is_pass(), "{}", check(&h.ops));
+    }
+
+    #[test]
+    fn an_unobserved_indeterminate_write_may_explain_a_mismatch() {
+        let h = H::new()
+            .op(1, create(1), 0, 10, written(5))
+            .op(2, update(50, 0), 20, 25, indeterminate())
+            .op(1, Call::Get, 30, 40, found(1, 5, 5))
+            .op(1, update(2, 5), 50, 60, written(9))
+            .op(1, Call::Get, 70, 80, found(2, 9, 5))
+            .op(3, update(51, 0), 95, 96, indeterminate())
+            // Only a write after revision 9 explains this refusal: the first timed-out update.
+            .op(1, update(3, 9), 100, 110, Outcome::RevisionMismatch);
+        assert!(check(&h.ops).is_pass(), "{}", check(&h.ops));
+    }
+
+    #[test]
+    fn many_timed_out_blind_writes_do_not_hide_a_stale_read() {
+        // Sixty unconditional updates time out, none ever read. They may explain changes of
+        // revision, but not a read of a value overwritten before it began; and the search must
+        // say so rather than give up.
+        let mut h =
+            H::new()
+                .op(1, create(1), 0, 10, written(5))
+                .op(1, update(2, 5), 20, 30, written(9));
+        for i in 0..60u32 {
+            h = h.op(
+                10 + i,
+                update(100 + i, 0),
+                40 + i as u64,
+                41 + i as u64,
+                indeterminate(),
+            );
+        }
+        h = h.op(99, Call::Get, 200, 210, found(1, 5, 5));
+        let verdict = check(&h.ops);
+        assert!(matches!(verdict, Verdict::Fail { .. }), "{verdict}");
+    }
+
+    #[test]
+    fn an_unknown_revision_cannot_be_one_another_write_was_answered_with() {
+        // The timed-out create shows up at revision 7, but revision 7 belongs to the write on
+        // p2: log indexes are unique.
+        let h = H::new()
+            .op(1, create(1), 0, 10, indeterminate())
+            .op(2, create(2), 0, 10, written(7))
+            .key("p2")
+            .op(3, Call::Get, 20, 30, found(1, 7, 7));
+        assert!(matches!(check(&h.ops), Verdict::Fail { .. }));
+        let fine = H::new()
+            .op(1, create(1), 0, 10, indeterminate())
+            .op(2, create(2), 0, 10, written(7))
+            .key("p2")
+            .op(3, Call::Get, 20, 30, found(1, 8, 8));
+        assert!(check(&fine.ops).is_pass(), "{}", check(&fine.ops));
     }
 
     #[test]
