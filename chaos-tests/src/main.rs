@@ -164,11 +164,20 @@ async fn main() -> ExitCode {
         print_schedule(seed, duration);
         return ExitCode::SUCCESS;
     }
-    // Ctrl-C ends the run through the same path as an error, so namespaces and processes are
-    // cleaned up by their Drop impls.
+    // SIGINT and SIGTERM end the run through the same path as an error, so namespaces and
+    // processes are cleaned up by their Drop impls.
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot handle SIGTERM: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let outcome = tokio::select! {
         outcome = run::run(config) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
     };
     match outcome {
         Ok(report) => {
