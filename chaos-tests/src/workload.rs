@@ -402,7 +402,6 @@ async fn client_loop(
             }
         };
         let node = rng.below(channels.len() as u64) as usize;
-        let is_delete = matches!(call, Call::Delete { .. });
         let outcome = record(
             &recorder,
             client,
@@ -424,7 +423,7 @@ async fn client_loop(
                 known.remove(&k);
             }
             // A refused or uncertain write leaves the revision unknown to this client.
-            Outcome::Indeterminate { .. } | Outcome::RevisionMismatch if !is_delete => {
+            Outcome::Indeterminate { .. } | Outcome::RevisionMismatch => {
                 known.remove(&k);
             }
             _ => {}
