@@ -241,3 +241,120 @@ async fn transfers_leadership_to_a_chosen_voter() {
         .expect("create after transfer");
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapshot() {
+    // A snapshot every 100 entries; openraft keeps 1,000 entries behind the latest one, so after
+    // some 1,300 changes the start of the log is gone and a new member can only be brought up
+    // to date by a snapshot sent over the peer API.
+    let mut cluster =
+        TestCluster::start_with_snapshots(&["unit-a", "unit-b", "witness"], Some(100)).await;
+    let leader = cluster.leader().await;
+    let created = create(cluster.node(leader), sample_profile("web-01", 1))
+        .await
+        .expect("create");
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let mut client = cluster.node(leader).profiles().await;
+        let profile = created.clone();
+        writers.spawn(async move {
+            for _ in 0..85 {
+                client
+                    .update_profile(pb::UpdateProfileRequest {
+                        profile: Some(profile.clone()),
+                        expected_revision: 0,
+                    })
+                    .await
+                    .expect("update");
+            }
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        joined.expect("writer");
+    }
+    let latest = get(
+        cluster.node(leader),
+        "web-01",
+        pb::ReadConsistency::Linearizable,
+    )
+    .await
+    .expect("read");
+    assert!(
+        latest.revision > 1_300,
+        "enough changes to purge the log: {}",
+        latest.revision
+    );
+
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_addr = api.local_addr().expect("addr");
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let peer_addr = peer.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = vnet_node::config::Args {
+        id: Some(4),
+        name: Some("unit-c".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        api_listen: Some(api_addr),
+        peer_listen: Some(peer_addr),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("config");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let joiner = tokio::spawn(vnet_node::run(
+        config,
+        vnet_node::Listeners { api, peer },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    cluster
+        .node(leader)
+        .cluster()
+        .await
+        .add_member(pb::AddMemberRequest {
+            id: 4,
+            name: "unit-c".into(),
+            peer_addr: peer_addr.to_string(),
+            api_addr: api_addr.to_string(),
+            role: pb::MemberRole::Unit as i32,
+        })
+        .await
+        .expect("add member");
+    let client = vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{api_addr}"))
+            .expect("endpoint")
+            .connect_lazy(),
+    );
+    wait_for("the learner has the latest profile", || {
+        let mut client = client.clone();
+        let latest = latest.clone();
+        async move {
+            let read = client
+                .get_profile(pb::GetProfileRequest {
+                    name: "web-01".into(),
+                    consistency: pb::ReadConsistency::Local as i32,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .profile?;
+            (read == latest).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        dir.path()
+            .join("snapshots")
+            .join("snapshot.current")
+            .exists(),
+        "the learner holds a verified snapshot"
+    );
+    let _ = stop_tx.send(());
+    joiner.await.expect("join").expect("joiner stops");
+    cluster.stop_all().await;
+}

@@ -33,6 +33,8 @@ pub struct TestNode {
     pub peer_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub initial_cluster: String,
+    /// `--snapshot-every`, when a test wants snapshots sooner than the default.
+    pub snapshot_every: Option<u64>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -50,6 +52,7 @@ async fn bind() -> (TcpListener, SocketAddr) {
 
 fn args(node: &TestNode) -> Args {
     Args {
+        snapshot_every: node.snapshot_every,
         id: Some(node.id),
         name: Some(node.name.clone()),
         role: Some(if node.name == "witness" {
@@ -150,6 +153,11 @@ impl TestCluster {
     /// Starts `names.len()` nodes with ids 1.. as one initial cluster. A node named "witness"
     /// gets the witness role.
     pub async fn start(names: &[&str]) -> Self {
+        Self::start_with_snapshots(names, None).await
+    }
+
+    /// As [`TestCluster::start`], building a snapshot every `snapshot_every` log entries.
+    pub async fn start_with_snapshots(names: &[&str], snapshot_every: Option<u64>) -> Self {
         init_test_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut bound = Vec::new();
@@ -174,6 +182,7 @@ impl TestCluster {
                 peer_addr,
                 data_dir: dir.path().join(name),
                 initial_cluster: initial_cluster.clone(),
+                snapshot_every,
                 stop: None,
                 task: None,
             };
