@@ -186,11 +186,16 @@ impl fmt::Display for Report {
         if self.keys != KEYS_DEFAULT {
             flags.push_str(&format!(" --keys {}", self.keys));
         }
+        let duration = if self.duration_ms % 1000 == 0 {
+            format!("{}s", self.duration_ms / 1000)
+        } else {
+            format!("{}ms", self.duration_ms)
+        };
         write!(
             f,
             "result: {result} — reproduce with: cargo run -p chaos-tests -- --seed {} --duration \
-             {}ms{flags}",
-            self.seed, self.duration_ms
+             {duration}{flags}",
+            self.seed
         )
     }
 }
