@@ -186,7 +186,7 @@ impl fmt::Display for Report {
         if self.keys != KEYS_DEFAULT {
             flags.push_str(&format!(" --keys {}", self.keys));
         }
-        let duration = if self.duration_ms % 1000 == 0 {
+        let duration = if self.duration_ms.is_multiple_of(1000) {
             format!("{}s", self.duration_ms / 1000)
         } else {
             format!("{}ms", self.duration_ms)
