@@ -1291,14 +1291,58 @@ fn never_sent(error: &PeerCallError) -> bool {
     let PeerCallError::Unreachable { status, .. } = error else {
         return false;
     };
+    // A refused connection is the clearest case; otherwise look for the connector's own wording
+    // for a connection that could not be established ("error trying to connect", "tcp connect
+    // error"). Words like "connection closed" or "reset" mean a connection existed and the
+    // request may have been sent.
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     let mut text = status.message().to_lowercase();
     while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
         text.push(' ');
         text.push_str(&e.to_string().to_lowercase());
         source = e.source();
     }
-    text.contains("connect") && !text.contains("reset")
+    text.contains("error trying to connect") || text.contains("tcp connect error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable(message: &str) -> PeerCallError {
+        PeerCallError::Unreachable {
+            addr: "10.0.0.1:7101".into(),
+            status: tonic::Status::unavailable(message),
+        }
+    }
+
+    #[test]
+    fn only_a_connection_that_never_opened_counts_as_never_sent() {
+        assert!(never_sent(&unreachable(
+            "error trying to connect: tcp connect error: Connection refused (os error 111)"
+        )));
+        for maybe_sent in [
+            "connection closed before message completed",
+            "connection reset by peer",
+            "transport error",
+            "h2 protocol error: connection closed",
+        ] {
+            assert!(!never_sent(&unreachable(maybe_sent)), "{maybe_sent}");
+        }
+        let refused_elsewhere = PeerCallError::NoAnswer {
+            addr: "x".into(),
+            status: tonic::Status::deadline_exceeded("error trying to connect"),
+        };
+        assert!(
+            !never_sent(&refused_elsewhere),
+            "only UNAVAILABLE can be never-sent"
+        );
+    }
 }
 
 fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>) -> ApiError {
