@@ -110,39 +110,8 @@ async fn adds_promotes_and_removes_a_member() {
         .expect("create");
 
     // A fourth node starts empty, outside the initial cluster, and is added as a learner.
-    let (api, api_addr) = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let a = l.local_addr().expect("addr");
-        (l, a)
-    };
-    let (peer, peer_addr) = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let a = l.local_addr().expect("addr");
-        (l, a)
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = vnet_node::config::Args {
-        id: Some(4),
-        name: Some("unit-c".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        api_listen: Some(api_addr),
-        peer_listen: Some(peer_addr),
-        ..Default::default()
-    }
-    .resolve()
-    .expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let fourth = tokio::spawn(vnet_node::run(
-        config,
-        vnet_node::Listeners { api, peer },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let fourth = Joiner::start(4, "unit-c").await;
+    let (api_addr, peer_addr) = (fourth.api_addr, fourth.peer_addr);
 
     let mut admin = cluster.node(leader).cluster().await;
     admin
@@ -156,14 +125,7 @@ async fn adds_promotes_and_removes_a_member() {
         .await
         .expect("add member");
     // The learner catches up: it can serve a local read of data written before it joined.
-    let fourth_client = async {
-        vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{api_addr}"))
-                .expect("endpoint")
-                .connect_lazy(),
-        )
-    }
-    .await;
+    let fourth_client = fourth.profiles();
     wait_for("the learner has replicated the profile", || {
         let mut client = fourth_client.clone();
         async move {
@@ -209,8 +171,7 @@ async fn adds_promotes_and_removes_a_member() {
         .expect_err("already removed");
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
-    let _ = stop_tx.send(());
-    fourth.await.expect("join").expect("fourth node stops");
+    fourth.stop().await;
     cluster.stop_all().await;
 }
 
@@ -285,33 +246,8 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
         latest.revision
     );
 
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let api_addr = api.local_addr().expect("addr");
-    let peer = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let peer_addr = peer.local_addr().expect("addr");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = vnet_node::config::Args {
-        id: Some(4),
-        name: Some("unit-c".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        api_listen: Some(api_addr),
-        peer_listen: Some(peer_addr),
-        ..Default::default()
-    }
-    .resolve()
-    .expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let joiner = tokio::spawn(vnet_node::run(
-        config,
-        vnet_node::Listeners { api, peer },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let joiner = Joiner::start(4, "unit-c").await;
+    let (api_addr, peer_addr) = (joiner.api_addr, joiner.peer_addr);
     cluster
         .node(leader)
         .cluster()
@@ -325,11 +261,7 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
         })
         .await
         .expect("add member");
-    let client = vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{api_addr}"))
-            .expect("endpoint")
-            .connect_lazy(),
-    );
+    let client = joiner.profiles();
     wait_for("the learner has the latest profile", || {
         let mut client = client.clone();
         let latest = latest.clone();
@@ -348,13 +280,14 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
     })
     .await;
     assert!(
-        dir.path()
+        joiner
+            .dir
+            .path()
             .join("snapshots")
             .join("snapshot.current")
             .exists(),
         "the learner holds a verified snapshot"
     );
-    let _ = stop_tx.send(());
-    joiner.await.expect("join").expect("joiner stops");
+    joiner.stop().await;
     cluster.stop_all().await;
 }

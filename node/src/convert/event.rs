@@ -5,6 +5,7 @@ use vnet_proto::vnet::v1 as pb;
 
 use super::{pool, profile};
 use crate::convert::member::role_to_wire;
+use crate::node::{PlacementStateKind, PlacementStatus};
 
 pub fn to_wire(event: &Event) -> pb::WatchEvent {
     use pb::watch_event::Change as Wire;
@@ -40,29 +41,20 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
 /// A placement as decided; what is presented is reported separately (`presented` events).
 fn placement_to_wire(profile: &str, placement: &vnet_model::Placement) -> pb::ProfilePlacement {
     let state = match (&placement.unit, &placement.moving) {
-        (_, Some(_)) => pb::PlacementState::Moving,
-        (None, None) => pb::PlacementState::Unplaced,
-        (Some(_), None) => pb::PlacementState::Programming,
+        (_, Some(_)) => PlacementStateKind::Moving,
+        (None, None) => PlacementStateKind::Unplaced,
+        (Some(_), None) => PlacementStateKind::Programming,
     };
-    pb::ProfilePlacement {
+    crate::convert::member::placement_to_wire(&PlacementStatus {
         profile: profile.to_owned(),
-        desired_unit: placement.unit.clone().unwrap_or_default(),
-        presented_unit: String::new(),
-        state: state as i32,
+        desired_unit: placement.unit.clone(),
+        presented_unit: None,
+        state,
         reason: placement.reason.clone(),
-        failed_over_from: placement.failed_over_from.clone().unwrap_or_default(),
-        moving_from: placement
-            .moving
-            .as_ref()
-            .map(|m| m.from.clone())
-            .unwrap_or_default(),
-        moving_to: placement
-            .moving
-            .as_ref()
-            .map(|m| m.to.clone())
-            .unwrap_or_default(),
+        failed_over_from: placement.failed_over_from.clone(),
+        moving: placement.moving.clone(),
         revision: placement.revision,
-    }
+    })
 }
 
 /// A member record as replicated (no Raft progress: a watch event is a change, not a status).

@@ -231,6 +231,64 @@ impl TestCluster {
     }
 }
 
+/// A node started empty, outside the initial cluster, waiting to be added with `AddMember`.
+pub struct Joiner {
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Joiner {
+    pub async fn start(id: u64, name: &str) -> Self {
+        let (api, api_addr) = bind().await;
+        let (peer, peer_addr) = bind().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Args {
+            id: Some(id),
+            name: Some(name.to_string()),
+            data_dir: Some(dir.path().to_path_buf()),
+            api_listen: Some(api_addr),
+            peer_listen: Some(peer_addr),
+            ..Args::default()
+        }
+        .resolve()
+        .expect("joiner config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(vnet_node::run(
+            config,
+            Listeners { api, peer },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Joiner {
+            api_addr,
+            peer_addr,
+            dir,
+            stop,
+            task,
+        }
+    }
+
+    pub fn profiles(&self) -> ProfileServiceClient<Channel> {
+        ProfileServiceClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.api_addr))
+                .expect("endpoint")
+                .connect_lazy(),
+        )
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("joiner task did not panic")
+            .expect("joiner stopped cleanly");
+    }
+}
+
 /// Polls `probe` until it yields `Some`, failing the test after [`WAIT_DEADLINE`]. Each poll is
 /// a real query of the system under test; the short pause between polls only paces them.
 pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
