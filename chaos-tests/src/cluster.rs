@@ -1,11 +1,13 @@
 //! The cluster under test: a host per node (unit-a, unit-b, witness) plus a client host, a
-//! `vnetd` on each node host, a delaying proxy in front of each node's peer port, and the
-//! mapping from the schedule's faults to signals, nftables rules and proxy delays.
+//! `vnetd` on each node host, a `vnet-switchd` on each unit host (on the host's loopback,
+//! where only its own vnetd reaches it), a delaying proxy in front of each node's peer port,
+//! and the mapping from the schedule's faults to signals, nftables rules and proxy delays.
 //!
-//! A host holds a list of processes, not one: a unit host will also run its `vnet-switchd`,
-//! "kill the whole unit" kills every process of the host, and a restart starts every process
-//! that is down. Switch journals are collected from the unit hosts' directories
-//! ([`Cluster::collect_journals`]).
+//! A host holds a list of processes, not one: "kill the whole unit" kills every process of the
+//! host (switch included), and a restart starts every process that is down, the switch before
+//! vnetd. Switch journals are collected from the unit hosts' directories
+//! ([`Cluster::collect_journals`]) with the time the harness killed a switch that is still
+//! down, so its open presentations can be closed there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -35,9 +37,27 @@ pub const VNETD_REQUEST_TIMEOUT_MS: u64 = 2_000;
 pub const VNETD_SNAPSHOT_EVERY_ENTRIES: u64 = 400;
 /// The client host's name.
 pub const CLIENT_HOST: &str = "client";
-/// Switch journal files in a unit host's directory end with this (written by `vnet-switchd`
-/// once units run one).
+/// Switch journal files in a unit host's directory end with this.
 pub const SWITCH_JOURNAL_SUFFIX: &str = ".journal.jsonl";
+/// The journal file `vnet-switchd` writes in its unit host's directory.
+pub const SWITCH_JOURNAL_FILE: &str = "switch.journal.jsonl";
+/// The switch API, on each unit host's loopback (vnet-switchd's default).
+pub const SWITCH_PORT: u16 = 7201;
+/// The managed-process names.
+pub const VNETD: &str = "vnetd";
+pub const SWITCHD: &str = "vnet-switchd";
+
+/// The programs the cluster runs, and the test-only unsafe switches.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub vnetd: PathBuf,
+    pub switchd: PathBuf,
+    pub keys: u32,
+    /// TEST ONLY: `--unsafe-disable-fencing` on every vnetd and `--unsafe-disable-watchdog` on
+    /// every switch, so a partitioned unit keeps presenting (the double-presentation checker
+    /// must then fail).
+    pub unsafe_disable_fencing: bool,
+}
 
 /// A node of the cluster.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +117,7 @@ pub struct NodeHost {
     pub spec: NodeSpec,
     pub addr: Ipv4Addr,
     pub dir: PathBuf,
-    /// `vnetd` first; other processes of the host (a unit's switch) after it.
+    /// In start order: a unit's `vnet-switchd` first (vnetd programs it), then `vnetd`.
     pub processes: Vec<ManagedProcess>,
     pub proxy: DelayProxy,
 }
@@ -110,8 +130,17 @@ impl NodeHost {
     pub fn vnetd(&mut self) -> &mut ManagedProcess {
         self.processes
             .iter_mut()
-            .find(|p| p.name == "vnetd")
+            .find(|p| p.name == VNETD)
             .expect("every node host runs vnetd")
+    }
+
+    /// The unit's switch; `None` on the witness.
+    pub fn switchd(&self) -> Option<&ManagedProcess> {
+        self.processes.iter().find(|p| p.name == SWITCHD)
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join(SWITCH_JOURNAL_FILE)
     }
 }
 
@@ -126,9 +155,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds the hosts and starts a proxy and a `vnetd` on each node host. The data and logs
-    /// of each host go under `run_dir/<host>/`.
-    pub fn start(run_dir: &Path, vnetd: &Path, keys: u32) -> anyhow::Result<Cluster> {
+    /// Builds the hosts and starts a proxy and a `vnetd` on each node host, and a
+    /// `vnet-switchd` on each unit host before its vnetd. The data, journals and logs of each
+    /// host go under `run_dir/<host>/`.
+    pub fn start(run_dir: &Path, config: &ClusterConfig) -> anyhow::Result<Cluster> {
+        let keys = config.keys;
         let mut names: Vec<&str> = NODES.iter().map(|n| n.name).collect();
         names.push(CLIENT_HOST);
         let network = Network::create(&names)?;
@@ -179,6 +210,7 @@ impl Cluster {
                 "--log-level".into(),
                 "info".into(),
             ];
+            let mut processes = Vec::new();
             if spec.is_unit {
                 let list = cabling[spec.name]
                     .iter()
@@ -187,19 +219,49 @@ impl Cluster {
                     .join(",");
                 args.push("--cabling".into());
                 args.push(list.into());
+                args.push("--switch".into());
+                args.push(format!("127.0.0.1:{SWITCH_PORT}").into());
+                let host_ports = cabling[spec.name]
+                    .iter()
+                    .map(|(server, port)| format!("{port}={server}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut switch_args: Vec<OsString> = vec![
+                    "--listen".into(),
+                    format!("127.0.0.1:{SWITCH_PORT}").into(),
+                    "--journal".into(),
+                    dir.join(SWITCH_JOURNAL_FILE).into(),
+                    "--host-ports".into(),
+                    host_ports.into(),
+                    "--log-level".into(),
+                    "info".into(),
+                ];
+                if config.unsafe_disable_fencing {
+                    switch_args.push("--unsafe-disable-watchdog".into());
+                }
+                processes.push(ManagedProcess::new(
+                    SWITCHD,
+                    &host.ns,
+                    config.switchd.clone(),
+                    switch_args,
+                    dir.join("vnet-switchd.log"),
+                ));
             }
-            let vnetd = ManagedProcess::new(
-                "vnetd",
+            if config.unsafe_disable_fencing {
+                args.push("--unsafe-disable-fencing".into());
+            }
+            processes.push(ManagedProcess::new(
+                VNETD,
                 &host.ns,
-                vnetd.to_path_buf(),
+                config.vnetd.clone(),
                 args,
                 dir.join("vnetd.log"),
-            );
+            ));
             nodes.push(NodeHost {
                 spec,
                 addr: host.addr,
                 dir,
-                processes: vec![vnetd],
+                processes,
                 proxy,
             });
         }
@@ -376,7 +438,8 @@ impl Cluster {
             .collect()
     }
 
-    /// The switch journals found on the unit hosts (none until units run `vnet-switchd`).
+    /// The switch journals found on the unit hosts, each with the time the harness killed its
+    /// switch if the switch is down now (its last instance's presentations end there).
     pub fn collect_journals(&self) -> Vec<SwitchJournal> {
         let mut journals = Vec::new();
         for node in self.nodes.iter().filter(|n| n.spec.is_unit) {
@@ -390,15 +453,15 @@ impl Cluster {
                     files.insert(path);
                 }
             }
+            let ended_at_mono_ns = node
+                .switchd()
+                .filter(|p| !p.is_running())
+                .and_then(|p| p.last_kill_ns);
             for path in files {
-                let records = std::fs::read_to_string(&path)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
                 journals.push(SwitchJournal {
                     switch: node.spec.name.to_string(),
-                    records,
+                    path,
+                    ended_at_mono_ns,
                 });
             }
         }

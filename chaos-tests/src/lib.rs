@@ -9,8 +9,8 @@
 //! - [`checks`]: pure functions from recorded data to verdicts: linearizability per profile
 //!   (Wing–Gong with memoization), revisions in real-time order, no lost acknowledged write,
 //!   replicas agree, liveness while a quorum could serve and after the last heal, identities
-//!   preserved and presented exactly once (over an abstract "presented" snapshot), and the
-//!   hook for the double-presentation check that `fabric_agent::check` will provide.
+//!   preserved and presented exactly once (over an abstract "presented" snapshot), and no
+//!   double presentation over the switch journals (with `fabric_agent::check`).
 //! - [`schedule`]: the seeded, weighted fault schedule (vortex-style: a quorum stays possible
 //!   most of the time; every schedule ends healed) and the quorum windows it implies.
 //! - [`rng`]: the seeded generator, kept here so a seed means the same schedule forever.
@@ -19,6 +19,8 @@
 //! - [`proxy`]: the delaying TCP proxy on each node's peer path (no `netem` on these kernels).
 //! - [`process`]: a process started with `ip netns exec`, killed, paused, restarted.
 //! - [`cluster`]: the cluster's hosts and flags, and how each fault is carried out.
+//! - [`fabric`]: the switches from the harness: their state read inside each unit host, failover
+//!   durations and takeovers from their journals.
 //! - [`workload`]: the clients on the client host, and the final reads after healing.
 //! - [`run`]: one run from setup to verdicts; [`report`]: what it prints.
 //!
@@ -27,6 +29,7 @@
 
 pub mod checks;
 pub mod cluster;
+pub mod fabric;
 pub mod history;
 pub mod netns;
 pub mod process;

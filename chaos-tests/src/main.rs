@@ -11,7 +11,7 @@ use clap::Parser;
 use chaos_tests::checks::linearizable;
 use chaos_tests::cluster::node_infos;
 use chaos_tests::history::History;
-use chaos_tests::run::{self, RunConfig, CLIENTS_DEFAULT, KEYS_DEFAULT};
+use chaos_tests::run::{self, RunConfig, Scenario, CLIENTS_DEFAULT, KEYS_DEFAULT};
 use chaos_tests::schedule::{self, FaultKind, Named};
 
 /// Length of a --soak run unless --duration says otherwise.
@@ -22,8 +22,9 @@ const DURATION_DEFAULT_S: u64 = 60;
 #[derive(Debug, Parser)]
 #[command(
     name = "chaos-tests",
-    about = "Run vnet-ha's chaos tester: real vnetd processes on network-namespace hosts, \
-             seeded faults, and checkers for linearizability, lost writes and liveness. Needs \
+    about = "Run vnet-ha's chaos tester: real vnetd and vnet-switchd processes on \
+             network-namespace hosts, seeded faults, and checkers for linearizability, lost \
+             writes, liveness and the switches' presentations. Needs \
              root, `ip` (iproute2) and `nft` (nftables)."
 )]
 struct Args {
@@ -46,6 +47,18 @@ struct Args {
     /// The vnetd binary. Default: next to this executable (target/debug/vnetd).
     #[arg(long)]
     vnetd: Option<std::path::PathBuf>,
+    /// The vnet-switchd binary. Default: next to this executable (target/debug/vnet-switchd).
+    #[arg(long)]
+    switchd: Option<std::path::PathBuf>,
+    /// Instead of the seed's schedule, one forced fault: once a unit presents profiles, isolate
+    /// its host from every other host until the peer has taken them over, then heal.
+    #[arg(long)]
+    isolate_presenting_unit: bool,
+    /// UNSAFE, TEST ONLY: run vnetd with --unsafe-disable-fencing and the switches with
+    /// --unsafe-disable-watchdog, so a cut-off unit keeps presenting. Exists only to prove the
+    /// double-presentation checker fails when fencing is off; such a run is expected to FAIL.
+    #[arg(long)]
+    unsafe_disable_fencing: bool,
     /// Keep the run directory (data, logs, history) even when every checker passes.
     #[arg(long)]
     keep: bool,
@@ -154,7 +167,14 @@ async fn main() -> ExitCode {
         clients: args.clients,
         keys: args.keys,
         vnetd: args.vnetd.unwrap_or_else(run::default_vnetd_path),
+        switchd: args.switchd.unwrap_or_else(run::default_switchd_path),
         keep: args.keep,
+        unsafe_disable_fencing: args.unsafe_disable_fencing,
+        scenario: if args.isolate_presenting_unit {
+            Scenario::IsolatePresentingUnit
+        } else {
+            Scenario::Schedule
+        },
     };
     let seed = config.seed;
     if let Some(path) = &args.check_history {

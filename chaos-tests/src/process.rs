@@ -28,6 +28,8 @@ pub struct ManagedProcess {
     starts: u32,
     /// Exits the harness did not cause (a crash): each a description with its time.
     pub unexpected_exits: Vec<String>,
+    /// When the harness last killed it (CLOCK_MONOTONIC ns, after the process was reaped).
+    pub last_kill_ns: Option<u64>,
 }
 
 impl ManagedProcess {
@@ -48,6 +50,7 @@ impl ManagedProcess {
             paused: false,
             starts: 0,
             unexpected_exits: Vec::new(),
+            last_kill_ns: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl ManagedProcess {
         // SIGKILL ends a stopped process too, so no SIGCONT first.
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();
+        self.last_kill_ns = Some(monotonic_now_ns());
         self.paused = false;
     }
 

@@ -36,6 +36,16 @@ pub struct Report {
     pub final_reads: u64,
     pub longest_unserved_ms: u64,
     pub verdicts: Vec<(&'static str, Verdict)>,
+    /// Failover durations, sorted (ms): from a unit's kill (whole unit or vnetd) to the last of
+    /// its profiles presented by the peer.
+    pub failovers_ms: Vec<u64>,
+    /// Kills of a presenting unit after which the peer took over nothing (the unit came back
+    /// first).
+    pub failovers_without_takeover: usize,
+    /// Test-only unsafe mode (no fencing, no watchdog), named in the reproduce line.
+    pub unsafe_disable_fencing: bool,
+    /// The forced isolation instead of the seed's schedule, named in the reproduce line.
+    pub isolate_presenting_unit: bool,
     /// Where data, logs and the history were kept (on failure, or with --keep).
     pub kept_dir: Option<PathBuf>,
 }
@@ -87,6 +97,10 @@ impl Report {
             final_reads,
             longest_unserved_ms,
             verdicts,
+            failovers_ms: Vec::new(),
+            failovers_without_takeover: 0,
+            unsafe_disable_fencing: config.unsafe_disable_fencing,
+            isolate_presenting_unit: config.scenario == crate::run::Scenario::IsolatePresentingUnit,
             kept_dir: None,
         }
     }
@@ -163,10 +177,25 @@ impl fmt::Display for Report {
             "longest stretch with no operation served during faults: {} ms",
             self.longest_unserved_ms
         )?;
-        writeln!(
-            f,
-            "failovers: not measured yet (needs vnet-switchd on the units)"
-        )?;
+        match self.failovers_ms.as_slice() {
+            [] => writeln!(f, "failovers: none measured")?,
+            d => writeln!(
+                f,
+                "failovers (unit kill -> last profile presented by the peer): {} — min {} ms, \
+                 p50 {} ms, max {} ms",
+                d.len(),
+                d[0],
+                d[(d.len() - 1) / 2],
+                d[d.len() - 1]
+            )?,
+        }
+        if self.failovers_without_takeover > 0 {
+            writeln!(
+                f,
+                "  {} kill(s) of a presenting unit without a takeover (it came back first)",
+                self.failovers_without_takeover
+            )?;
+        }
         writeln!(f, "checkers:")?;
         for (name, verdict) in &self.verdicts {
             writeln!(f, "  {name:<38} {verdict}")?;
@@ -185,6 +214,12 @@ impl fmt::Display for Report {
         }
         if self.keys != KEYS_DEFAULT {
             flags.push_str(&format!(" --keys {}", self.keys));
+        }
+        if self.isolate_presenting_unit {
+            flags.push_str(" --isolate-presenting-unit");
+        }
+        if self.unsafe_disable_fencing {
+            flags.push_str(" --unsafe-disable-fencing");
         }
         let duration = if self.duration_ms.is_multiple_of(1000) {
             format!("{}s", self.duration_ms / 1000)

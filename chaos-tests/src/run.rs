@@ -14,11 +14,12 @@ use anyhow::{bail, Context};
 use tokio::sync::watch;
 
 use crate::checks::{linearizable, liveness, lost_write, presentation, Verdict};
-use crate::cluster::{node_infos, Cluster, NODES};
-use crate::history::{monotonic_now_ns, History};
+use crate::cluster::{cabling, node_infos, Cluster, ClusterConfig, NODES};
+use crate::fabric::{self, UnitFault};
+use crate::history::{monotonic_now_ns, History, ProfileValue};
 use crate::netns;
 use crate::report::Report;
-use crate::schedule::{self, Action, Named};
+use crate::schedule::{self, Action, Fault, Named, Step};
 use crate::workload::{self, Recorder, WorkloadConfig};
 
 /// Budget for the cluster to serve once a quorum could (vortex: liveness only while owed).
@@ -36,6 +37,27 @@ pub const KEYS_DEFAULT: u32 = 8;
 pub const KEYS_MAX: u32 = 20;
 /// How many log lines of each process a failed run prints.
 pub const LOG_TAIL_LINES: usize = 25;
+/// Budget, from the last heal, for every profile to be presented exactly once, with its
+/// identities, on a switch cabled to its server (the switches are polled until then).
+pub const PRESENTED_AFTER_HEAL_BUDGET_MS: u64 = 15_000;
+/// How often the switches' state is read while waiting for it to settle.
+pub const SWITCH_POLL_INTERVAL_MS: u64 = 250;
+/// Isolation scenario: how long to wait for a unit to present profiles before isolating it.
+pub const PRESENTING_UNIT_DEADLINE_MS: u64 = 20_000;
+/// Isolation scenario: the longest the isolation is held while waiting for the peer to take
+/// over every profile (and, with fencing, for the isolated switch to clear).
+pub const ISOLATION_HOLD_MAX_MS: u64 = 12_000;
+
+/// What faults a run injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// The seed's fault schedule for the run's duration.
+    Schedule,
+    /// One fault, forced: once a unit presents profiles, isolate its host from every other
+    /// host until the peer presents all of them (bounded by [`ISOLATION_HOLD_MAX_MS`]), then
+    /// heal. Adds verdicts on the isolated unit's fencing and the takeover.
+    IsolatePresentingUnit,
+}
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -46,20 +68,34 @@ pub struct RunConfig {
     pub clients: u32,
     pub keys: u32,
     pub vnetd: PathBuf,
+    pub switchd: PathBuf,
     /// Keep the run directory (data, logs, history) even when every checker passes.
     pub keep: bool,
+    /// UNSAFE, TEST ONLY: vnetd without fencing and switches without a watchdog, so the
+    /// double-presentation checker can be shown to catch what follows.
+    pub unsafe_disable_fencing: bool,
+    pub scenario: Scenario,
 }
 
 /// `vnetd` next to the running executable: `target/<profile>/vnetd` for the command, and one
 /// level up from `target/<profile>/deps/` for an integration test.
 pub fn default_vnetd_path() -> PathBuf {
+    default_binary_path("vnetd")
+}
+
+/// `vnet-switchd`, found the same way as `vnetd`.
+pub fn default_switchd_path() -> PathBuf {
+    default_binary_path("vnet-switchd")
+}
+
+fn default_binary_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let beside = dir.join("vnetd");
+    let beside = dir.join(name);
     if beside.exists() || !dir.ends_with("deps") {
         return beside;
     }
-    dir.parent().map(|d| d.join("vnetd")).unwrap_or(beside)
+    dir.parent().map(|d| d.join(name)).unwrap_or(beside)
 }
 
 /// What the client host's thread hands back.
@@ -86,6 +122,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             config.vnetd.display()
         );
     }
+    if !config.switchd.exists() {
+        bail!(
+            "vnet-switchd not found at {}: build it with `cargo build --bins` (`cargo test \
+             --workspace` builds it too) or pass --switchd PATH",
+            config.switchd.display()
+        );
+    }
     let swept = netns::sweep_leftovers()?;
     if !swept.is_empty() {
         eprintln!("removed namespaces left by earlier runs: {swept:?}");
@@ -100,7 +143,15 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         config.duration,
         run_dir.path().display()
     );
-    let mut cluster = Cluster::start(run_dir.path(), &config.vnetd, config.keys)?;
+    let mut cluster = Cluster::start(
+        run_dir.path(),
+        &ClusterConfig {
+            vnetd: config.vnetd.clone(),
+            switchd: config.switchd.clone(),
+            keys: config.keys,
+            unsafe_disable_fencing: config.unsafe_disable_fencing,
+        },
+    )?;
     let outcome = drive(&config, &mut cluster, run_dir.path()).await;
     let report = match outcome {
         Ok(report) => report,
@@ -200,30 +251,54 @@ async fn drive(
         }
     }
 
-    // Faults, on the schedule's own clock.
+    // Faults, on the schedule's own clock, or the forced isolation.
     let nodes = node_infos();
-    let steps = schedule::generate(config.seed, config.duration.as_millis() as u64, &nodes);
     let started = tokio::time::Instant::now();
     let start_ns = monotonic_now_ns();
-    let mut executed: Vec<(u64, Action)> = Vec::with_capacity(steps.len());
+    let mut executed: Vec<(u64, Action)> = Vec::new();
     let mut fault_log = String::new();
-    for step in &steps {
-        tokio::time::sleep_until(started + Duration::from_millis(step.at_ms)).await;
-        cluster.poll_unexpected_exits();
-        cluster
-            .apply(&step.action)
-            .with_context(|| format!("carry out {:?}", step.action))?;
-        let at_ns = monotonic_now_ns();
-        executed.push((at_ns, step.action));
+    let mut log_step = |at_ns: u64, action: &Action, executed: &mut Vec<(u64, Action)>| {
+        executed.push((at_ns, *action));
         let line = format!(
             "{:>8} ms  {}",
             (at_ns - start_ns) / 1_000_000,
-            Named(&step.action, &nodes)
+            Named(action, &nodes)
         );
         eprintln!("  {line}");
         fault_log.push_str(&line);
         fault_log.push('\n');
-    }
+    };
+    let steps = match config.scenario {
+        Scenario::Schedule => {
+            let steps = schedule::generate(config.seed, config.duration.as_millis() as u64, &nodes);
+            for step in &steps {
+                tokio::time::sleep_until(started + Duration::from_millis(step.at_ms)).await;
+                cluster.poll_unexpected_exits();
+                cluster
+                    .apply(&step.action)
+                    .with_context(|| format!("carry out {:?}", step.action))?;
+                log_step(monotonic_now_ns(), &step.action, &mut executed);
+            }
+            steps
+        }
+        Scenario::IsolatePresentingUnit => {
+            let (node, inject_ns, heal_ns) = isolate_presenting_unit(config, cluster).await?;
+            let action = Action::Inject(Fault::Isolate { node });
+            log_step(inject_ns, &action, &mut executed);
+            log_step(
+                heal_ns,
+                &Action::Heal(Fault::Isolate { node }),
+                &mut executed,
+            );
+            executed
+                .iter()
+                .map(|(at, action)| Step {
+                    at_ms: (at - start_ns) / 1_000_000,
+                    action: *action,
+                })
+                .collect()
+        }
+    };
     // The schedule ends healed; this makes sure of it whatever happened to the processes (a
     // crashed vnetd is restarted here, and already recorded as an unexpected exit).
     cluster.poll_unexpected_exits();
@@ -249,6 +324,14 @@ async fn drive(
         .map_err(|_| anyhow::anyhow!("the client host's thread panicked"))??
         .context("the clients ended without final reads")?;
     cluster.poll_unexpected_exits();
+    let final_profiles: BTreeMap<String, ProfileValue> = results
+        .final_state
+        .iter()
+        .filter_map(|(name, stored)| stored.as_ref().map(|s| (name.clone(), s.value.clone())))
+        .collect();
+    let (identities_verdict, once_verdict) =
+        settled_presentation(cluster, &final_profiles, config.keys, healed_ns).await;
+    cluster.poll_unexpected_exits();
 
     let history = recorder.snapshot();
     write_history(run_dir, &history, &fault_log)?;
@@ -257,16 +340,56 @@ async fn drive(
     let exits = cluster.unexpected_exits();
     let processes = Verdict::from_violations(
         exits,
-        format!("{} vnetd processes exited only when killed", NODES.len()),
+        format!(
+            "{} vnetd and {} vnet-switchd processes exited only when killed",
+            NODES.len(),
+            NODES.iter().filter(|n| n.is_unit).count()
+        ),
     );
     let journals = cluster.collect_journals();
+    let double_presentation = presentation::check_no_double_presentation(&journals);
+    let presentations = presentation::read_presentations(&journals).unwrap_or_default();
+    let unit_faults = unit_faults(&executed);
+    let (failovers_ms, failovers_without_takeover) =
+        fabric::failover_durations(&presentations, &unit_faults);
+    let mut scenario_verdicts = Vec::new();
+    if config.scenario == Scenario::IsolatePresentingUnit {
+        if let Some((at_ns, Action::Inject(Fault::Isolate { node }))) = executed.first() {
+            let isolated = NODES[*node].name;
+            let peer = peer_of(*node);
+            let journal = journals.iter().find(|j| j.switch == isolated);
+            let fenced = match journal.map(|j| fabric_agent::journal::read(&j.path)) {
+                Some(Ok(records)) => match fabric::fenced_since(&records, *at_ns) {
+                    Some(t) => Verdict::Pass {
+                        detail: format!(
+                            "{isolated}'s switch fenced {} ms after the isolation",
+                            (t - at_ns) / 1_000_000
+                        ),
+                    },
+                    None => Verdict::Fail {
+                        violations: vec![format!(
+                            "{isolated}'s switch journal has no Fenced record after the isolation"
+                        )],
+                    },
+                },
+                Some(Err(e)) => Verdict::Fail {
+                    violations: vec![e.to_string()],
+                },
+                None => Verdict::Fail {
+                    violations: vec![format!("no switch journal for {isolated}")],
+                },
+            };
+            scenario_verdicts.push(("isolated unit's switch fenced itself", fenced));
+            scenario_verdicts.push((
+                "isolated unit's profiles taken over",
+                fabric::check_takeover(&presentations, isolated, peer, *at_ns, &history),
+            ));
+        }
+    }
     // Everything is recorded: stop the cluster before the (CPU-bound) checking, so nothing is
     // left running however the checking ends.
     cluster.teardown();
-    let not_wired = |what: &str| Verdict::NotWired {
-        reason: format!("{what} needs the switches' state; the hosts run no vnet-switchd yet"),
-    };
-    let verdicts = vec![
+    let mut verdicts = vec![
         ("linearizable", linearizable::check(&history)),
         (
             "revisions follow real time",
@@ -296,27 +419,147 @@ async fn drive(
                 AFTER_HEAL_LIVENESS_BUDGET_MS * 1_000_000,
             ),
         ),
-        ("no vnetd crashed", processes),
-        // Wired once units run vnet-switchd: snapshot each switch's GetState into
-        // PresentedPort values and pass them with the final profiles and the cabling.
-        ("identities preserved", not_wired("identities preserved")),
-        (
-            "every profile presented exactly once",
-            not_wired("presented exactly once"),
-        ),
-        (
-            "no double presentation",
-            presentation::check_no_double_presentation(&journals),
-        ),
+        ("no process crashed", processes),
+        ("identities preserved", identities_verdict),
+        ("every profile presented exactly once", once_verdict),
+        ("no double presentation", double_presentation),
     ];
-    Ok(Report::new(
+    verdicts.extend(scenario_verdicts);
+    let mut report = Report::new(
         config,
         &steps,
         &history,
         verdicts,
         liveness::longest_gap_ms(&history, start_ns, healed_ns),
         (workload_end_ns - start_ns) / 1_000_000,
-    ))
+    );
+    report.failovers_ms = failovers_ms;
+    report.failovers_without_takeover = failovers_without_takeover;
+    Ok(report)
+}
+
+/// The other unit.
+fn peer_of(node: usize) -> &'static str {
+    NODES
+        .iter()
+        .enumerate()
+        .find(|(i, n)| n.is_unit && *i != node)
+        .map(|(_, n)| n.name)
+        .expect("two units")
+}
+
+/// Whole-unit and vnetd kills of units, for the failover measure.
+fn unit_faults(executed: &[(u64, Action)]) -> Vec<UnitFault> {
+    executed
+        .iter()
+        .filter_map(|(at, action)| match *action {
+            Action::Inject(Fault::KillUnit { node } | Fault::KillVnetd { node })
+                if NODES[node].is_unit =>
+            {
+                Some(UnitFault {
+                    at_ns: *at,
+                    unit: NODES[node].name.to_string(),
+                    peer: peer_of(node).to_string(),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls both switches until every final profile is presented exactly once with its
+/// identities, or [`PRESENTED_AFTER_HEAL_BUDGET_MS`] after the heal (at least one read).
+async fn settled_presentation(
+    cluster: &Cluster,
+    profiles: &BTreeMap<String, ProfileValue>,
+    keys: u32,
+    healed_ns: u64,
+) -> (Verdict, Verdict) {
+    let cabling = cabling(keys);
+    let deadline_ns = healed_ns + PRESENTED_AFTER_HEAL_BUDGET_MS * 1_000_000;
+    loop {
+        let states = fabric::read_switch_states(cluster).await;
+        let mut presented = Vec::new();
+        let mut errors = Vec::new();
+        for (unit, state) in &states {
+            match state {
+                Ok(state) => {
+                    presented.extend(presentation::presented_ports(unit, state, &cabling[unit]))
+                }
+                Err(e) => errors.push(format!("cannot read {unit}'s switch: {e:#}")),
+            }
+        }
+        let verdicts = if errors.is_empty() {
+            (
+                presentation::check_identities_preserved(profiles, &presented),
+                presentation::check_presented_exactly_once(profiles, &presented, &cabling),
+            )
+        } else {
+            (
+                Verdict::Fail {
+                    violations: errors.clone(),
+                },
+                Verdict::Fail { violations: errors },
+            )
+        };
+        if (verdicts.0.is_pass() && verdicts.1.is_pass()) || monotonic_now_ns() >= deadline_ns {
+            return verdicts;
+        }
+        tokio::time::sleep(Duration::from_millis(SWITCH_POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// The forced isolation: waits for a unit to present profiles, isolates its host, holds until
+/// the peer presents every one of them (and, with fencing, the isolated switch presents
+/// nothing), bounded, then heals. Returns the unit, and the isolation and heal times.
+async fn isolate_presenting_unit(
+    config: &RunConfig,
+    cluster: &mut Cluster,
+) -> anyhow::Result<(usize, u64, u64)> {
+    let units: Vec<usize> = (0..NODES.len()).filter(|&i| NODES[i].is_unit).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(PRESENTING_UNIT_DEADLINE_MS);
+    let (node, presented) = loop {
+        let presentations =
+            presentation::read_presentations(&cluster.collect_journals()).unwrap_or_default();
+        let now = monotonic_now_ns();
+        let best = units
+            .iter()
+            .map(|&u| (u, fabric::presented_at(&presentations, NODES[u].name, now)))
+            .max_by_key(|(_, p)| p.len());
+        if let Some((u, p)) = best.filter(|(_, p)| !p.is_empty()) {
+            break (u, p);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no unit presented any profile within {PRESENTING_UNIT_DEADLINE_MS} ms");
+        }
+        tokio::time::sleep(Duration::from_millis(SWITCH_POLL_INTERVAL_MS)).await;
+    };
+    let fault = Fault::Isolate { node };
+    cluster.apply(&Action::Inject(fault))?;
+    let inject_ns = monotonic_now_ns();
+    let isolated = NODES[node].name;
+    let peer = peer_of(node);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ISOLATION_HOLD_MAX_MS);
+    loop {
+        let presentations =
+            presentation::read_presentations(&cluster.collect_journals()).unwrap_or_default();
+        let taken_over = presented.keys().all(|profile| {
+            fabric::first_presented_after(&presentations, peer, profile, inject_ns).is_some()
+        });
+        let cleared = fabric::presented_at(&presentations, isolated, monotonic_now_ns()).is_empty();
+        if taken_over && (cleared || config.unsafe_disable_fencing) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "  isolation held {ISOLATION_HOLD_MAX_MS} ms without a complete takeover; healing"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(SWITCH_POLL_INTERVAL_MS)).await;
+    }
+    cluster.apply(&Action::Heal(fault))?;
+    Ok((node, inject_ns, monotonic_now_ns()))
 }
 
 /// Sends the stop signal when dropped, so an early return cannot leave clients running.

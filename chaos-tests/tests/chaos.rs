@@ -1,13 +1,13 @@
 //! A short chaos run with a fixed seed, as part of `cargo test --workspace` (so CI runs it):
-//! three real vnetd processes on namespace hosts, the seed's faults, and every checker.
+//! three real vnetd processes and the units' vnet-switchd on namespace hosts, the seed's
+//! faults, and every checker (the switches' presentation checkers included).
 //!
 //! It needs root, `ip` and `nft` (`.ci/run` installs them). Without them the harness stops
 //! with the reason and this test fails: a chaos test that cannot run must never pass.
 
 use std::time::Duration;
 
-use chaos_tests::checks::Verdict;
-use chaos_tests::run::{self, RunConfig, CLIENTS_DEFAULT, KEYS_DEFAULT};
+use chaos_tests::run::{self, RunConfig, Scenario, CLIENTS_DEFAULT, KEYS_DEFAULT};
 use chaos_tests::schedule::FaultKind;
 
 /// A seed whose first 25 s draw every fault kind, restarts included (checked below from the
@@ -27,7 +27,10 @@ async fn fixed_seed_chaos_run_passes_every_checker() {
         clients: CLIENTS_DEFAULT,
         keys: KEYS_DEFAULT,
         vnetd: run::default_vnetd_path(),
+        switchd: run::default_switchd_path(),
         keep: false,
+        unsafe_disable_fencing: false,
+        scenario: Scenario::Schedule,
     };
     let report = run::run(config)
         .await
@@ -58,10 +61,7 @@ async fn fixed_seed_chaos_run_passes_every_checker() {
     );
     assert!(report.final_reads > 0, "no final reads");
     for (name, verdict) in &report.verdicts {
-        assert!(
-            verdict.is_pass() || matches!(verdict, Verdict::NotWired { .. }),
-            "{name}: {verdict}"
-        );
+        assert!(verdict.is_pass(), "{name}: {verdict}");
     }
     assert!(
         report.kept_dir.is_none(),

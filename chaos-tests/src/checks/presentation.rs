@@ -1,17 +1,22 @@
 //! What the switches present, checked against what the cluster holds.
 //!
 //! These are written over an abstract snapshot ([`PresentedPort`]: which switch presents which
-//! profile's identities on which host port), not over the switch API, so they are wired to
-//! `vnet-switchd` state later by converting its `GetState` answers, and tested now by hand.
+//! profile's identities on which host port), not over the switch API; the run converts each
+//! `vnet-switchd`'s state into it ([`presented_ports`]).
 //!
 //! - [`check_identities_preserved`]: whichever switch presents a profile presents exactly its
 //!   MACs, WWPNs and WWNNs.
 //! - [`check_presented_exactly_once`]: after healing, every profile is presented on exactly one
 //!   switch, on the host port its server is cabled to there (invariant 4's end state).
-//! - [`check_no_double_presentation`]: the hook for invariant 2 over the switches' journals;
-//!   the checker itself will come from `fabric_agent::check::no_double_presentation`.
+//! - [`check_no_double_presentation`]: invariant 2 over the switches' journals, with
+//!   `fabric_agent::check::no_double_presentation` (one definition of an overlap, shared with
+//!   the switch's own tests).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use fabric_agent::journal::{self, Presentation};
+use fabric_agent::{Function, SwitchState};
 
 use crate::checks::Verdict;
 use crate::history::ProfileValue;
@@ -33,12 +38,82 @@ pub struct PresentedPort {
 /// unit name -> server name -> host port on that unit.
 pub type Cabling = BTreeMap<String, BTreeMap<String, u32>>;
 
-/// One switch's journal: the records exactly as stored (JSON lines with CLOCK_MONOTONIC
-/// stamps), collected from the unit host after the run.
+/// One switch's journal file (checksummed JSON lines with CLOCK_MONOTONIC stamps), found on
+/// the unit host after the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchJournal {
     pub switch: String,
-    pub records: Vec<String>,
+    pub path: PathBuf,
+    /// When the harness killed this switch, if it is down now: its last instance's open
+    /// presentations end there. `None` while it runs (they stay open).
+    pub ended_at_mono_ns: Option<u64>,
+}
+
+/// Every switch's presentation intervals; a journal that cannot be read (missing, damaged)
+/// is an error naming the file: bad bytes are not trusted, and an unread journal proves
+/// nothing.
+pub fn read_presentations(journals: &[SwitchJournal]) -> Result<Vec<Presentation>, Vec<String>> {
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    for j in journals {
+        match journal::read(&j.path) {
+            Ok(records) => all.extend(journal::presentations(
+                &records,
+                &j.switch,
+                j.ended_at_mono_ns,
+            )),
+            Err(e) => errors.push(format!(
+                "switch journal of {} ({}) cannot be read: {e}",
+                j.switch,
+                j.path.display()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(errors)
+    }
+}
+
+/// One switch's state as [`PresentedPort`]s; `servers` is that unit's cabling (server -> host
+/// port), to name the server on each port. Identities are compared in lower case.
+pub fn presented_ports(
+    switch: &str,
+    state: &SwitchState,
+    servers: &BTreeMap<String, u32>,
+) -> Vec<PresentedPort> {
+    state
+        .ports
+        .iter()
+        .map(|(&port, program)| {
+            let mut presented = PresentedPort {
+                switch: switch.to_string(),
+                host_port: u32::from(port),
+                server: servers
+                    .iter()
+                    .find(|(_, &p)| p == u32::from(port))
+                    .map(|(s, _)| s.clone())
+                    .unwrap_or_else(|| "(not cabled)".to_string()),
+                profile: program.profile.clone(),
+                macs: BTreeSet::new(),
+                wwpns: BTreeSet::new(),
+                wwnns: BTreeSet::new(),
+            };
+            for function in &program.functions {
+                match function {
+                    Function::Nic { mac, .. } => {
+                        presented.macs.insert(mac.to_string().to_lowercase());
+                    }
+                    Function::Hba { wwpn, wwnn, .. } => {
+                        presented.wwpns.insert(wwpn.to_string().to_lowercase());
+                        presented.wwnns.insert(wwnn.to_string().to_lowercase());
+                    }
+                }
+            }
+            presented
+        })
+        .collect()
 }
 
 fn identities(value: &ProfileValue) -> [BTreeSet<String>; 3] {
@@ -129,17 +204,29 @@ pub fn check_presented_exactly_once(
     )
 }
 
-/// Invariant 2 over the merged switch journals. HOOK: once `fabric-agent` is a workspace crate,
-/// this calls `fabric_agent::check::no_double_presentation` on `journals` (the checker lives
-/// with the switch so the switch's own tests and this harness share one definition of an
-/// overlap). Until then there are no switches and nothing to check.
+/// Invariant 2 over the merged switch journals: no identity presented by two switches at
+/// once. A journal that fails to read fails the verdict, naming the file.
 pub fn check_no_double_presentation(journals: &[SwitchJournal]) -> Verdict {
-    Verdict::NotWired {
-        reason: format!(
-            "{} switch journal(s) collected; fabric_agent::check::no_double_presentation is not \
-             linked into chaos-tests yet",
-            journals.len()
-        ),
+    if journals.is_empty() {
+        return Verdict::Fail {
+            violations: vec!["no switch journal was found on the unit hosts".to_string()],
+        };
+    }
+    let presentations = match read_presentations(journals) {
+        Ok(p) => p,
+        Err(errors) => return Verdict::Fail { violations: errors },
+    };
+    match fabric_agent::check::no_double_presentation(&presentations) {
+        Ok(()) => Verdict::Pass {
+            detail: format!(
+                "{} journals, {} presentation intervals",
+                journals.len(),
+                presentations.len()
+            ),
+        },
+        Err(overlaps) => Verdict::Fail {
+            violations: overlaps.iter().map(ToString::to_string).collect(),
+        },
     }
 }
 
@@ -247,11 +334,162 @@ mod tests {
         ));
     }
 
+    fn record(seq: u64, mono_ns: u64, event: journal::Event) -> journal::Record {
+        journal::Record {
+            seq,
+            mono_ns,
+            wall_ms: 0,
+            event,
+        }
+    }
+
+    fn programmed(port: u8, mac: &str) -> journal::Event {
+        journal::Event::Programmed {
+            port,
+            profile: "p1".into(),
+            revision: 1,
+            functions: vec![Function::Nic {
+                name: "eth0".into(),
+                mac: mac.parse().unwrap(),
+                network: "n".into(),
+                vlan: None,
+            }],
+        }
+    }
+
+    fn write_journal(dir: &std::path::Path, name: &str, records: &[journal::Record]) -> PathBuf {
+        let path = dir.join(format!("{name}.journal.jsonl"));
+        let bytes: Vec<u8> = records.iter().flat_map(journal::encode_line).collect();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn started(seq: u64, at: u64) -> journal::Record {
+        record(
+            seq,
+            at,
+            journal::Event::Started {
+                instance: format!("i{seq}"),
+            },
+        )
+    }
+
     #[test]
-    fn double_presentation_is_a_named_hook_until_the_fabric_exists() {
-        assert!(matches!(
-            check_no_double_presentation(&[]),
-            Verdict::NotWired { .. }
-        ));
+    fn double_presentation_is_found_in_journals_and_a_handover_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_journal(
+            dir.path(),
+            "a",
+            &[
+                started(1, 10),
+                record(2, 100, programmed(1, MAC)),
+                record(
+                    3,
+                    500,
+                    journal::Event::Fenced {
+                        ports: vec![1],
+                        deadline_mono_ns: 490,
+                    },
+                ),
+            ],
+        );
+        let b_late = write_journal(
+            dir.path(),
+            "b-late",
+            &[started(1, 10), record(2, 500, programmed(11, MAC))],
+        );
+        let b_early = write_journal(
+            dir.path(),
+            "b-early",
+            &[started(1, 10), record(2, 499, programmed(11, MAC))],
+        );
+        let journal = |switch: &str, path: &PathBuf, end| SwitchJournal {
+            switch: switch.into(),
+            path: path.clone(),
+            ended_at_mono_ns: end,
+        };
+        assert!(check_no_double_presentation(&[
+            journal("unit-a", &a, None),
+            journal("unit-b", &b_late, None)
+        ])
+        .is_pass());
+        let verdict = check_no_double_presentation(&[
+            journal("unit-a", &a, None),
+            journal("unit-b", &b_early, None),
+        ]);
+        let Verdict::Fail { violations } = &verdict else {
+            panic!("a 1 ns overlap must fail, got {verdict}");
+        };
+        assert!(violations[0].contains(MAC), "{violations:?}");
+
+        // A killed switch's open presentation ends at the kill time the harness recorded.
+        let killed = write_journal(
+            dir.path(),
+            "killed",
+            &[started(1, 10), record(2, 100, programmed(1, MAC))],
+        );
+        assert!(check_no_double_presentation(&[
+            journal("unit-a", &killed, Some(300)),
+            journal("unit-b", &b_early, None)
+        ])
+        .is_pass());
+        assert!(!check_no_double_presentation(&[
+            journal("unit-a", &killed, None),
+            journal("unit-b", &b_early, None)
+        ])
+        .is_pass());
+    }
+
+    #[test]
+    fn unreadable_or_missing_journals_fail_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.journal.jsonl");
+        std::fs::write(&path, "00000000 {\"not\": \"a record\"}\n").unwrap();
+        let verdict = check_no_double_presentation(&[SwitchJournal {
+            switch: "unit-a".into(),
+            path: path.clone(),
+            ended_at_mono_ns: None,
+        }]);
+        let Verdict::Fail { violations } = &verdict else {
+            panic!("a damaged journal must fail, got {verdict}");
+        };
+        assert!(
+            violations[0].contains("bad.journal.jsonl"),
+            "{violations:?}"
+        );
+        assert!(!check_no_double_presentation(&[]).is_pass());
+    }
+
+    #[test]
+    fn switch_state_converts_to_presented_ports() {
+        let mut state = SwitchState {
+            ports: Default::default(),
+            watchdog_deadline_mono_ns: None,
+            fenced: false,
+        };
+        state.ports.insert(
+            4,
+            fabric_agent::PortProgram {
+                profile: "p1".into(),
+                revision: 3,
+                functions: vec![
+                    Function::Nic {
+                        name: "eth0".into(),
+                        mac: MAC.parse().unwrap(),
+                        network: "n".into(),
+                        vlan: Some(1),
+                    },
+                    Function::Hba {
+                        name: "fc0".into(),
+                        wwpn: WWPN.parse().unwrap(),
+                        wwnn: "20:00:00:00:00:00:00:01".parse().unwrap(),
+                        fabric: "a".into(),
+                    },
+                ],
+            },
+        );
+        let servers = BTreeMap::from([("srv-1".to_string(), 4)]);
+        let ports = presented_ports("unit-b", &state, &servers);
+        assert_eq!(ports, vec![port("unit-b", 4, "p1", MAC, WWPN)]);
     }
 }
