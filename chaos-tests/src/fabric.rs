@@ -12,7 +12,7 @@ use fabric_agent::{FabricDriver, SimDriver, SwitchState};
 
 use crate::checks::Verdict;
 use crate::cluster::{Cluster, SWITCH_PORT};
-use crate::history::History;
+use crate::history::{History, Outcome, OutcomeClass};
 
 /// A takeover counts for a fault only if the peer presents the profile within this long.
 pub const FAILOVER_WINDOW_MS: u64 = 15_000;
@@ -105,52 +105,121 @@ pub fn fenced_since(records: &[journal::Record], since_ns: u64) -> Option<u64> {
         .map(|r| r.mono_ns)
 }
 
-/// After `isolated` was cut off at `at_ns`: every profile it presented then is presented by
-/// `peer` afterwards, with exactly the same identities, unless a write to that profile may
-/// have changed them in between (the peer then presents the newer value; the checkers of the
-/// final state judge that one).
+/// When `switch` started presenting (the current program of) `profile`, as of `at_ns`.
+fn presented_since(
+    presentations: &[Presentation],
+    switch: &str,
+    profile: &str,
+    at_ns: u64,
+) -> Option<u64> {
+    presentations
+        .iter()
+        .filter(|p| {
+            p.switch == switch
+                && p.profile == profile
+                && p.from_ns <= at_ns
+                && p.to_ns.is_none_or(|end| end > at_ns)
+        })
+        .map(|p| p.from_ns)
+        .max()
+}
+
+/// May a write to `profile` have taken effect between `lo_ns` and `hi_ns` (invoked before
+/// `hi_ns`, not definitely done before `lo_ns`, not definitely refused or failed)?
+pub fn written_between(history: &History, profile: &str, lo_ns: u64, hi_ns: u64) -> bool {
+    history.iter().any(|op| {
+        op.key == profile
+            && op.call.is_write()
+            && op.invoked_ns < hi_ns
+            && match op.outcome.class() {
+                OutcomeClass::Failed => false,
+                OutcomeClass::Indeterminate => true,
+                OutcomeClass::Ok => {
+                    op.completed_ns > lo_ns
+                        && matches!(
+                            op.outcome,
+                            Outcome::Written { .. } | Outcome::Deleted { .. }
+                        )
+                }
+            }
+    })
+}
+
+/// What happened to each profile `isolated` presented when it was cut off at `at_ns`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Takeover {
+    /// Presented by the peer afterwards (before `until_ns`) with exactly the same identities.
+    pub same: Vec<String>,
+    /// Written (updated or deleted) meanwhile, so the peer may rightly present other
+    /// identities or nothing; the checkers of the final state judge those.
+    pub changed: Vec<String>,
+    /// Neither: violations.
+    pub violations: Vec<String>,
+}
+
+pub fn takeover(
+    presentations: &[Presentation],
+    isolated: &str,
+    peer: &str,
+    at_ns: u64,
+    until_ns: u64,
+    history: &History,
+) -> (usize, Takeover) {
+    let before = presented_at(presentations, isolated, at_ns);
+    let mut out = Takeover::default();
+    for (profile, identities) in &before {
+        let since = presented_since(presentations, isolated, profile, at_ns).unwrap_or(at_ns);
+        let taken = first_presented_after(presentations, peer, profile, at_ns)
+            .filter(|(from, _)| *from <= until_ns);
+        match taken {
+            Some((_, ids)) if &ids == identities => out.same.push(profile.clone()),
+            _ if written_between(history, profile, since, until_ns) => {
+                out.changed.push(profile.clone())
+            }
+            Some((_, ids)) => out.violations.push(format!(
+                "profile {profile}: {isolated} presented {identities:?}, {peer} took over with \
+                 {ids:?}, and no write changed it"
+            )),
+            None => out.violations.push(format!(
+                "profile {profile}, presented by {isolated} when it was isolated, was not \
+                 presented by {peer} before the heal, and no write changed it"
+            )),
+        }
+    }
+    (before.len(), out)
+}
+
+/// The takeover as a verdict: every profile `isolated` presented when cut off is presented by
+/// `peer` before the heal with the same identities, unless a write changed it meanwhile.
 pub fn check_takeover(
     presentations: &[Presentation],
     isolated: &str,
     peer: &str,
     at_ns: u64,
+    until_ns: u64,
     history: &History,
 ) -> Verdict {
-    let before = presented_at(presentations, isolated, at_ns);
-    if before.is_empty() {
+    let (count, t) = takeover(presentations, isolated, peer, at_ns, until_ns, history);
+    if count == 0 {
         return Verdict::Inconclusive {
             reason: format!("{isolated} presented nothing when it was isolated"),
         };
     }
-    let mut violations = Vec::new();
-    for (profile, identities) in &before {
-        let Some((from, taken)) = first_presented_after(presentations, peer, profile, at_ns) else {
-            violations.push(format!(
-                "profile {profile}, presented by {isolated} when it was isolated, was never \
-                 presented by {peer} afterwards"
-            ));
-            continue;
+    if t.violations.is_empty() && t.same.is_empty() {
+        return Verdict::Inconclusive {
+            reason: format!(
+                "every profile {isolated} presented was written during the isolation: nothing \
+                 shows a takeover"
+            ),
         };
-        if &taken != identities {
-            let written = history.iter().any(|op| {
-                &op.key == profile
-                    && op.call.is_write()
-                    && op.invoked_ns < from
-                    && (op.outcome.class() != crate::history::OutcomeClass::Failed)
-            });
-            if !written {
-                violations.push(format!(
-                    "profile {profile}: {isolated} presented {identities:?}, {peer} took over \
-                     with {taken:?}, and no write changed it"
-                ));
-            }
-        }
     }
     Verdict::from_violations(
-        violations,
+        t.violations,
         format!(
-            "{} profile(s) of {isolated} taken over by {peer} with the same identities",
-            before.len()
+            "{} profile(s) of {isolated} taken over by {peer} with the same identities, {} \
+             changed by writes meanwhile",
+            t.same.len(),
+            t.changed.len()
         ),
     )
 }
@@ -237,19 +306,43 @@ mod tests {
             shown("unit-a", "p1", "m1", 0, Some(900 * MS)),
             shown("unit-b", "p1", "m1", 1_000 * MS, None),
         ];
-        assert!(check_takeover(&good, "unit-a", "unit-b", 10 * MS, &Vec::new()).is_pass());
+        let end = 5_000 * MS;
+        assert!(check_takeover(&good, "unit-a", "unit-b", 10 * MS, end, &Vec::new()).is_pass());
         let changed = [
             shown("unit-a", "p1", "m1", 0, Some(900 * MS)),
             shown("unit-b", "p1", "m9", 1_000 * MS, None),
         ];
         assert!(matches!(
-            check_takeover(&changed, "unit-a", "unit-b", 10 * MS, &Vec::new()),
+            check_takeover(&changed, "unit-a", "unit-b", 10 * MS, end, &Vec::new()),
             Verdict::Fail { .. }
         ));
         let never = [shown("unit-a", "p1", "m1", 0, None)];
         assert!(matches!(
-            check_takeover(&never, "unit-a", "unit-b", 10 * MS, &Vec::new()),
+            check_takeover(&never, "unit-a", "unit-b", 10 * MS, end, &Vec::new()),
             Verdict::Fail { .. }
         ));
+        // A profile deleted during the isolation is not owed a takeover.
+        let deleted = vec![crate::history::Operation {
+            id: 1,
+            client: 0,
+            key: "p1".into(),
+            call: crate::history::Call::Delete {
+                expected_revision: 0,
+            },
+            endpoint: "x".into(),
+            invoked_ns: 500 * MS,
+            completed_ns: 600 * MS,
+            outcome: Outcome::Deleted { revision: 9 },
+        }];
+        assert!(matches!(
+            check_takeover(&never, "unit-a", "unit-b", 10 * MS, end, &deleted),
+            Verdict::Inconclusive { .. }
+        ));
+        let both = [
+            shown("unit-a", "p1", "m1", 0, None),
+            shown("unit-a", "p2", "m2", 0, None),
+            shown("unit-b", "p2", "m2", 1_000 * MS, None),
+        ];
+        assert!(check_takeover(&both, "unit-a", "unit-b", 10 * MS, end, &deleted).is_pass());
     }
 }

@@ -61,13 +61,17 @@ fn run_with_stdin(program: &str, args: &[&str], stdin: &str) -> anyhow::Result<(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("run {program} {}", args.join(" ")))?;
-    child
+    // If the program exits without reading its input, its exit status and stderr say why
+    // better than the broken pipe does.
+    let written = child
         .stdin
         .take()
         .expect("stdin was piped")
-        .write_all(stdin.as_bytes())
-        .with_context(|| format!("write the input of {program}"))?;
+        .write_all(stdin.as_bytes());
     let output = child.wait_with_output()?;
+    if let (Err(e), true) = (&written, output.status.success()) {
+        bail!("write the input of {program}: {e}");
+    }
     if !output.status.success() {
         bail!(
             "{program} {} failed ({}): {}\ninput was:\n{stdin}",

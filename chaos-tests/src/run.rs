@@ -48,6 +48,10 @@ pub const PRESENTING_UNIT_DEADLINE_MS: u64 = 20_000;
 /// over every profile (and, with fencing, for the isolated switch to clear).
 pub const ISOLATION_HOLD_MAX_MS: u64 = 12_000;
 
+/// Isolation scenario: how many presented profiles to wait for before isolating (fewer after
+/// half of [`PRESENTING_UNIT_DEADLINE_MS`]), so the takeover covers more than one.
+pub const PRESENTED_PROFILES_WANTED: usize = 3;
+
 /// What faults a run injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -282,7 +286,8 @@ async fn drive(
             steps
         }
         Scenario::IsolatePresentingUnit => {
-            let (node, inject_ns, heal_ns) = isolate_presenting_unit(config, cluster).await?;
+            let (node, inject_ns, heal_ns) =
+                isolate_presenting_unit(config, cluster, &recorder).await?;
             let action = Action::Inject(Fault::Isolate { node });
             log_step(inject_ns, &action, &mut executed);
             log_step(
@@ -382,7 +387,14 @@ async fn drive(
             scenario_verdicts.push(("isolated unit's switch fenced itself", fenced));
             scenario_verdicts.push((
                 "isolated unit's profiles taken over",
-                fabric::check_takeover(&presentations, isolated, peer, *at_ns, &history),
+                fabric::check_takeover(
+                    &presentations,
+                    isolated,
+                    peer,
+                    *at_ns,
+                    healed_at(&executed),
+                    &history,
+                ),
             ));
         }
     }
@@ -436,6 +448,11 @@ async fn drive(
     report.failovers_ms = failovers_ms;
     report.failovers_without_takeover = failovers_without_takeover;
     Ok(report)
+}
+
+/// When the forced isolation was healed (its second step).
+fn healed_at(executed: &[(u64, Action)]) -> u64 {
+    executed.get(1).map(|(at, _)| *at).unwrap_or(u64::MAX)
 }
 
 /// The other unit.
@@ -509,16 +526,21 @@ async fn settled_presentation(
     }
 }
 
-/// The forced isolation: waits for a unit to present profiles, isolates its host, holds until
-/// the peer presents every one of them (and, with fencing, the isolated switch presents
-/// nothing), bounded, then heals. Returns the unit, and the isolation and heal times.
+/// The forced isolation: waits for a unit to present profiles (several if they come within
+/// half the deadline), isolates its host, and holds, bounded, until: with fencing, the peer
+/// has taken over every one of them that no write changed and the isolated switch presents
+/// nothing; without fencing, an identity is presented by both switches (what the checker must
+/// then report). Heals, and returns the unit and the isolation and heal times.
 async fn isolate_presenting_unit(
     config: &RunConfig,
     cluster: &mut Cluster,
+    recorder: &Recorder,
 ) -> anyhow::Result<(usize, u64, u64)> {
     let units: Vec<usize> = (0..NODES.len()).filter(|&i| NODES[i].is_unit).collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(PRESENTING_UNIT_DEADLINE_MS);
-    let (node, presented) = loop {
+    let begun = tokio::time::Instant::now();
+    let deadline = begun + Duration::from_millis(PRESENTING_UNIT_DEADLINE_MS);
+    let enough_after = begun + Duration::from_millis(PRESENTING_UNIT_DEADLINE_MS / 2);
+    let node = loop {
         let presentations =
             presentation::read_presentations(&cluster.collect_journals()).unwrap_or_default();
         let now = monotonic_now_ns();
@@ -526,8 +548,13 @@ async fn isolate_presenting_unit(
             .iter()
             .map(|&u| (u, fabric::presented_at(&presentations, NODES[u].name, now)))
             .max_by_key(|(_, p)| p.len());
-        if let Some((u, p)) = best.filter(|(_, p)| !p.is_empty()) {
-            break (u, p);
+        let wanted = if tokio::time::Instant::now() < enough_after {
+            PRESENTED_PROFILES_WANTED.min(config.keys as usize)
+        } else {
+            1
+        };
+        if let Some((u, _)) = best.filter(|(_, p)| p.len() >= wanted) {
+            break u;
         }
         if tokio::time::Instant::now() >= deadline {
             bail!("no unit presented any profile within {PRESENTING_UNIT_DEADLINE_MS} ms");
@@ -543,16 +570,28 @@ async fn isolate_presenting_unit(
     loop {
         let presentations =
             presentation::read_presentations(&cluster.collect_journals()).unwrap_or_default();
-        let taken_over = presented.keys().all(|profile| {
-            fabric::first_presented_after(&presentations, peer, profile, inject_ns).is_some()
-        });
-        let cleared = fabric::presented_at(&presentations, isolated, monotonic_now_ns()).is_empty();
-        if taken_over && (cleared || config.unsafe_disable_fencing) {
+        let now = monotonic_now_ns();
+        let done = if config.unsafe_disable_fencing {
+            fabric_agent::check::no_double_presentation(&presentations).is_err()
+        } else {
+            let (_, takeover) = fabric::takeover(
+                &presentations,
+                isolated,
+                peer,
+                inject_ns,
+                now,
+                &recorder.snapshot(),
+            );
+            takeover.violations.is_empty()
+                && fabric::presented_at(&presentations, isolated, now).is_empty()
+        };
+        if done {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
             eprintln!(
-                "  isolation held {ISOLATION_HOLD_MAX_MS} ms without a complete takeover; healing"
+                "  isolation held {ISOLATION_HOLD_MAX_MS} ms without reaching its end condition; \
+                 healing"
             );
             break;
         }
