@@ -691,6 +691,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vnetd.toml");
+        let config = Args {
+            config: Some(path),
+            ..Args::default()
+        }
+        .resolve()
+        .expect("deploy/vnetd.toml resolves");
+        assert_eq!(config.name, "unit-a");
+        assert_eq!(config.switch.as_deref(), Some("127.0.0.1:7201"));
+        assert_eq!(config.initial_cluster.len(), 3);
+        assert_eq!(config.lease.ttl_ms, DEFAULT_LEASE_TTL_MS);
+        assert_eq!(config.raft.election_max_ms, DEFAULT_ELECTION_MAX_MS);
+    }
+
+    #[test]
     fn file_then_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vnetd.toml");
