@@ -117,11 +117,15 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults = if self.isolate_presenting_unit {
+            "one forced isolation of the presenting unit".to_string()
+        } else {
+            format!("{} s of faults", self.duration_ms / 1000)
+        };
         writeln!(
             f,
-            "vnet-ha chaos report — seed {}, {} s of faults, workload ran {} s",
+            "vnet-ha chaos report — seed {}, {faults}, workload ran {} s",
             self.seed,
-            self.duration_ms / 1000,
             self.workload_ms / 1000
         )?;
         writeln!(f, "faults injected: {}", self.fault_total())?;
