@@ -1,4 +1,5 @@
-//! `chaos-tests`: one seeded chaos run against real vnetd processes, printing its report.
+//! `chaos-tests`: one seeded chaos run against real vnetd and vnet-switchd processes, printing
+//! its report.
 //! Exit codes: 0 every checker passed, 1 a checker found a violation (or could not decide),
 //! 2 the harness could not run (not root, no `ip`/`nft`, the cluster never came up).
 

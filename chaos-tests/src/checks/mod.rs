@@ -9,8 +9,8 @@
 //! - [`liveness`]: writes are accepted within a budget whenever a quorum could exist, and
 //!   after the last heal.
 //! - [`presentation`]: identities preserved and presented exactly once, over an abstract
-//!   "presented" snapshot, plus the hook for the double-presentation check (invariant 2) that
-//!   `fabric_agent::check` will provide.
+//!   "presented" snapshot (converted from each switch's state), and no double presentation
+//!   (invariant 2) over the switch journals, with `fabric_agent::check`.
 
 pub mod linearizable;
 pub mod liveness;
@@ -31,7 +31,8 @@ pub enum Verdict {
     Fail { violations: Vec<String> },
     /// The checker could not decide within its limits: not a pass.
     Inconclusive { reason: String },
-    /// The data this checker needs is not produced yet (no switches in the cluster yet).
+    /// The data this checker needs is not produced by this run (every checker is wired now;
+    /// kept for checkers added ahead of their data).
     NotWired { reason: String },
 }
 
