@@ -438,8 +438,8 @@ impl Cluster {
             .collect()
     }
 
-    /// The switch journals found on the unit hosts, each with the time the harness killed its
-    /// switch if the switch is down now (its last instance's presentations end there).
+    /// The switch journals found on the unit hosts, each with every time the harness killed its
+    /// switch (each instance's presentations end at the first kill after it started).
     pub fn collect_journals(&self) -> Vec<SwitchJournal> {
         let mut journals = Vec::new();
         for node in self.nodes.iter().filter(|n| n.spec.is_unit) {
@@ -453,15 +453,15 @@ impl Cluster {
                     files.insert(path);
                 }
             }
-            let ended_at_mono_ns = node
+            let kill_times_ns = node
                 .switchd()
-                .filter(|p| !p.is_running())
-                .and_then(|p| p.last_kill_ns);
+                .map(|p| p.kill_times_ns.clone())
+                .unwrap_or_default();
             for path in files {
                 journals.push(SwitchJournal {
                     switch: node.spec.name.to_string(),
                     path,
-                    ended_at_mono_ns,
+                    kill_times_ns: kill_times_ns.clone(),
                 });
             }
         }

@@ -30,6 +30,8 @@ pub struct ManagedProcess {
     pub unexpected_exits: Vec<String>,
     /// When the harness last killed it (CLOCK_MONOTONIC ns, after the process was reaped).
     pub last_kill_ns: Option<u64>,
+    /// Every SIGKILL, in order (CLOCK_MONOTONIC ns after the process was reaped).
+    pub kill_times_ns: Vec<u64>,
 }
 
 impl ManagedProcess {
@@ -51,6 +53,7 @@ impl ManagedProcess {
             starts: 0,
             unexpected_exits: Vec::new(),
             last_kill_ns: None,
+            kill_times_ns: Vec::new(),
         }
     }
 
@@ -115,7 +118,9 @@ impl ManagedProcess {
         // SIGKILL ends a stopped process too, so no SIGCONT first.
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();
-        self.last_kill_ns = Some(monotonic_now_ns());
+        let killed_at = monotonic_now_ns();
+        self.last_kill_ns = Some(killed_at);
+        self.kill_times_ns.push(killed_at);
         self.paused = false;
     }
 

@@ -428,9 +428,18 @@ impl Node {
                             timeout.as_millis()
                         ),
                     }),
-                    Ok(Ok((read_log_id, _))) => Ok(LeaderReply::ReadIndex {
-                        index: read_log_id.map_or(0, |id| id.index),
-                    }),
+                    Ok(Ok((read_log_id, _))) => {
+                        // openraft's read log id is max(its commit index, its first entry of the
+                        // term). A leader that restarts and resumes its term from a committed vote
+                        // knows a commit index older than what it had committed (and acknowledged)
+                        // before the crash, so that bound can be stale. Every acknowledged write
+                        // is in this leader's log (leadership was just confirmed), so its last log
+                        // index is a bound that cannot be: a reader waits for those entries too.
+                        let last_log_index = self.metrics().last_log_index.unwrap_or(0);
+                        Ok(LeaderReply::ReadIndex {
+                            index: read_log_id.map_or(0, |id| id.index).max(last_log_index),
+                        })
+                    }
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                         Err(ApiError::NotLeader {
                             leader: f.leader_id,

@@ -44,9 +44,10 @@ pub type Cabling = BTreeMap<String, BTreeMap<String, u32>>;
 pub struct SwitchJournal {
     pub switch: String,
     pub path: PathBuf,
-    /// When the harness killed this switch, if it is down now: its last instance's open
-    /// presentations end there. `None` while it runs (they stay open).
-    pub ended_at_mono_ns: Option<u64>,
+    /// Every time the harness killed this switch (CLOCK_MONOTONIC ns, taken after the process
+    /// was reaped). Each instance of the switch (from one `Started` record to the next) ends
+    /// no later than the first kill after its start.
+    pub kill_times_ns: Vec<u64>,
 }
 
 /// Every switch's presentation intervals; a journal that cannot be read (missing, damaged)
@@ -57,11 +58,40 @@ pub fn read_presentations(journals: &[SwitchJournal]) -> Result<Vec<Presentation
     let mut errors = Vec::new();
     for j in journals {
         match journal::read(&j.path) {
-            Ok(records) => all.extend(journal::presentations(
-                &records,
-                &j.switch,
-                j.ended_at_mono_ns,
-            )),
+            Ok(records) => {
+                // Split at each `Started`: a killed and restarted switch must have its earlier
+                // instance closed at the kill, not at the restart (which would claim it kept
+                // presenting while it was dead, and report overlaps that never happened).
+                let mut starts: Vec<usize> = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| matches!(r.event, journal::Event::Started { .. }))
+                    .map(|(i, _)| i)
+                    .collect();
+                if starts.first() != Some(&0) {
+                    starts.insert(0, 0);
+                }
+                for (n, &begin) in starts.iter().enumerate() {
+                    let end = starts.get(n + 1).copied().unwrap_or(records.len());
+                    let started_ns = records.get(begin).map_or(0, |r| r.mono_ns);
+                    let next_start_ns = records.get(end).map(|r| r.mono_ns);
+                    let killed_ns = j
+                        .kill_times_ns
+                        .iter()
+                        .copied()
+                        .filter(|k| *k >= started_ns)
+                        .min();
+                    let ended = match (killed_ns, next_start_ns) {
+                        (Some(k), Some(next)) => Some(k.min(next)),
+                        (k, next) => k.or(next),
+                    };
+                    all.extend(journal::presentations(
+                        &records[begin..end],
+                        &j.switch,
+                        ended,
+                    ));
+                }
+            }
             Err(e) => errors.push(format!(
                 "switch journal of {} ({}) cannot be read: {e}",
                 j.switch,
@@ -403,10 +433,10 @@ mod tests {
             "b-early",
             &[started(1, 10), record(2, 499, programmed(11, MAC))],
         );
-        let journal = |switch: &str, path: &PathBuf, end| SwitchJournal {
+        let journal = |switch: &str, path: &PathBuf, end: Option<u64>| SwitchJournal {
             switch: switch.into(),
             path: path.clone(),
-            ended_at_mono_ns: end,
+            kill_times_ns: end.into_iter().collect(),
         };
         assert!(check_no_double_presentation(&[
             journal("unit-a", &a, None),
@@ -438,6 +468,33 @@ mod tests {
             journal("unit-b", &b_early, None)
         ])
         .is_pass());
+
+        // Killed at 300 and restarted at 1000: the first instance ends at the kill, so unit-b
+        // presenting from 499 is no overlap; a kill recorded only after unit-b started is one.
+        let restarted = write_journal(
+            dir.path(),
+            "restarted",
+            &[
+                started(1, 10),
+                record(2, 100, programmed(1, MAC)),
+                started(3, 1000),
+            ],
+        );
+        assert!(check_no_double_presentation(&[
+            journal("unit-a", &restarted, Some(300)),
+            journal("unit-b", &b_early, None)
+        ])
+        .is_pass());
+        assert!(!check_no_double_presentation(&[
+            journal("unit-a", &restarted, Some(600)),
+            journal("unit-b", &b_early, None)
+        ])
+        .is_pass());
+        assert!(!check_no_double_presentation(&[
+            journal("unit-a", &restarted, None),
+            journal("unit-b", &b_early, None)
+        ])
+        .is_pass());
     }
 
     #[test]
@@ -448,7 +505,7 @@ mod tests {
         let verdict = check_no_double_presentation(&[SwitchJournal {
             switch: "unit-a".into(),
             path: path.clone(),
-            ended_at_mono_ns: None,
+            kill_times_ns: Vec::new(),
         }]);
         let Verdict::Fail { violations } = &verdict else {
             panic!("a damaged journal must fail, got {verdict}");
