@@ -51,6 +51,12 @@ pub enum Command {
     ReportPresented {
         unit: String,
         profiles: BTreeMap<String, Revision>,
+        /// The log index of the state the agent acted on when it made this report. A planned
+        /// move off the unit completes only on a report at or after the move's revision: an
+        /// earlier "not presenting" (say, right after a fence) says nothing about whether the
+        /// unit, not yet knowing of the move, will program the profile again.
+        #[serde(default)]
+        as_of: Revision,
     },
     /// Start (or stop) draining a unit: a draining unit is given no profile.
     SetDrain {

@@ -71,6 +71,8 @@ pub struct State {
     presented: BTreeMap<String, BTreeMap<String, Revision>>,
     /// Units being drained (by name): they are given no profile.
     draining: BTreeSet<String>,
+    /// Per unit, the newest state (log index) its agent had acted on when it reported.
+    presented_as_of: BTreeMap<String, Revision>,
     /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
     events: VecDeque<Event>,
     /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
@@ -148,6 +150,11 @@ impl State {
     /// Every unit's last report, in unit name order.
     pub fn presented(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Revision>)> {
         self.presented.iter()
+    }
+
+    /// The newest state (log index) `unit`'s agent had acted on in a report (0 if none).
+    pub fn presented_as_of(&self, unit: &str) -> Revision {
+        self.presented_as_of.get(unit).copied().unwrap_or(0)
     }
 
     pub fn is_draining(&self, unit: &str) -> bool {
@@ -470,6 +477,7 @@ impl State {
         // Its report and drain mark go with it; placements that name it stay until the placement
         // controller moves them, so status keeps saying where each profile was.
         self.presented.remove(&removed.name);
+        self.presented_as_of.remove(&removed.name);
         self.draining.remove(&removed.name);
         Ok(Outcome::MemberRemoved { id })
     }
@@ -585,6 +593,7 @@ impl State {
         &mut self,
         unit: &str,
         profiles: &BTreeMap<String, Revision>,
+        as_of: Revision,
     ) -> Result<Outcome, Rejection> {
         self.unit_member("unit", unit)?;
         if profiles.len() > PROFILES_MAX {
@@ -594,6 +603,9 @@ impl State {
             validate_name("profiles", name)?;
         }
         self.presented.insert(unit.to_owned(), profiles.clone());
+        // Reports only move forward in what they vouch for (a delayed older one cannot lower it).
+        let vouched = self.presented_as_of.entry(unit.to_owned()).or_default();
+        *vouched = (*vouched).max(as_of);
         Ok(Outcome::Presented {
             unit: unit.to_owned(),
         })
@@ -685,7 +697,11 @@ pub fn apply(
         Command::PutMember(member) => state.put_member(member)?,
         Command::RemoveMember { id } => state.remove_member(*id)?,
         Command::Place { changes } => state.place(revision, changes)?,
-        Command::ReportPresented { unit, profiles } => state.report_presented(unit, profiles)?,
+        Command::ReportPresented {
+            unit,
+            profiles,
+            as_of,
+        } => state.report_presented(unit, profiles, *as_of)?,
         Command::SetDrain { unit, draining } => state.set_drain(unit, *draining)?,
     };
     let change = match &outcome {
@@ -736,6 +752,7 @@ struct SnapshotRef<'a> {
     placements: &'a BTreeMap<String, Placement>,
     presented: &'a BTreeMap<String, BTreeMap<String, Revision>>,
     draining: &'a BTreeSet<String>,
+    presented_as_of: &'a BTreeMap<String, Revision>,
     events: &'a VecDeque<Event>,
 }
 
@@ -753,6 +770,8 @@ struct Snapshot {
     presented: BTreeMap<String, BTreeMap<String, Revision>>,
     #[serde(default)]
     draining: BTreeSet<String>,
+    #[serde(default)]
+    presented_as_of: BTreeMap<String, Revision>,
     events: VecDeque<Event>,
 }
 
@@ -767,6 +786,7 @@ impl Serialize for State {
             placements: &self.placements,
             presented: &self.presented,
             draining: &self.draining,
+            presented_as_of: &self.presented_as_of,
             events: &self.events,
         }
         .serialize(serializer)
@@ -817,6 +837,7 @@ impl State {
             placements: snapshot.placements,
             presented: snapshot.presented,
             draining: snapshot.draining,
+            presented_as_of: snapshot.presented_as_of,
             events: snapshot.events,
             index: IdentityIndex::default(),
         };

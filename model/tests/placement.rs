@@ -210,6 +210,7 @@ fn deleting_a_profile_or_a_member_forgets_its_placement_data() {
     c.run(Command::ReportPresented {
         unit: "unit-a".into(),
         profiles: BTreeMap::from([("p1".to_string(), 4)]),
+        as_of: 0,
     })
     .expect("report");
     assert_eq!(c.state.presented_by("unit-a").map(|p| p.len()), Some(1));
@@ -225,6 +226,7 @@ fn deleting_a_profile_or_a_member_forgets_its_placement_data() {
         .run(Command::ReportPresented {
             unit: "witness".into(),
             profiles: BTreeMap::new(),
+            as_of: 0,
         })
         .expect_err("a witness presents nothing");
     assert!(err.to_string().contains("witness"), "{err}");

@@ -159,6 +159,9 @@ async fn reconcile_loop<D: FabricDriver>(
         }
         let now = Instant::now();
         let live = read_lease(&lease).filter(|l| now < l.expires_at);
+        // The state this pass acts on is at least this far along; a report vouches for it (the
+        // applied state only moves forward, so no later pass acts on anything older).
+        let acted_on = node.view().progress().applied_index;
         let actual = match driver.state().await {
             Ok(state) => state.ports,
             Err(e) => {
@@ -223,13 +226,25 @@ async fn reconcile_loop<D: FabricDriver>(
                 }
             }
         };
-        let reported = node
-            .view()
-            .read(|a| a.state.presented_by(&unit).cloned().unwrap_or_default());
-        if reported != presented {
+        let (reported, vouched, move_waiting) = node.view().read(|a| {
+            let move_waiting = a.state.placements().any(|(_, p)| {
+                p.moving.as_ref().is_some_and(|m| m.from == unit)
+                    && p.revision > a.state.presented_as_of(&unit)
+                    && p.revision <= acted_on
+            });
+            (
+                a.state.presented_by(&unit).cloned().unwrap_or_default(),
+                a.state.presented_as_of(&unit),
+                move_waiting,
+            )
+        });
+        // Report a change, or vouch anew when a planned move off this unit waits for a report
+        // made on a state that includes it (see `placement::decide`).
+        if reported != presented || (move_waiting && acted_on > vouched) {
             let command = Command::ReportPresented {
                 unit: unit.clone(),
                 profiles: presented,
+                as_of: acted_on,
             };
             if let Err(e) = node.write_within(&actor, command, report_timeout).await {
                 tracing::debug!(error = %e, "could not report what the switch presents; will retry");

@@ -1194,9 +1194,12 @@ impl Node {
                     .collect()
             });
             for unit in stale_reports {
+                // Vouches for nothing new (as_of 0): moves off a failed unit complete on its
+                // failure, not on this report.
                 let command = Command::ReportPresented {
                     unit: unit.clone(),
                     profiles: BTreeMap::new(),
+                    as_of: 0,
                 };
                 if let Err(e) = self.write_as_leader(&actor, command).await {
                     tracing::debug!(unit = %unit, error = %e, "could not clear a failed unit's report");

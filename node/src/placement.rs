@@ -196,10 +196,15 @@ pub fn decide(state: &State, health: &Health, policy: &Policy) -> Decisions {
                 Some((Some(unit.clone()), failover))
             }
             (None, Some(moving)) => {
+                // The source is done when it has failed (it is fenced), or when it reports not
+                // presenting the profile on a state that already includes this move: an older
+                // "not presenting" (right after a fence, say) does not stop a source that has
+                // not seen the move from programming the profile again.
                 let source_done = !health.is_healthy(&moving.from)
-                    || !state
-                        .presented_by(&moving.from)
-                        .is_some_and(|p| p.contains_key(&profile.name));
+                    || (state.presented_as_of(&moving.from) >= placement.revision
+                        && !state
+                            .presented_by(&moving.from)
+                            .is_some_and(|p| p.contains_key(&profile.name)));
                 if source_done {
                     // The move's target was counted in the load; it is released and reclaimed by
                     // whichever unit now takes the profile.
@@ -587,9 +592,11 @@ mod tests {
                 .into_iter()
                 .map(|name| (name.to_owned(), 1))
                 .collect();
+            let as_of = self.revision;
             self.run(Command::ReportPresented {
                 unit: unit.into(),
                 profiles: presented,
+                as_of,
             });
         }
     }
@@ -678,6 +685,15 @@ mod tests {
         // Still presented by the source: nothing changes.
         w.settle(&all);
         assert_eq!(w.unit_of("p1"), None);
+        // "Not presenting" made on a state from before the move (a fence, say) does not count:
+        // the source could still program the profile again.
+        w.run(Command::ReportPresented {
+            unit: "unit-a".into(),
+            profiles: Default::default(),
+            as_of: 1,
+        });
+        w.settle(&all);
+        assert_eq!(w.unit_of("p1"), None, "a stale report completed the move");
         // The source clears and reports: now the target gets it.
         w.report("unit-a");
         w.settle(&all);

@@ -30,12 +30,13 @@ async fn whole_unit_failure_moves_every_profile_with_identical_identities() {
     fabric
         .wait_presented(&profiles, "unit-b", &["prof-4"])
         .await;
-    let moved = placement(&fabric, "prof-1").await.expect("placement");
-    assert_eq!(
-        moved.state,
-        pb::PlacementState::FailedOver as i32,
-        "{moved:?}"
-    );
+    // The switch shows it first; status follows once unit-b's report is applied.
+    let moved = wait_for("prof-1 is reported failed over", || async {
+        placement(&fabric, "prof-1")
+            .await
+            .filter(|p| p.state == pb::PlacementState::FailedOver as i32)
+    })
+    .await;
     assert_eq!(moved.failed_over_from, "unit-a");
     let stuck = wait_for("prof-4 is reported unplaced", || async {
         placement(&fabric, "prof-4")
