@@ -155,26 +155,7 @@ async fn every_error_maps_to_its_code_and_names_what_is_wrong() {
     // OUT_OF_RANGE for a watch that starts before the retained history. Push the history past
     // its bound with unconditional updates (concurrent, so they batch in the log).
     let events_needed = vnet_model::limits::EVENT_HISTORY_MAX + 10;
-    let mut writers = tokio::task::JoinSet::new();
-    let per_writer = events_needed.div_ceil(16);
-    for _ in 0..16 {
-        let mut client = node.profiles().await;
-        let profile = created.clone();
-        writers.spawn(async move {
-            for _ in 0..per_writer {
-                client
-                    .update_profile(pb::UpdateProfileRequest {
-                        profile: Some(profile.clone()),
-                        expected_revision: 0,
-                    })
-                    .await
-                    .expect("update");
-            }
-        });
-    }
-    while let Some(joined) = writers.join_next().await {
-        joined.expect("writer");
-    }
+    concurrent_updates(node, &created, 16, events_needed.div_ceil(16)).await;
     let mut watch = node.watch().await;
     assert_status(
         watch.watch(pb::WatchRequest { from_revision: 1 }).await,
@@ -183,12 +164,7 @@ async fn every_error_maps_to_its_code_and_names_what_is_wrong() {
     );
 
     // UNAVAILABLE when no leader can be reached: stop two of three nodes and ask the third.
-    let survivor = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .expect("peer")
-        .id;
+    let survivor = cluster.other_than(leader);
     let others: Vec<u64> = cluster
         .nodes
         .iter()
@@ -218,12 +194,7 @@ async fn next_event(stream: &mut tonic::Streaming<pb::WatchEvent>) -> pb::WatchE
 async fn watch_delivers_every_change_in_order_and_resumes() {
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .expect("peer")
-        .id;
+    let follower = cluster.other_than(leader);
 
     // Watch from "now" on a follower: only changes made after it started.
     let mut live = cluster

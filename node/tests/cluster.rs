@@ -10,12 +10,7 @@ use vnet_proto::vnet::v1 as pb;
 async fn elects_replicates_and_forwards() {
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .expect("a follower")
-        .id;
+    let follower = cluster.other_than(leader);
 
     // A write sent to a follower is forwarded to the leader and acknowledged.
     let created = create(cluster.node(follower), sample_profile("web-01", 1))
@@ -72,12 +67,7 @@ async fn elects_replicates_and_forwards() {
 async fn keeps_serving_when_the_leader_stops_and_a_restarted_node_finds_its_state() {
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let old_leader = cluster.leader().await;
-    let survivor = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != old_leader)
-        .expect("peer")
-        .id;
+    let survivor = cluster.other_than(old_leader);
     create(cluster.node(survivor), sample_profile("before", 1))
         .await
         .expect("create before failure");
@@ -179,12 +169,7 @@ async fn adds_promotes_and_removes_a_member() {
 async fn transfers_leadership_to_a_chosen_voter() {
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
-    let target = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .expect("peer")
-        .id;
+    let target = cluster.other_than(leader);
     create(cluster.node(leader), sample_profile("web-01", 1))
         .await
         .expect("create");
@@ -214,25 +199,7 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
     let created = create(cluster.node(leader), sample_profile("web-01", 1))
         .await
         .expect("create");
-    let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let mut client = cluster.node(leader).profiles().await;
-        let profile = created.clone();
-        writers.spawn(async move {
-            for _ in 0..85 {
-                client
-                    .update_profile(pb::UpdateProfileRequest {
-                        profile: Some(profile.clone()),
-                        expected_revision: 0,
-                    })
-                    .await
-                    .expect("update");
-            }
-        });
-    }
-    while let Some(joined) = writers.join_next().await {
-        joined.expect("writer");
-    }
+    concurrent_updates(cluster.node(leader), &created, 16, 85).await;
     let latest = get(
         cluster.node(leader),
         "web-01",

@@ -199,6 +199,11 @@ impl TestCluster {
             .expect("node id in cluster")
     }
 
+    /// The id of some node other than `id`.
+    pub fn other_than(&self, id: u64) -> u64 {
+        self.nodes.iter().find(|n| n.id != id).expect("a peer").id
+    }
+
     pub fn node_mut(&mut self, id: u64) -> &mut TestNode {
         self.nodes
             .iter_mut()
@@ -286,6 +291,35 @@ impl Joiner {
             .await
             .expect("joiner task did not panic")
             .expect("joiner stopped cleanly");
+    }
+}
+
+/// Sends `writers` concurrent streams of `per_writer` unconditional updates of `profile` to
+/// `node` (concurrent, so they batch in the log) and waits for all of them.
+pub async fn concurrent_updates(
+    node: &TestNode,
+    profile: &pb::Profile,
+    writers: usize,
+    per_writer: usize,
+) {
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..writers {
+        let mut client = node.profiles().await;
+        let profile = profile.clone();
+        running.spawn(async move {
+            for _ in 0..per_writer {
+                client
+                    .update_profile(pb::UpdateProfileRequest {
+                        profile: Some(profile.clone()),
+                        expected_revision: 0,
+                    })
+                    .await
+                    .expect("update");
+            }
+        });
+    }
+    while let Some(joined) = running.join_next().await {
+        joined.expect("writer");
     }
 }
 
