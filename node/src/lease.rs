@@ -37,6 +37,25 @@
 //! A failover write that times out may still commit later, so a unit stays refused until the
 //! leader has *seen* its moves committed (a successful write, or an applied state placing
 //! nothing on it); only then can a grant's read index be sure to cover them.
+//!
+//! ## Every grant is ordered against every judgement of failure
+//!
+//! The argument above compares a grant's arrival `r` with the moment the leader *judges* the
+//! unit failed. A grant is not atomic: it is checked on arrival, waits for a read-index round,
+//! and is recorded only then. The leader must therefore never act on a judgement of failure
+//! that a grant could slip past. Two rules, both kept under the one lock of this table:
+//!
+//! - A grant reads the unit's failure epoch when it begins ([`LeaseTable::begin_grant`]) and is
+//!   recorded only if the epoch is unchanged when it ends ([`LeaseTable::finish_grant`]).
+//! - Whoever acts on a unit's failure (the controller's failover, the completion of a move off
+//!   a failed source, an operator's failover off a failed unit) judges health, decides and bumps
+//!   the epoch in one critical section (`controller.rs`), never across an `await`.
+//!
+//! So each grant is either recorded before the judgement (and the judgement sees the unit
+//! renewed, unless the grant arrived more than `ttl + margin` ago, when its lease has ended
+//! anyway) or ends after the bump and is refused. Judging health, then awaiting a write, then
+//! declaring on that old judgement let a grant finish in between: the unit programmed its old
+//! placement under a fresh lease while a peer took the same profiles over.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -95,17 +114,49 @@ impl LeaseTable {
         self.failover_pending.contains_key(unit)
     }
 
-    /// Records a granted renewal that arrived at `arrived`.
-    pub fn record_renewal(&mut self, unit: &str, arrived: Instant) {
-        let entry = self.last_renewal.entry(unit.to_owned()).or_insert(arrived);
-        *entry = (*entry).max(arrived);
+    /// The first half of a grant, on the renewal's arrival: refused while the unit's failover
+    /// is being committed; otherwise the ticket to present to [`LeaseTable::finish_grant`].
+    pub fn begin_grant(&self, unit: &str) -> Result<GrantTicket, GrantRefused> {
+        if self.is_failover_pending(unit) {
+            return Err(GrantRefused::FailoverPending);
+        }
+        Ok(GrantTicket {
+            term: self.term,
+            epoch: self.epoch(unit),
+        })
     }
 
-    /// Marks `unit` failed: its renewals are refused until [`LeaseTable::failover_done`].
-    pub fn declare_failed(&mut self, unit: &str) {
+    /// The second half, after the read-index round: records the renewal as arrived at `arrived`
+    /// unless the unit's failure was acted on since the ticket was issued (or the term changed),
+    /// in which case the read index may predate the moves off the unit and nothing is granted.
+    pub fn finish_grant(
+        &mut self,
+        unit: &str,
+        ticket: GrantTicket,
+        arrived: Instant,
+    ) -> Result<(), GrantRefused> {
+        if ticket.term != self.term
+            || ticket.epoch != self.epoch(unit)
+            || self.is_failover_pending(unit)
+        {
+            return Err(GrantRefused::FailedDuringRenewal);
+        }
+        let entry = self.last_renewal.entry(unit.to_owned()).or_insert(arrived);
+        *entry = (*entry).max(arrived);
+        Ok(())
+    }
+
+    /// Records that a decision relied on `unit` having failed: a grant under way is refused.
+    pub fn act_on_failure(&mut self, unit: &str) {
         *self.failure_epoch.entry(unit.to_owned()).or_default() += 1;
-        self.failover_pending.insert(unit.to_owned(), ());
         self.healthy_since.remove(unit);
+    }
+
+    /// Marks `unit` failed and its profiles as moving: its renewals are refused until
+    /// [`LeaseTable::failover_done`].
+    pub fn declare_failed(&mut self, unit: &str) {
+        self.act_on_failure(unit);
+        self.failover_pending.insert(unit.to_owned(), ());
     }
 
     /// Units whose failover has not been seen to commit.
@@ -160,6 +211,22 @@ impl Default for LeaseTable {
     }
 }
 
+/// Proof that a grant began at a given term and failure epoch of its unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantTicket {
+    term: u64,
+    epoch: u64,
+}
+
+/// Why a renewal was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GrantRefused {
+    #[error("was declared failed and its profiles are being moved; retry shortly")]
+    FailoverPending,
+    #[error("was declared failed during the renewal")]
+    FailedDuringRenewal,
+}
+
 /// A unit's own lease, as its agent holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitLease {
@@ -190,7 +257,10 @@ mod tests {
         );
         assert_eq!(health.healthy_for_ms.len(), 2);
         let later = start + Duration::from_millis(1_300);
-        table.record_renewal("unit-a", start + Duration::from_millis(900));
+        let ticket = table.begin_grant("unit-a").expect("nothing pending");
+        table
+            .finish_grant("unit-a", ticket, start + Duration::from_millis(900))
+            .expect("no failure acted on");
         let health = table.health(units.into_iter(), later, TTL_PLUS_MARGIN);
         assert!(health.healthy_for_ms.contains_key("unit-a"));
         assert_eq!(health.failed_for_ms.get("unit-b"), Some(&1_300));

@@ -10,6 +10,8 @@
 //! - [`lease`]: unit leases and the leader's lease table (with the no-double-presentation
 //!   safety argument).
 //! - [`placement`]: the placement controller's pure decisions (failover, drain, failback).
+//! - [`controller`]: one controller pass without I/O: judging unit health, deciding and acting
+//!   on failures under the lease table's lock; `node` performs its writes.
 //! - [`peer`]: the peer API between nodes (Raft transport, forwarding) — client and server.
 //! - [`api`]: the public `vnet.v1` services.
 //! - [`convert`]: wire <-> model conversions, one file per type.
@@ -22,6 +24,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod lease;

@@ -25,11 +25,12 @@ use vnet_model::{Command, Member, Outcome, Request, Role};
 use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
 
 use crate::config::Config;
+use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::lease::LeaseTable;
+use crate::lease::{GrantRefused, LeaseTable};
 use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
-use crate::placement::{decide, Health, Policy};
+use crate::placement::{Health, Policy};
 
 /// How long to wait for something to change (a leader to appear, metrics to move) before looking
 /// again while retrying a request toward the leader.
@@ -1089,19 +1090,15 @@ impl Node {
                 reason: format!("{unit:?} is not a unit of this cluster"),
             });
         }
-        let epoch = {
+        let refused = |why: GrantRefused| ApiError::FailedPrecondition {
+            reason: format!("unit {unit} {why}"),
+        };
+        let ticket = {
             let mut table = lock_leases(self);
             // `now`, not `arrived`: count from a moment at which this node leads.
             let now = std::time::Instant::now();
             table.sync_term(metrics.current_term, now, self.leases_counted_from(now));
-            if table.is_failover_pending(unit) {
-                return Err(ApiError::FailedPrecondition {
-                    reason: format!(
-                        "unit {unit} was declared failed and its profiles are being moved; retry shortly"
-                    ),
-                });
-            }
-            table.epoch(unit)
+            table.begin_grant(unit).map_err(refused)?
         };
         let read_index = match self.execute_as_leader(LeaderRequest::ReadIndex).await? {
             LeaderReply::ReadIndex { index } => index,
@@ -1114,15 +1111,36 @@ impl Node {
             now,
             self.leases_counted_from(now),
         );
-        if table.epoch(unit) != epoch || table.is_failover_pending(unit) {
-            // Declared failed while we confirmed leadership: the read index may predate the
-            // moves off this unit, so this grant must not happen.
-            return Err(ApiError::FailedPrecondition {
-                reason: format!("unit {unit} was declared failed during the renewal"),
-            });
-        }
-        table.record_renewal(unit, arrived);
+        // Acted on as failed while we confirmed leadership: the read index may predate the
+        // moves off this unit, so this grant must not happen.
+        table.finish_grant(unit, ticket, arrived).map_err(refused)?;
         Ok(LeaderReply::LeaseGranted { read_index })
+    }
+
+    fn controller(&self) -> Controller {
+        Controller {
+            policy: Policy {
+                failback_hold_down_ms: self.config().lease.failback_hold_down_ms,
+                changes_per_pass_max: PLACEMENT_CHANGES_PER_PASS_MAX,
+            },
+            failed_after: self.failed_after(),
+        }
+    }
+
+    /// Runs `f` on the applied state and this leader's lease table, synced to `term`, in one
+    /// critical section: a renewal cannot be granted in the middle (`lease.rs`). The view's
+    /// lock is taken before the table's, here and everywhere.
+    fn with_leases<R>(
+        &self,
+        term: u64,
+        f: impl FnOnce(&mut LeaseTable, &vnet_model::State, std::time::Instant) -> R,
+    ) -> R {
+        self.view().read(|a| {
+            let mut table = lock_leases(self);
+            let now = std::time::Instant::now();
+            table.sync_term(term, now, self.leases_counted_from(now));
+            f(&mut table, &a.state, now)
+        })
     }
 
     /// The leader's view of unit health, for status and the controller.
@@ -1152,10 +1170,8 @@ impl Node {
     /// The placement controller: on the leader, every tick, decide and commit placement changes.
     pub async fn run_placement(&self, mut stopping: tokio::sync::watch::Receiver<bool>) {
         let tick = Duration::from_millis(PLACEMENT_TICK_MS);
-        let policy = Policy {
-            failback_hold_down_ms: self.config().lease.failback_hold_down_ms,
-            changes_per_pass_max: PLACEMENT_CHANGES_PER_PASS_MAX,
-        };
+        let controller = self.controller();
+        let actor = "system/placement";
         let mut caught_up_term = 0;
         loop {
             tokio::select! {
@@ -1178,55 +1194,33 @@ impl Node {
                 }
                 caught_up_term = metrics.current_term;
             }
-            let Some((health, _)) = self.unit_health() else {
-                continue;
-            };
-            let actor = "system/placement".to_string();
-            // A failed unit's switch has fenced itself by the time the leader declares it failed
-            // (see lease.rs), so its last report is stale: record that it presents nothing, so
-            // status does not show identities on a unit that cannot be presenting them.
-            let stale_reports: Vec<String> = self.view().read(|a| {
-                health
-                    .failed_for_ms
-                    .keys()
-                    .filter(|unit| a.state.presented_by(unit).is_some_and(|p| !p.is_empty()))
-                    .cloned()
-                    .collect()
+            let term = metrics.current_term;
+            // Phase 1. A failed unit's switch has fenced itself by the time the leader judges
+            // it failed (see lease.rs), so its last report is stale: record that it presents
+            // nothing, so status does not show identities on a unit that cannot present them.
+            let stale_reports = self.with_leases(term, |table, state, now| {
+                controller.stale_reports(table, state, now)
             });
-            for unit in stale_reports {
-                // Vouches for nothing new (as_of 0): moves off a failed unit complete on its
-                // failure, not on this report.
-                let command = Command::ReportPresented {
-                    unit: unit.clone(),
-                    profiles: BTreeMap::new(),
-                    as_of: 0,
-                };
-                if let Err(e) = self.write_as_leader(&actor, command).await {
-                    tracing::debug!(unit = %unit, error = %e, "could not clear a failed unit's report");
+            for command in stale_reports {
+                if let Err(e) = self.write_as_leader(actor, command).await {
+                    tracing::debug!(error = %e, "could not clear a failed unit's report");
                 }
             }
-            // A unit whose failover write was not confirmed is released once the applied state
-            // (which this leader has applied, so it is committed) places nothing on it.
-            let pending = lock_leases(self).pending_units();
-            for unit in pending {
-                let emptied = self.view().read(|a| a.state.load_of(&unit) == 0);
-                if emptied {
-                    lock_leases(self).failover_done(&unit);
-                }
-            }
-            let decisions = self.view().read(|a| decide(&a.state, &health, &policy));
+            // Phase 2: judged afresh, in one critical section with the declarations.
+            let decisions = self.with_leases(term, |table, state, now| {
+                controller.decide(table, state, now)
+            });
             if decisions.is_empty() {
                 continue;
             }
             for (unit, changes) in decisions.failovers {
-                lock_leases(self).declare_failed(&unit);
                 tracing::warn!(unit = %unit, profiles = changes.len(), "unit failed; failing over its profiles");
                 let command = Command::Place { changes };
-                match self.write_as_leader(&actor, command).await {
+                match self.write_as_leader(actor, command).await {
                     // Committed and applied: a later grant's read index covers these moves.
                     Ok(_) => lock_leases(self).failover_done(&unit),
                     // Perhaps committed later, perhaps never: the unit stays refused until the
-                    // moves are seen applied (below) or a retry commits.
+                    // moves are seen applied (`Controller::decide`) or a retry commits.
                     Err(e) => {
                         tracing::warn!(unit = %unit, error = %e, "failover placement not confirmed; will retry")
                     }
@@ -1237,7 +1231,7 @@ impl Node {
                 let command = Command::Place {
                     changes: decisions.others,
                 };
-                match self.write_as_leader(&actor, command).await {
+                match self.write_as_leader(actor, command).await {
                     Ok(_) => tracing::info!(changes = count, "placement changes committed"),
                     Err(e) => {
                         tracing::debug!(error = %e, "placement changes not committed; will retry")
@@ -1269,14 +1263,13 @@ impl Node {
         from: Option<String>,
         to: Option<String>,
     ) -> LeaderResult {
-        self.require_leader()?;
-        let Some((health, _)) = self.unit_health() else {
-            return Err(ApiError::NotLeader { leader: None });
-        };
-        let changes = self.view().read(|a| {
-            crate::placement::planned_moves(
-                &a.state,
-                &health,
+        let metrics = self.require_leader()?;
+        let controller = self.controller();
+        let changes = self.with_leases(metrics.current_term, |table, state, now| {
+            controller.operator_moves(
+                table,
+                state,
+                now,
                 profile.as_deref(),
                 from.as_deref(),
                 to.as_deref(),

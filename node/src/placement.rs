@@ -42,6 +42,10 @@ impl Health {
 pub struct Decisions {
     pub failovers: BTreeMap<String, Vec<PlacementChange>>,
     pub others: Vec<PlacementChange>,
+    /// Units whose failure a change in `others` relies on: a planned move off them completed
+    /// because they failed, not because they reported. Their renewals under way must be refused
+    /// (`controller.rs`).
+    pub failed_sources: BTreeSet<String>,
 }
 
 impl Decisions {
@@ -200,11 +204,15 @@ pub fn decide(state: &State, health: &Health, policy: &Policy) -> Decisions {
                 // presenting the profile on a state that already includes this move: an older
                 // "not presenting" (right after a fence, say) does not stop a source that has
                 // not seen the move from programming the profile again.
-                let source_done = !health.is_healthy(&moving.from)
+                let source_failed = !health.is_healthy(&moving.from);
+                let source_done = source_failed
                     || (state.presented_as_of(&moving.from) >= placement.revision
                         && !state
                             .presented_by(&moving.from)
                             .is_some_and(|p| p.contains_key(&profile.name)));
+                if source_failed {
+                    decisions.failed_sources.insert(moving.from.clone());
+                }
                 if source_done {
                     // The move's target was counted in the load; it is released and reclaimed by
                     // whichever unit now takes the profile.
