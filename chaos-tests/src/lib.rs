@@ -23,9 +23,12 @@
 //!   durations and takeovers from their journals.
 //! - [`workload`]: the clients on the client host, and the final reads after healing.
 //! - [`run`]: one run from setup to verdicts; [`report`]: what it prints.
+//! - [`sweep`]: `chaos-tests sweep`, many seeds one after another: the seed range, the line
+//!   per seed, the summary and its exit code.
 //!
-//! The binary (`cargo run -p chaos-tests -- --seed N --duration 60s`) is a thin parser over
-//! [`run::run`]. It must run as root; without namespaces it stops with the reason.
+//! The binary (`cargo run -p chaos-tests -- --seed N --duration 60s`, or `-- sweep --seeds
+//! A..B` for a range of seeds) is a thin parser over [`run::run`]. It must run as root;
+//! without namespaces it stops with the reason.
 
 pub mod checks;
 pub mod cluster;
@@ -38,4 +41,5 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod sweep;
 pub mod workload;

@@ -109,9 +109,9 @@ struct ClientResults {
     replicas: BTreeMap<String, lost_write::FinalState>,
 }
 
-/// Runs the whole thing and returns its report. An error means the harness could not run (no
-/// root, no namespaces, the cluster never came up): never a pass.
-pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
+/// Everything a run checks before it starts anything: the flags, root, `ip` and `nft`, and
+/// both binaries. An error names what is missing.
+pub fn check_config(config: &RunConfig) -> anyhow::Result<()> {
     if config.keys == 0 || config.keys > KEYS_MAX {
         bail!("--keys must be 1..={KEYS_MAX}, not {}", config.keys);
     }
@@ -133,6 +133,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             config.switchd.display()
         );
     }
+    Ok(())
+}
+
+/// Runs the whole thing and returns its report. An error means the harness could not run (no
+/// root, no namespaces, the cluster never came up): never a pass.
+pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
+    check_config(&config)?;
     let swept = netns::sweep_leftovers()?;
     if !swept.is_empty() {
         eprintln!("removed namespaces left by earlier runs: {swept:?}");

@@ -112,3 +112,58 @@ fn check_history_judges_a_recorded_history() {
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("could not place op #3"), "{stdout}");
 }
+
+#[test]
+fn sweep_refuses_a_bad_seed_range_naming_it() {
+    for (range, says) in [
+        ("9..3", "ends at 3, below its start 9"),
+        ("5..5", "is empty"),
+        ("0..20000", "holds 20000 seeds; a sweep runs at most 10000"),
+        ("7-9", "is not a seed range"),
+        ("1..y", "the end \"y\""),
+    ] {
+        let out = Command::new(BIN)
+            .args(["sweep", "--seeds", range, "--duration", "1s"])
+            .output()
+            .expect("run chaos-tests");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{range}: {stderr}");
+        assert!(stderr.contains(range), "{range}: {stderr}");
+        assert!(stderr.contains(says), "{range}: {stderr}");
+        assert!(out.stdout.is_empty(), "{range}: nothing ran");
+    }
+}
+
+#[test]
+fn single_run_flags_do_not_mix_with_sweep() {
+    let out = Command::new(BIN)
+        .args(["--seed", "1", "sweep", "--seeds", "1..2"])
+        .output()
+        .expect("run chaos-tests");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn a_sweep_that_cannot_run_says_why_before_any_seed() {
+    // Without nft (or without root) no seed can run: one message, exit 2, no seed lines.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("iproute2's ip is installed");
+    std::os::unix::fs::symlink(ip, dir.path().join("ip")).expect("symlink ip");
+    let out = Command::new(BIN)
+        .args(["sweep", "--seeds", "1..=3", "--duration", "1s"])
+        .env("PATH", dir.path())
+        .output()
+        .expect("run chaos-tests");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sweep cannot run"), "{stderr}");
+    if nix::unistd::geteuid().is_root() {
+        assert!(stderr.contains("nftables"), "{stderr}");
+    } else {
+        assert!(stderr.contains("must run as root"), "{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "no seed ran: {out:?}");
+}
