@@ -46,7 +46,74 @@ pub fn desired_ports(state: &State, unit: &str) -> PortMap {
         .collect()
 }
 
-fn presented_of(ports: &PortMap) -> BTreeMap<String, u64> {
+/// What one reconcile pass should do, decided without I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconcile {
+    /// No live lease and the switch presents something: clear it all. The leader may already
+    /// have given these identities to a peer (the watchdog clears at the same deadline).
+    ClearAll,
+    /// No live lease, nothing to clear (or fencing is disabled for a test).
+    Lapsed,
+    /// A live lease, but the grant covers changes not applied yet (perhaps moves off this
+    /// unit): act on nothing older.
+    WaitForApply,
+    /// A live lease: these actions in order, each only while the lease is still live.
+    /// `backlog` when there were more than one pass may take.
+    Act { actions: Vec<Action>, backlog: bool },
+}
+
+/// Decides a reconcile pass for `unit` at `now_mono_ns`, from the lease held, the index of the
+/// applied `state`, and what the switch presents (`actual`).
+pub fn reconcile(
+    lease: Option<UnitLease>,
+    now_mono_ns: u64,
+    applied_index: u64,
+    state: &State,
+    unit: &str,
+    actual: &PortMap,
+    fencing: bool,
+) -> Reconcile {
+    match lease.filter(|l| l.is_live(now_mono_ns)) {
+        None if fencing && !actual.is_empty() => Reconcile::ClearAll,
+        None => Reconcile::Lapsed,
+        Some(lease) if applied_index < lease.min_applied_index => Reconcile::WaitForApply,
+        Some(_) => {
+            let mut actions = plan(&desired_ports(state, unit), actual);
+            let backlog = actions.len() > RECONCILE_ACTIONS_PER_TICK_MAX;
+            actions.truncate(RECONCILE_ACTIONS_PER_TICK_MAX);
+            Reconcile::Act { actions, backlog }
+        }
+    }
+}
+
+/// The report to write after a pass, if any: when what the switch presents differs from the
+/// unit's last report, or when a planned move off the unit waits for a report made on a state
+/// that includes it (see `placement::decide`). `acted_on` is the applied index the pass acted
+/// on: the applied state only moves forward, so no later pass acts on anything older.
+pub fn report(
+    state: &State,
+    unit: &str,
+    presented: BTreeMap<String, u64>,
+    acted_on: u64,
+) -> Option<Command> {
+    let move_waiting = state.placements().any(|(_, p)| {
+        p.moving.as_ref().is_some_and(|m| m.from == unit)
+            && p.revision > state.presented_as_of(unit)
+            && p.revision <= acted_on
+    });
+    let reported = state.presented_by(unit);
+    let changed = reported.map_or(!presented.is_empty(), |r| *r != presented);
+    (changed || (move_waiting && acted_on > state.presented_as_of(unit))).then(|| {
+        Command::ReportPresented {
+            unit: unit.to_owned(),
+            profiles: presented,
+            as_of: acted_on,
+        }
+    })
+}
+
+/// Profile name to revision, for a report.
+pub fn presented_of(ports: &PortMap) -> BTreeMap<String, u64> {
     ports
         .values()
         .map(|program| (program.profile.clone(), program.revision))
@@ -101,26 +168,15 @@ async fn renew_loop<D: FabricDriver>(
         // A renewal slower than half the lease is useless: a later one is already due.
         match node.execute_within(request, ttl / 2).await {
             Ok(LeaderReply::LeaseGranted { read_index }) => {
-                let granted = UnitLease {
-                    expires_at: sent_at + ttl,
-                    expires_at_mono_ns: sent_at_mono_ns + ttl.as_nanos() as u64,
-                    min_applied_index: read_index,
-                };
-                {
+                let deadline = {
                     let mut held = lease.lock().unwrap_or_else(|p| p.into_inner());
-                    *held = Some(match *held {
-                        Some(old) if old.expires_at > granted.expires_at => UnitLease {
-                            min_applied_index: old.min_applied_index.max(read_index),
-                            ..old
-                        },
-                        Some(old) => UnitLease {
-                            min_applied_index: old.min_applied_index.max(read_index),
-                            ..granted
-                        },
-                        None => granted,
-                    });
-                }
-                if let Err(e) = driver.arm_watchdog(granted.expires_at_mono_ns).await {
+                    let renewed = UnitLease::after_grant(*held, sent_at_mono_ns, ttl, read_index);
+                    *held = Some(renewed);
+                    renewed.expires_at_mono_ns
+                };
+                // The switch keeps the latest deadline it was given, so arming with the held
+                // lease's end is the same as arming with this grant's.
+                if let Err(e) = driver.arm_watchdog(deadline).await {
                     tracing::warn!(error = %e, "could not arm the switch watchdog");
                 }
             }
@@ -157,10 +213,7 @@ async fn reconcile_loop<D: FabricDriver>(
         if !tick_or_stop(pause, &mut stopping).await {
             return;
         }
-        let now = Instant::now();
-        let live = read_lease(&lease).filter(|l| now < l.expires_at);
-        // The state this pass acts on is at least this far along; a report vouches for it (the
-        // applied state only moves forward, so no later pass acts on anything older).
+        // The state this pass acts on is at least this far along; a report vouches for it.
         let acted_on = node.view().progress().applied_index;
         let actual = match driver.state().await {
             Ok(state) => state.ports,
@@ -169,22 +222,31 @@ async fn reconcile_loop<D: FabricDriver>(
                 continue;
             }
         };
-        let presented = match live {
-            None => {
-                if fencing && !actual.is_empty() {
-                    // Our lease has lapsed: the leader may already have given these identities
-                    // to a peer. Clear now (the watchdog does the same at the same deadline).
-                    match driver.clear_all().await {
-                        Ok(()) => tracing::warn!(
-                            profiles = actual.len(),
-                            "lease lapsed: cleared the switch"
-                        ),
-                        Err(e) => {
-                            tracing::error!(error = %e, "lease lapsed and the switch could not be cleared")
-                        }
+        let held = read_lease(&lease);
+        let decided = node.view().read(|a| {
+            reconcile(
+                held,
+                fabric_agent::monotonic_now_ns(),
+                acted_on,
+                &a.state,
+                &unit,
+                &actual,
+                fencing,
+            )
+        });
+        if !matches!(decided, Reconcile::ClearAll | Reconcile::Lapsed) {
+            lapsed_logged = false;
+        }
+        let presented = match decided {
+            Reconcile::WaitForApply => continue,
+            Reconcile::ClearAll => {
+                match driver.clear_all().await {
+                    Ok(()) => {
+                        tracing::warn!(profiles = actual.len(), "lease lapsed: cleared the switch")
                     }
-                } else if !lapsed_logged && read_lease(&lease).is_some() {
-                    tracing::warn!("lease lapsed");
+                    Err(e) => {
+                        tracing::error!(error = %e, "lease lapsed and the switch could not be cleared")
+                    }
                 }
                 lapsed_logged = true;
                 match driver.state().await {
@@ -192,19 +254,21 @@ async fn reconcile_loop<D: FabricDriver>(
                     Err(_) => continue,
                 }
             }
-            Some(lease) => {
-                lapsed_logged = false;
-                if node.view().progress().applied_index < lease.min_applied_index {
-                    // The grant covers changes we have not applied yet (perhaps moves off this
-                    // unit): act on nothing older.
-                    continue;
+            Reconcile::Lapsed => {
+                if !lapsed_logged && held.is_some() {
+                    tracing::warn!("lease lapsed");
                 }
-                let desired = node.view().read(|a| desired_ports(&a.state, &unit));
-                let actions = plan(&desired, &actual);
-                backlog = actions.len() > RECONCILE_ACTIONS_PER_TICK_MAX;
+                lapsed_logged = true;
+                presented_of(&actual)
+            }
+            Reconcile::Act {
+                actions,
+                backlog: more,
+            } => {
+                backlog = more;
                 let mut changed = false;
-                for action in actions.into_iter().take(RECONCILE_ACTIONS_PER_TICK_MAX) {
-                    if Instant::now() >= lease.expires_at {
+                for action in actions {
+                    if !held.is_some_and(|l| l.is_live(fabric_agent::monotonic_now_ns())) {
                         break;
                     }
                     changed = true;
@@ -226,26 +290,12 @@ async fn reconcile_loop<D: FabricDriver>(
                 }
             }
         };
-        let (reported, vouched, move_waiting) = node.view().read(|a| {
-            let move_waiting = a.state.placements().any(|(_, p)| {
-                p.moving.as_ref().is_some_and(|m| m.from == unit)
-                    && p.revision > a.state.presented_as_of(&unit)
-                    && p.revision <= acted_on
-            });
-            (
-                a.state.presented_by(&unit).cloned().unwrap_or_default(),
-                a.state.presented_as_of(&unit),
-                move_waiting,
-            )
-        });
         // Report a change, or vouch anew when a planned move off this unit waits for a report
-        // made on a state that includes it (see `placement::decide`).
-        if reported != presented || (move_waiting && acted_on > vouched) {
-            let command = Command::ReportPresented {
-                unit: unit.clone(),
-                profiles: presented,
-                as_of: acted_on,
-            };
+        // made on a state that includes it.
+        let command = node
+            .view()
+            .read(|a| report(&a.state, &unit, presented, acted_on));
+        if let Some(command) = command {
             if let Err(e) = node.write_within(&actor, command, report_timeout).await {
                 tracing::debug!(error = %e, "could not report what the switch presents; will retry");
             }

@@ -227,15 +227,44 @@ pub enum GrantRefused {
     FailedDuringRenewal,
 }
 
-/// A unit's own lease, as its agent holds it.
+/// A unit's own lease, as its agent holds it. Times are CLOCK_MONOTONIC nanoseconds, the clock
+/// the unit's switch shares, so the watchdog is armed with the very instant the agent stops at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitLease {
-    /// When the lease lapses, on this process's monotonic clock.
-    pub expires_at: Instant,
-    /// The same instant as CLOCK_MONOTONIC nanoseconds, for the switch watchdog.
+    /// When the lease lapses.
     pub expires_at_mono_ns: u64,
     /// The agent programs nothing until it has applied at least this log index.
     pub min_applied_index: u64,
+}
+
+impl UnitLease {
+    /// The lease after a grant of a renewal *sent* at `sent_at_mono_ns` (never counted from the
+    /// reply: the grant may have been delayed). A late grant never shortens a later lease, and
+    /// the read index only grows: whatever lease is held, nothing is programmed on a state
+    /// older than any grant seen.
+    pub fn after_grant(
+        held: Option<UnitLease>,
+        sent_at_mono_ns: u64,
+        ttl: std::time::Duration,
+        read_index: u64,
+    ) -> UnitLease {
+        let granted = UnitLease {
+            expires_at_mono_ns: sent_at_mono_ns.saturating_add(ttl.as_nanos() as u64),
+            min_applied_index: read_index,
+        };
+        match held {
+            None => granted,
+            Some(old) => UnitLease {
+                expires_at_mono_ns: old.expires_at_mono_ns.max(granted.expires_at_mono_ns),
+                min_applied_index: old.min_applied_index.max(read_index),
+            },
+        }
+    }
+
+    /// Whether the lease still lets the agent act at `now_mono_ns`.
+    pub fn is_live(&self, now_mono_ns: u64) -> bool {
+        now_mono_ns < self.expires_at_mono_ns
+    }
 }
 
 #[cfg(test)]
@@ -264,12 +293,32 @@ mod tests {
         let health = table.health(units.into_iter(), later, TTL_PLUS_MARGIN);
         assert!(health.healthy_for_ms.contains_key("unit-a"));
         assert_eq!(health.failed_for_ms.get("unit-b"), Some(&1_300));
-        // A renewal from an older term is forgotten with the term.
-        table.sync_term(3, later, later);
-        assert_eq!(table.age_ms("unit-a", later), 0);
+        // A new term counts from its start, or from a later renewal this node granted.
+        table.sync_term(3, later, later - Duration::from_millis(500));
+        assert_eq!(
+            table.age_ms("unit-a", later),
+            400,
+            "granted at 900 ms, before the start"
+        );
+        assert_eq!(table.age_ms("unit-b", later), 500);
         // A new term may count everyone as renewed earlier than its first look.
         table.sync_term(4, later, later - Duration::from_millis(300));
         assert_eq!(table.age_ms("unit-b", later), 300);
+    }
+
+    #[test]
+    fn a_late_grant_never_shortens_the_lease_and_the_read_index_only_grows() {
+        let ttl = Duration::from_millis(800);
+        let first = UnitLease::after_grant(None, 1_000, ttl, 7);
+        assert_eq!(first.expires_at_mono_ns, 1_000 + 800_000_000);
+        // A grant of an older renewal arriving late keeps the later end, takes the larger index.
+        let late = UnitLease::after_grant(Some(first), 500, ttl, 9);
+        assert_eq!(late.expires_at_mono_ns, first.expires_at_mono_ns);
+        assert_eq!(late.min_applied_index, 9);
+        let newer = UnitLease::after_grant(Some(late), 2_000, ttl, 3);
+        assert_eq!(newer.expires_at_mono_ns, 2_000 + 800_000_000);
+        assert_eq!(newer.min_applied_index, 9);
+        assert!(newer.is_live(2_000 + 799_999_999) && !newer.is_live(2_000 + 800_000_000));
     }
 
     #[test]
