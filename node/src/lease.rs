@@ -29,6 +29,17 @@
 //! `t_e > a + election_timeout_max >= r + election_timeout_max`. Either way the starting point
 //! is at least `r`. (A node that restarted acked nothing since its start, which is then `h`.)
 //!
+//! One case has no follower to lean on: the shared voter is the old leader itself, re-elected.
+//! It received no AppendEntries for the grants it made, so `h` says nothing about them, and its
+//! other voter may have voted at once (a voter whose committed vote is for a candidate does not
+//! wait out its leader lease for that same candidate). So the table keeps the renewals this
+//! node granted across its terms, and a new term counts each unit from the later of the two.
+//! (The interleaving: a leader grants at `r`; a candidate cut off from it asks for votes, and
+//! the leader, whose own vote was last touched at its election, yields; that candidate, having
+//! voted for itself, votes for the old leader's next campaign at once; the old leader leads
+//! again less than `election_timeout_max` after `r`.) A restart forgets the table, but then `h`
+//! is the start, which is after every grant the node made before it.
+//!
 //! A unit that was declared failed must not come back and program what its stale state still
 //! places on it. So (1) while the moves off a failed unit are being committed its renewals are
 //! refused, and a renewal that raced with a declaration (the unit's failure epoch changed while
@@ -90,12 +101,18 @@ impl LeaseTable {
     }
 
     /// Starts afresh when `term` is new: every unit counts as renewed at `counted_from` (never
-    /// later than `now`; see the module doc for how early it may soundly be).
+    /// later than `now`; see the module doc for how early it may soundly be), or at the last
+    /// renewal this node granted it in an earlier term, whichever is later.
     pub fn sync_term(&mut self, term: u64, now: Instant, counted_from: Instant) {
         if term != self.term {
+            // Renewals granted here while leading an earlier term are kept: this node may be
+            // the only voter shared by that grant's confirming quorum and its own electing one,
+            // and it received no AppendEntries for them (module doc).
+            let granted_before = std::mem::take(&mut self.last_renewal);
             *self = Self::new();
             self.term = term;
             self.elected_at = counted_from.min(now);
+            self.last_renewal = granted_before;
         }
     }
 
