@@ -1,0 +1,240 @@
+//! Faults as they land, the operator's requests, and the liveness checks (bounded failover,
+//! settled after healing).
+
+use super::*;
+
+impl World {
+    // ---- faults ----
+
+    pub(super) fn fault(&mut self, fault: Fault) {
+        if !matches!(fault, Fault::FailoverDue { .. }) {
+            let text = format!("fault: {fault:?}");
+            self.note(|| text);
+        }
+        match fault {
+            Fault::Kill { node, with_switch } => {
+                if self
+                    .leader_since
+                    .is_some_and(|(leader, _, _)| leader == node)
+                {
+                    self.leader_since = None;
+                }
+                if self.nodes[node].up {
+                    self.nodes[node].up = false;
+                    self.nodes[node].life += 1;
+                }
+                if with_switch && self.nodes[node].switch.is_some() {
+                    self.nodes[node].switch = None;
+                    self.nodes[node].switch_life += 1;
+                    let unit = self.nodes[node].name;
+                    self.presented.switch_lost(unit);
+                }
+            }
+            Fault::Restart { node } => self.restart(node),
+            Fault::Pause { node, for_ns } => {
+                self.nodes[node].paused_until = self.now + for_ns;
+            }
+            Fault::Cut { from, to, on } => self.cut[from][to] = on,
+            Fault::Loss { node, per_mille } => self.loss_per_mille[node] = per_mille,
+            Fault::Delay { node, extra_ns } => self.delay_ns[node] = extra_ns,
+            Fault::Calm => self.load = Load::Light,
+            Fault::HealNetwork => {
+                self.cut = [[false; 3]; 3];
+                self.loss_per_mille = [0; 3];
+                self.delay_ns = [0; 3];
+            }
+            Fault::Drain { unit, draining } => {
+                let request = Request {
+                    actor: "operator".into(),
+                    command: Command::SetDrain {
+                        unit: UNITS[unit].into(),
+                        draining,
+                    },
+                };
+                self.operator(Call::Write(request));
+            }
+            Fault::Move { profile, to } => self.operator(Call::OperatorMove {
+                profile: profile_name(profile),
+                to: UNITS[to].into(),
+            }),
+            Fault::KillWatched { unit, due_after_ns } => {
+                let profiles: Vec<String> = self
+                    .presented
+                    .profiles_on(UNITS[unit])
+                    .into_iter()
+                    .collect();
+                let since = self.now;
+                let draining = UNITS.iter().any(|u| self.oracle.is_draining(u));
+                if !profiles.is_empty() && !draining {
+                    self.watched.push((unit, profiles.clone(), since));
+                }
+                self.schedule(
+                    self.now + due_after_ns,
+                    Fault::FailoverDue {
+                        unit,
+                        profiles,
+                        since,
+                    },
+                );
+                self.fault(Fault::Kill {
+                    node: unit,
+                    with_switch: true,
+                });
+            }
+            Fault::FailoverDue {
+                unit,
+                profiles,
+                since,
+            } => self.check_failover(unit, profiles, since),
+        }
+    }
+
+    pub(super) fn operator(&mut self, call: Call) {
+        let up: Vec<usize> = (0..3).filter(|i| self.nodes[*i].up).collect();
+        if up.is_empty() {
+            return;
+        }
+        let through = self.rng.pick(&up);
+        let timeout = self.config.request_timeout_ns;
+        self.call(through, call, Completion::Operator, timeout);
+    }
+
+    /// Invariant 4: what a killed unit presented is presented by its peer within the budget
+    /// (unless the peer is draining, when the profiles may rightly stay unplaced). The budget
+    /// is vnet-ha's own: it runs from the kill, or from the election when the survivors had no
+    /// leader (openraft 0.9 draws one election timeout per process, so two candidates can split
+    /// votes for a few rounds; that is Raft's liveness, counted in `Stats::slow_elections`).
+    pub(super) fn check_failover(&mut self, unit: usize, profiles: Vec<String>, since: u64) {
+        let peer = UNITS[1 - unit];
+        // Drained units may rightly leave profiles unplaced; a unit back up may take its own.
+        if self.oracle.is_draining(peer)
+            || self.oracle.is_draining(UNITS[unit])
+            || self.nodes[unit].up
+        {
+            return;
+        }
+        let budget = crate::schedule::FAILOVER_BUDGET_NS;
+        let start = self.leader_since.map(|(_, _, at)| at.max(since));
+        match start {
+            Some(start) if self.now >= start + budget => {}
+            Some(start) => {
+                self.stats.slow_elections += 1;
+                let fault = Fault::FailoverDue {
+                    unit,
+                    profiles,
+                    since,
+                };
+                return self.schedule(start + budget, fault);
+            }
+            None if self.now < since + NO_LEADER_NS_MAX => {
+                let fault = Fault::FailoverDue {
+                    unit,
+                    profiles,
+                    since,
+                };
+                return self.schedule(self.now + 100 * MS, fault);
+            }
+            None => {
+                return self.fail(format!(
+                    "no leader for {} s after killing {}",
+                    NO_LEADER_NS_MAX / 1_000_000_000,
+                    UNITS[unit]
+                ))
+            }
+        }
+        let on_peer = self.presented.profiles_on(peer);
+        let missing: Vec<&String> = profiles.iter().filter(|p| !on_peer.contains(*p)).collect();
+        if !missing.is_empty() {
+            self.fail(format!(
+                "bounded failover: {} after killing {} at {:.3}s, {peer} still does not present {missing:?}",
+                Duration::from_nanos(self.now - since).as_millis(),
+                UNITS[unit],
+                since as f64 / 1e9
+            ));
+        }
+    }
+
+    /// Records how long each watched failover took: from the kill to the moment the peer
+    /// presents everything the killed unit presented.
+    pub(super) fn time_failovers(&mut self) {
+        let now = self.now;
+        let presented = &self.presented;
+        let stats = &mut self.stats;
+        self.watched.retain(|(unit, profiles, since)| {
+            let on_peer = presented.profiles_on(UNITS[1 - unit]);
+            let done = profiles.iter().all(|p| on_peer.contains(p));
+            if done {
+                stats.failover_ms.push((now - since) / MS);
+            }
+            !done
+        });
+    }
+
+    pub(super) fn restart(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            let now = self.local(i);
+            let jitter = self.rng.range(0, 1_000);
+            let node = &mut self.nodes[i];
+            let durable = node.raft.durable.clone();
+            node.raft = Raft::start(
+                i as u64 + 1,
+                node.raft_peers(),
+                self.config.raft,
+                durable,
+                now,
+                jitter,
+            );
+            node.up = true;
+            node.paused_until = 0;
+            node.state = State::default();
+            node.applied = 0;
+            node.leases = LeaseTable::new();
+            node.last_append_local = now;
+            node.ctl = ControllerRun::default();
+            node.reads.clear();
+            node.writes.clear();
+            node.outstanding.clear();
+            node.waiting.clear();
+            node.agent = Agent {
+                lease: None,
+                stage: AgentStage::Idle,
+            };
+            // A restarted node re-applies what it knew committed.
+            self.apply_committed(i);
+            self.after_raft(i);
+            self.start_timers(i);
+        }
+        if self.nodes[i].is_unit && self.nodes[i].switch.is_none() {
+            let spec = self.spec_of[i].clone();
+            self.nodes[i].switch = Some(Switch::new(spec));
+            self.nodes[i].switch_life += 1;
+        }
+    }
+
+    /// After the last heal: every profile presented exactly once, where the committed state
+    /// places it.
+    pub fn check_settled(&mut self) {
+        let mut problems = Vec::new();
+        for p in 0..PROFILES {
+            let name = profile_name(p);
+            let placed = self.oracle.placement(&name).and_then(|pl| pl.unit.clone());
+            let on: Vec<&str> = UNITS
+                .iter()
+                .copied()
+                .filter(|u| self.presented.profiles_on(u).contains(&name))
+                .collect();
+            match placed {
+                Some(unit) if on == [unit.as_str()] => {}
+                placed => {
+                    problems.push(format!("{name}: placed on {placed:?}, presented by {on:?}"))
+                }
+            }
+        }
+        if !problems.is_empty() {
+            self.fail(format!(
+                "not settled after healing: {}",
+                problems.join("; ")
+            ));
+        }
+    }
+}

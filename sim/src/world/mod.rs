@@ -1,0 +1,783 @@
+//! The simulated cluster: two units (each a node with its switch) and a witness, a network, and
+//! one queue of timed events. Everything vnet-ha decides is the real code — the lease table's
+//! grant halves, `Controller::stale_reports`/`decide`/`operator_moves`, the agent's
+//! `reconcile`/`report` and `UnitLease::after_grant`, `vnet_model::apply`, and the switch model —
+//! called at the points where `vnetd` calls them; what is simulated is the time between them:
+//! Raft (`raft.rs`), the network, clocks, crashes and pauses.
+//!
+//! Each node has its own clock (an offset and a rate error); a unit's switch shares its node's
+//! clock, as CLOCK_MONOTONIC is shared on one machine. Work inside a node takes no simulated
+//! time except the switch calls (a millisecond or so each) and message delivery.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use fabric_agent::switch::{Capacity, Switch, SwitchSpec, WatchdogMode};
+use fabric_agent::{Action, PortMap};
+use vnet_model::{
+    apply, Command, Failback, Member, ProfileSpec, Request, Role as MemberRole, State, VHbaSpec,
+    VNicSpec,
+};
+use vnet_node::agent::{presented_of, reconcile, report, Reconcile};
+use vnet_node::controller::Controller;
+use vnet_node::lease::{GrantTicket, LeaseTable, UnitLease};
+use vnet_node::placement::Policy;
+
+use crate::check::{drain_means_empty, Presentations};
+use crate::raft::{Durable, Entry, Happened, Msg, NodeId, Raft, Timing};
+use crate::rng::Rng;
+
+mod agent;
+mod faults;
+mod leader;
+mod network;
+mod oracle;
+
+const MS: u64 = 1_000_000;
+
+/// The timing `vnetd` runs with by default.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub raft: Timing,
+    pub lease_ttl_ns: u64,
+    pub drift_margin_ns: u64,
+    pub reconcile_every_ns: u64,
+    pub controller_every_ns: u64,
+    pub failback_hold_down_ms: u64,
+    pub request_timeout_ns: u64,
+    /// Largest clock rate error of a node, parts per million.
+    pub drift_ppm_max: u64,
+    /// UNSAFE, TEST ONLY: `false` turns off the switches' watchdogs and the agents' clearing on
+    /// a lapsed lease, to show that the checks catch what fencing prevents.
+    pub fencing: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            raft: Timing {
+                heartbeat_ns: 100 * MS,
+                election_min_ns: 300 * MS,
+                election_max_ns: 600 * MS,
+            },
+            lease_ttl_ns: 800 * MS,
+            drift_margin_ns: 150 * MS,
+            reconcile_every_ns: vnet_node::agent::RECONCILE_TICK_MS * MS,
+            controller_every_ns: vnet_node::node::PLACEMENT_TICK_MS * MS,
+            failback_hold_down_ms: 2_000,
+            request_timeout_ns: 5_000 * MS,
+            drift_ppm_max: 2_000,
+            fencing: true,
+        }
+    }
+}
+
+pub const UNITS: [&str; 2] = ["unit-a", "unit-b"];
+const NAMES: [&str; 3] = ["unit-a", "unit-b", "witness"];
+pub const PROFILES: usize = 6;
+
+/// A request to the leader, as `vnetd` forwards it.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Renew { unit: String },
+    Write(Request),
+    OperatorMove { profile: String, to: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Granted { read_index: u64 },
+    Refused,
+    Written,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+enum Wire {
+    Raft(Msg),
+    /// A request on its way to the leader; `hops` counts relays by nodes that were not it.
+    Call {
+        call_id: u64,
+        caller: usize,
+        hops: u8,
+        call: Call,
+    },
+    Reply {
+        call_id: u64,
+        reply: Reply,
+    },
+}
+
+/// What the caller does with a reply.
+#[derive(Debug, Clone, Copy)]
+enum Completion {
+    Renew { sent_local: u64 },
+    Report { backlog: bool },
+    Operator,
+}
+
+/// Who waits for a leader-side result.
+#[derive(Debug, Clone, Copy)]
+enum Waiter {
+    Caller { node: usize, call_id: u64 },
+    Controller,
+}
+
+#[derive(Debug)]
+enum PendingRead {
+    Grant {
+        waiter: Waiter,
+        unit: String,
+        ticket: GrantTicket,
+        arrived_local: u64,
+    },
+    CatchUp,
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    term: u64,
+    waiter: Waiter,
+    failover_of: Option<String>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Stage {
+    #[default]
+    Idle,
+    CatchingUp,
+    WaitApply(u64),
+    Phase1,
+    Phase2,
+}
+
+#[derive(Debug, Default)]
+struct ControllerRun {
+    stage: Stage,
+    caught_up_term: u64,
+    queue: VecDeque<(Command, Option<String>)>,
+    writing: bool,
+}
+
+#[derive(Debug)]
+enum AgentStage {
+    Idle,
+    Acting {
+        actions: VecDeque<Action>,
+        held: Option<UnitLease>,
+        acted_on: u64,
+        actual: PortMap,
+        changed: bool,
+        backlog: bool,
+    },
+    Reporting,
+}
+
+#[derive(Debug)]
+struct Agent {
+    lease: Option<UnitLease>,
+    stage: AgentStage,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    offset: u64,
+    rate_ppm: i64,
+}
+
+impl Clock {
+    fn local(&self, global: u64) -> u64 {
+        let skew = (global as i128 * self.rate_ppm as i128 / 1_000_000) as i64;
+        (self.offset as i64 + global as i64 + skew) as u64
+    }
+
+    /// The global duration in which this clock advances `local_ns`.
+    fn global_span(&self, local_ns: u64) -> u64 {
+        (local_ns as u128 * 1_000_000 / (1_000_000 + self.rate_ppm) as u128) as u64 + 1
+    }
+}
+
+struct Node {
+    name: &'static str,
+    is_unit: bool,
+    clock: Clock,
+    up: bool,
+    /// Bumped at each crash: timers of an earlier life are ignored.
+    life: u64,
+    paused_until: u64,
+    raft: Raft,
+    state: State,
+    applied: u64,
+    leases: LeaseTable,
+    last_append_local: u64,
+    ctl: ControllerRun,
+    reads: BTreeMap<u64, PendingRead>,
+    writes: BTreeMap<u64, PendingWrite>,
+    outstanding: BTreeMap<u64, Completion>,
+    /// Requests waiting for this node to learn of a leader.
+    waiting: Vec<(u64, Call)>,
+    agent: Agent,
+    switch: Option<Switch>,
+    switch_life: u64,
+}
+
+/// How loaded the simulated machines are, for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    Light,
+    Busy,
+    Overloaded,
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Kill {
+        node: usize,
+        with_switch: bool,
+    },
+    Restart {
+        node: usize,
+    },
+    Pause {
+        node: usize,
+        for_ns: u64,
+    },
+    Cut {
+        from: usize,
+        to: usize,
+        on: bool,
+    },
+    Loss {
+        node: usize,
+        per_mille: u64,
+    },
+    Delay {
+        node: usize,
+        extra_ns: u64,
+    },
+    HealNetwork,
+    /// The machines settle down: light load from here on.
+    Calm,
+    Drain {
+        unit: usize,
+        draining: bool,
+    },
+    Move {
+        profile: usize,
+        to: usize,
+    },
+    /// Check that what `unit` presented when killed is on the peer by now.
+    FailoverDue {
+        unit: usize,
+        profiles: Vec<String>,
+        since: u64,
+    },
+    /// Record what `unit` presents, for a later `FailoverDue`.
+    KillWatched {
+        unit: usize,
+        due_after_ns: u64,
+    },
+}
+
+#[derive(Debug)]
+enum Ev {
+    RaftTick(usize, u64),
+    ControllerTick(usize, u64),
+    RenewTick(usize, u64),
+    ReconcileTick(usize, u64),
+    AgentAction(usize, u64),
+    CallTimeout(usize, u64, u64),
+    Watchdog(usize, u64),
+    Deliver { from: usize, to: usize, wire: Wire },
+    Fault(Fault),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub violation: Option<String>,
+    /// The last trace lines before the end (all of them when asked for).
+    pub trace: Vec<String>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub elections: u64,
+    pub grants: u64,
+    pub failovers: u64,
+    pub fences: u64,
+    pub programs: u64,
+    /// Kill to the last profile presented by the peer, for each checked failover.
+    pub failover_ms: Vec<u64>,
+    /// Clean kills whose survivors took so long to elect a leader that the failover budget was
+    /// counted from the election instead.
+    pub slow_elections: u64,
+}
+
+pub const TRACE_KEPT: usize = 120;
+
+/// A clean kill after which no leader appears for this long is a liveness failure.
+const NO_LEADER_NS_MAX: u64 = 10_000 * MS;
+
+/// Times a request is passed on by nodes that are not the leader before it fails.
+const RELAY_HOPS_MAX: u8 = 2;
+
+pub struct World {
+    pub config: Config,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    rng: Rng,
+    nodes: Vec<Node>,
+    cut: [[bool; 3]; 3],
+    loss_per_mille: [u64; 3],
+    delay_ns: [u64; 3],
+    next_id: u64,
+    base: Instant,
+    oracle_log: Vec<Entry>,
+    oracle: State,
+    presented: Presentations,
+    pub violation: Option<String>,
+    trace: VecDeque<String>,
+    trace_all: bool,
+    pub stats: Stats,
+    spec_of: [SwitchSpec; 2],
+    /// Failovers being timed: the killed unit, what it presented, when it was killed.
+    watched: Vec<(usize, Vec<String>, u64)>,
+    load: Load,
+    /// The node leading the newest term, the term, and since when (global ns).
+    leader_since: Option<(usize, u64, u64)>,
+}
+
+fn switch_spec(unit: usize, fencing: bool) -> SwitchSpec {
+    SwitchSpec {
+        cabling: (0..PROFILES)
+            .map(|i| (port_of(unit, i), server_of(i)))
+            .collect(),
+        capacity: Capacity {
+            eth_ports: 2,
+            vfs_per_eth_port: 16,
+            fc_ports: 2,
+            npiv_per_fc_port: 16,
+        },
+        watchdog: if fencing {
+            WatchdogMode::Enforced
+        } else {
+            WatchdogMode::UnsafeDisabled
+        },
+    }
+}
+
+fn port_of(unit: usize, profile: usize) -> u8 {
+    (unit * 10 + profile + 1) as u8
+}
+
+fn server_of(profile: usize) -> String {
+    format!("srv{profile:02}")
+}
+
+pub fn profile_name(profile: usize) -> String {
+    format!("p{profile}")
+}
+
+/// The log every node starts with: the members and the profiles, committed in term 1.
+fn genesis() -> Vec<Entry> {
+    let mut commands = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let is_unit = i < 2;
+        commands.push(Command::PutMember(Member {
+            id: i as u64 + 1,
+            name: (*name).into(),
+            role: if is_unit {
+                MemberRole::Unit
+            } else {
+                MemberRole::Witness
+            },
+            api_addr: format!("sim-{name}:7001"),
+            peer_addr: format!("sim-{name}:7101"),
+            cabling: if is_unit {
+                (0..PROFILES)
+                    .map(|p| (server_of(p), port_of(i, p)))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
+            capacity: if is_unit { PROFILES as u32 } else { 0 },
+        }));
+    }
+    for p in 0..PROFILES {
+        let id = 0x10 + p as u8;
+        commands.push(Command::CreateProfile(ProfileSpec {
+            name: profile_name(p),
+            server: server_of(p),
+            vnics: vec![VNicSpec {
+                name: "eth0".into(),
+                mac: Some(format!("02:00:00:00:00:{id:02x}").parse().expect("mac")),
+                network: "net".into(),
+                vlan: Some(10),
+                pool: None,
+            }],
+            vhbas: vec![VHbaSpec {
+                name: "fc0".into(),
+                wwpn: Some(
+                    format!("21:00:00:00:00:00:00:{id:02x}")
+                        .parse()
+                        .expect("wwpn"),
+                ),
+                wwnn: Some(
+                    format!("20:00:00:00:00:00:00:{id:02x}")
+                        .parse()
+                        .expect("wwnn"),
+                ),
+                fabric: "a".into(),
+                pool: None,
+            }],
+            preferred_unit: Some(UNITS[p % 2].into()),
+            failback: if p % 3 == 0 {
+                Failback::Auto
+            } else {
+                Failback::Manual
+            },
+        }));
+    }
+    commands
+        .into_iter()
+        .map(|command| Entry {
+            term: 1,
+            request: Some(Request {
+                actor: "sim/setup".into(),
+                command,
+            }),
+        })
+        .collect()
+}
+
+impl World {
+    pub fn new(seed: u64, config: Config, trace_all: bool) -> World {
+        let mut rng = Rng::new(seed);
+        let log = genesis();
+        let durable = Durable {
+            term: 1,
+            voted_for: None,
+            vote_committed: false,
+            commit_saved: log.len() as u64,
+            log: log.clone(),
+        };
+        let mut nodes = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let rate =
+                rng.range(0, 2 * config.drift_ppm_max + 1) as i64 - config.drift_ppm_max as i64;
+            let clock = Clock {
+                offset: rng.range(1_000 * MS, 1_000_000 * MS),
+                rate_ppm: rate,
+            };
+            let peers = (1..=3).filter(|p| *p != i as u64 + 1).collect();
+            let now_local = clock.local(0);
+            let raft = Raft::start(
+                i as u64 + 1,
+                peers,
+                config.raft,
+                durable.clone(),
+                now_local,
+                rng.range(0, 1_000),
+            );
+            let is_unit = i < 2;
+            nodes.push(Node {
+                name,
+                is_unit,
+                clock,
+                up: true,
+                life: 0,
+                paused_until: 0,
+                raft,
+                state: State::default(),
+                applied: 0,
+                leases: LeaseTable::new(),
+                last_append_local: now_local,
+                ctl: ControllerRun::default(),
+                reads: BTreeMap::new(),
+                writes: BTreeMap::new(),
+                outstanding: BTreeMap::new(),
+                waiting: Vec::new(),
+                agent: Agent {
+                    lease: None,
+                    stage: AgentStage::Idle,
+                },
+                switch: is_unit.then(|| Switch::new(switch_spec(i, config.fencing))),
+                switch_life: 0,
+            });
+        }
+        let mut world = World {
+            config,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            rng,
+            nodes,
+            cut: [[false; 3]; 3],
+            loss_per_mille: [0; 3],
+            delay_ns: [0; 3],
+            next_id: 0,
+            base: Instant::now(),
+            oracle_log: Vec::new(),
+            oracle: State::default(),
+            presented: Presentations::default(),
+            violation: None,
+            trace: VecDeque::new(),
+            trace_all,
+            stats: Stats::default(),
+            spec_of: [
+                switch_spec(0, config.fencing),
+                switch_spec(1, config.fencing),
+            ],
+            watched: Vec::new(),
+            leader_since: None,
+            load: Load::Light,
+        };
+        world.load = [Load::Light, Load::Busy, Load::Overloaded][world.rng.weighted(&[2, 2, 1])];
+        for i in 0..3 {
+            world.apply_committed(i);
+            world.start_timers(i);
+        }
+        world
+    }
+
+    fn local(&self, i: usize) -> u64 {
+        self.nodes[i].clock.local(self.now)
+    }
+
+    /// The node's monotonic clock as an `Instant`, for the lease table.
+    fn instant(&self, i: usize) -> Instant {
+        self.base + Duration::from_nanos(self.local(i))
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn at(&mut self, global: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((global, self.seq), ev);
+    }
+
+    /// Schedules `ev` after `local_ns` of node `i`'s clock.
+    fn after_local(&mut self, i: usize, local_ns: u64, ev: Ev) {
+        let when = self.now + self.nodes[i].clock.global_span(local_ns);
+        self.at(when, ev);
+    }
+
+    pub fn schedule(&mut self, global: u64, fault: Fault) {
+        self.at(global, Ev::Fault(fault));
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn note(&mut self, text: impl FnOnce() -> String) {
+        if !self.trace_all && self.trace.len() >= TRACE_KEPT {
+            self.trace.pop_front();
+        }
+        let line = format!("{:>10.6}s {}", self.now as f64 / 1e9, text());
+        self.trace.push_back(line);
+    }
+
+    pub fn trace(&self) -> Vec<String> {
+        self.trace.iter().cloned().collect()
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.note(|| format!("VIOLATION: {what}"));
+            self.violation = Some(what);
+        }
+    }
+
+    fn start_timers(&mut self, i: usize) {
+        let life = self.nodes[i].life;
+        let jitter = self.rng.range(1, 10 * MS);
+        self.after_local(i, jitter, Ev::RaftTick(i, life));
+        let c = self.config.controller_every_ns;
+        self.after_local(i, c, Ev::ControllerTick(i, life));
+        if self.nodes[i].is_unit {
+            // The renewal loop starts by renewing.
+            let r = self.rng.range(1, MS);
+            self.after_local(i, r, Ev::RenewTick(i, life));
+            let t = self.config.reconcile_every_ns;
+            self.after_local(i, t, Ev::ReconcileTick(i, life));
+        }
+    }
+
+    /// Runs events until `until` (global ns) or a violation.
+    pub fn run_until(&mut self, until: u64) {
+        while self.violation.is_none() {
+            let Some((&(when, seq), _)) = self.queue.first_key_value() else {
+                break;
+            };
+            if when > until {
+                break;
+            }
+            let ev = self.queue.remove(&(when, seq)).expect("just seen");
+            self.now = when;
+            self.stats.events += 1;
+            self.dispatch(ev);
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn paused(&self, i: usize) -> bool {
+        self.now < self.nodes[i].paused_until
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        // A paused process does nothing until it resumes; its switch (another process) goes on.
+        let target = match &ev {
+            Ev::RaftTick(i, _)
+            | Ev::ControllerTick(i, _)
+            | Ev::RenewTick(i, _)
+            | Ev::ReconcileTick(i, _)
+            | Ev::AgentAction(i, _)
+            | Ev::CallTimeout(i, _, _) => Some(*i),
+            Ev::Deliver { to, .. } => Some(*to),
+            Ev::Watchdog(..) | Ev::Fault(_) => None,
+        };
+        if let Some(i) = target {
+            if self.paused(i) {
+                let resume = self.nodes[i].paused_until;
+                self.at(resume, ev);
+                return;
+            }
+        }
+        match ev {
+            Ev::RaftTick(i, life) if self.alive(i, life) => {
+                let now = self.local(i);
+                let tick_jitter = self.rng.range(0, 3 * MS);
+                self.nodes[i].raft.tick(now, tick_jitter);
+                self.after_raft(i);
+                self.after_local(i, 10 * MS, Ev::RaftTick(i, life));
+            }
+            Ev::ControllerTick(i, life) if self.alive(i, life) => {
+                self.controller_tick(i);
+                let every = self.config.controller_every_ns;
+                self.after_local(i, every, Ev::ControllerTick(i, life));
+            }
+            Ev::RenewTick(i, life) if self.alive(i, life) => self.renew(i),
+            Ev::ReconcileTick(i, life) if self.alive(i, life) => self.reconcile_tick(i),
+            Ev::AgentAction(i, life) if self.alive(i, life) => self.agent_action(i),
+            Ev::CallTimeout(i, life, call_id) if self.alive(i, life) => {
+                self.complete(i, call_id, Reply::Failed)
+            }
+            Ev::Watchdog(i, switch_life) if self.nodes[i].switch_life == switch_life => {
+                let now = self.local(i);
+                self.switch_call(i, |s| {
+                    s.tick(now);
+                });
+            }
+            Ev::Deliver { from, to, wire } if self.nodes[to].up => self.deliver(from, to, wire),
+            Ev::Fault(fault) => self.fault(fault),
+            _ => {}
+        }
+    }
+
+    fn alive(&self, i: usize, life: u64) -> bool {
+        self.nodes[i].up && self.nodes[i].life == life
+    }
+
+    // ---- Raft and the applied state ----
+
+    fn after_raft(&mut self, i: usize) {
+        let out = std::mem::take(&mut self.nodes[i].raft.out);
+        for (to, msg) in &out {
+            if let Msg::VoteReply {
+                term,
+                granted: true,
+                ..
+            } = msg
+            {
+                let (name, to_name) = (self.nodes[i].name, NAMES[*to as usize - 1]);
+                self.note(|| format!("{name}: votes for {to_name} in term {term}"));
+            }
+        }
+        for (to, msg) in out {
+            self.send(i, to as usize - 1, Wire::Raft(msg));
+        }
+        self.apply_committed(i);
+        let happened = std::mem::take(&mut self.nodes[i].raft.happened);
+        for event in happened {
+            match event {
+                Happened::BecameLeader { term } => {
+                    self.stats.elections += 1;
+                    // A restarted node resuming an old term does not displace a newer leader.
+                    if self.leader_since.is_none_or(|(_, t, _)| term >= t) {
+                        self.leader_since = Some((i, term, self.now));
+                    }
+                    let name = self.nodes[i].name;
+                    self.note(|| format!("{name}: leader of term {term}"));
+                }
+                Happened::SteppedDown => {
+                    let term = self.nodes[i].raft.term();
+                    if self
+                        .leader_since
+                        .is_some_and(|(leader, t, _)| leader == i && t < term)
+                    {
+                        self.leader_since = None;
+                    }
+                    let name = self.nodes[i].name;
+                    self.note(|| format!("{name}: stepped down"));
+                    let writes = std::mem::take(&mut self.nodes[i].writes);
+                    for (_, write) in writes {
+                        self.finish_write(i, write, false);
+                    }
+                    self.nodes[i].ctl = ControllerRun {
+                        caught_up_term: self.nodes[i].ctl.caught_up_term,
+                        ..ControllerRun::default()
+                    };
+                }
+                Happened::ReadDone { read_id, index } => self.read_done(i, read_id, index),
+            }
+        }
+        self.send_waiting(i);
+    }
+
+    fn apply_committed(&mut self, i: usize) {
+        while self.nodes[i].applied < self.nodes[i].raft.commit {
+            let index = self.nodes[i].applied + 1;
+            let entry = self.nodes[i].raft.entry(index).clone();
+            self.commit_to_oracle(index, &entry);
+            if let Some(request) = &entry.request {
+                // A refused command changes nothing, on every replica alike.
+                let _ = apply(&mut self.nodes[i].state, index, request);
+            }
+            self.nodes[i].applied = index;
+            if let Some(write) = self.nodes[i].writes.remove(&index) {
+                let ok = write.term == entry.term;
+                self.finish_write(i, write, ok);
+            }
+            if self.nodes[i].ctl.stage == Stage::WaitApply(index) {
+                let term = self.nodes[i].raft.term();
+                self.nodes[i].ctl.caught_up_term = term;
+                self.nodes[i].ctl.stage = Stage::Idle;
+            }
+        }
+        if let Stage::WaitApply(target) = self.nodes[i].ctl.stage {
+            if self.nodes[i].applied >= target {
+                self.nodes[i].ctl.caught_up_term = self.nodes[i].raft.term();
+                self.nodes[i].ctl.stage = Stage::Idle;
+            }
+        }
+    }
+}
+
+impl Node {
+    fn raft_peers(&self) -> Vec<NodeId> {
+        let me = NAMES
+            .iter()
+            .position(|n| *n == self.name)
+            .expect("a known node") as u64
+            + 1;
+        (1..=3).filter(|p| *p != me).collect()
+    }
+}
