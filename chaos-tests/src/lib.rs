@@ -1,6 +1,6 @@
 //! vnet-ha's multi-process fault tester: real `vnetd` processes on separate hosts (network
 //! namespaces on one machine), faults drawn from a seeded schedule, a recorded history of
-//! client operations, and checkers for the invariants in DESIGN.md.
+//! client operations, and checkers for the invariants in ARCHITECTURE.md.
 //!
 //! Layout, from the pure core outwards:
 //!

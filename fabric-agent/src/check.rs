@@ -1,4 +1,4 @@
-//! Invariant 2 of DESIGN.md, checked from evidence: no identity is presented by two switches at
+//! Invariant 2 (ARCHITECTURE.md), checked from evidence: no identity is presented by two switches at
 //! once. The input is every switch's [`Presentation`]s, read from their journals with
 //! [`crate::journal::presentations`]; all times are on the one CLOCK_MONOTONIC they share.
 

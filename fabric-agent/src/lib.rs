@@ -17,7 +17,7 @@
 //! - **The checker**, for tests and the chaos harness: [`journal::read`] and
 //!   [`journal::presentations`] turn a switch's journal into intervals during which it presented
 //!   each identity; [`check::no_double_presentation`] proves no identity was presented by two
-//!   switches at once (invariant 2 of DESIGN.md).
+//!   switches at once (invariant 2 in ARCHITECTURE.md).
 //!
 //! [`program`] holds the agent's domain types ([`Function`], [`PortProgram`], [`SwitchState`]);
 //! [`convert`] is the one place they meet the wire.
