@@ -391,18 +391,7 @@ impl Raft {
         self.next_heartbeat = now + self.timing.heartbeat_ns;
         for peer in self.peers.clone() {
             let prev_index = self.match_index.get(&peer).copied().unwrap_or(0);
-            self.out.push((
-                peer,
-                Msg::Append {
-                    term: self.durable.term,
-                    leader: self.id,
-                    prev_index,
-                    prev_term: self.term_at(prev_index),
-                    entries: Vec::new(),
-                    commit: self.commit.min(prev_index),
-                    seq: self.seq,
-                },
-            ));
+            self.push_append(peer, prev_index, Vec::new());
         }
     }
 
@@ -411,6 +400,10 @@ impl Raft {
         let prev_index = next - 1;
         let end = (self.durable.log.len()).min(prev_index as usize + APPEND_ENTRIES_MAX);
         let entries = self.durable.log[prev_index as usize..end].to_vec();
+        self.push_append(peer, prev_index, entries);
+    }
+
+    fn push_append(&mut self, peer: NodeId, prev_index: u64, entries: Vec<Entry>) {
         self.out.push((
             peer,
             Msg::Append {

@@ -221,6 +221,12 @@ impl World {
         self.nodes[i].outstanding.insert(call_id, completion);
         let life = self.nodes[i].life;
         self.after_local(i, timeout_ns, Ev::CallTimeout(i, life, call_id));
+        self.route(i, call_id, call);
+    }
+
+    /// Runs a call here if this node leads, sends it to the leader it knows, or keeps it until
+    /// it knows one (`Node::execute` waits for a leader until the request's deadline).
+    fn route(&mut self, i: usize, call_id: u64, call: Call) {
         if self.nodes[i].raft.is_leader() {
             self.leader_call(i, Waiter::Caller { node: i, call_id }, 0, call);
         } else if let Some(leader) = self.nodes[i].raft.leader {
@@ -232,7 +238,6 @@ impl World {
             };
             self.send(i, leader as usize - 1, wire);
         } else {
-            // `Node::execute` waits for a leader until the request's deadline.
             self.nodes[i].waiting.push((call_id, call));
         }
     }
@@ -243,21 +248,9 @@ impl World {
             return;
         }
         for (call_id, call) in std::mem::take(&mut self.nodes[i].waiting) {
-            let Some(completion) = self.nodes[i].outstanding.remove(&call_id) else {
-                continue; // its deadline passed
-            };
-            // Re-issued under the same id and deadline.
-            self.nodes[i].outstanding.insert(call_id, completion);
-            if self.nodes[i].raft.is_leader() {
-                self.leader_call(i, Waiter::Caller { node: i, call_id }, 0, call);
-            } else if let Some(leader) = self.nodes[i].raft.leader {
-                let wire = Wire::Call {
-                    call_id,
-                    caller: i,
-                    hops: 0,
-                    call,
-                };
-                self.send(i, leader as usize - 1, wire);
+            // Under the same id and deadline, unless that deadline has passed.
+            if self.nodes[i].outstanding.contains_key(&call_id) {
+                self.route(i, call_id, call);
             }
         }
     }

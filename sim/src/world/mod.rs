@@ -318,6 +318,9 @@ pub struct Stats {
 
 pub const TRACE_KEPT: usize = 120;
 
+/// An election this long after a kill took more than one round.
+const SLOW_ELECTION_NS: u64 = 1_500 * MS;
+
 /// A clean kill after which no leader appears for this long is a liveness failure.
 const NO_LEADER_NS_MAX: u64 = 10_000 * MS;
 
