@@ -103,8 +103,11 @@ impl LeaseTable {
     /// Starts afresh when `term` is new: every unit counts as renewed at `counted_from` (never
     /// later than `now`; see the module doc for how early it may soundly be), or at the last
     /// renewal this node granted it in an earlier term, whichever is later.
+    ///
+    /// An older term than the table's changes nothing: callers may hold a stale view of the
+    /// term, and going back would forget the newer term's renewals and failure epochs.
     pub fn sync_term(&mut self, term: u64, now: Instant, counted_from: Instant) {
-        if term != self.term {
+        if term > self.term {
             // Renewals granted here while leading an earlier term are kept: this node may be
             // the only voter shared by that grant's confirming quorum and its own electing one,
             // and it received no AppendEntries for them (module doc).

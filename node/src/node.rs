@@ -1127,17 +1127,17 @@ impl Node {
         }
     }
 
-    /// Runs `f` on the applied state and this leader's lease table, synced to `term`, in one
-    /// critical section: a renewal cannot be granted in the middle (`lease.rs`). The view's
-    /// lock is taken before the table's, here and everywhere.
+    /// Runs `f` on the applied state and this leader's lease table, synced to the current term,
+    /// in one critical section: a renewal cannot be granted in the middle (`lease.rs`). The
+    /// view's lock is taken before the table's, here and everywhere.
     fn with_leases<R>(
         &self,
-        term: u64,
         f: impl FnOnce(&mut LeaseTable, &vnet_model::State, std::time::Instant) -> R,
     ) -> R {
         self.view().read(|a| {
             let mut table = lock_leases(self);
             let now = std::time::Instant::now();
+            let term = self.metrics().current_term;
             table.sync_term(term, now, self.leases_counted_from(now));
             f(&mut table, &a.state, now)
         })
@@ -1194,22 +1194,19 @@ impl Node {
                 }
                 caught_up_term = metrics.current_term;
             }
-            let term = metrics.current_term;
             // Phase 1. A failed unit's switch has fenced itself by the time the leader judges
             // it failed (see lease.rs), so its last report is stale: record that it presents
             // nothing, so status does not show identities on a unit that cannot present them.
-            let stale_reports = self.with_leases(term, |table, state, now| {
-                controller.stale_reports(table, state, now)
-            });
+            let stale_reports =
+                self.with_leases(|table, state, now| controller.stale_reports(table, state, now));
             for command in stale_reports {
                 if let Err(e) = self.write_as_leader(actor, command).await {
                     tracing::debug!(error = %e, "could not clear a failed unit's report");
                 }
             }
             // Phase 2: judged afresh, in one critical section with the declarations.
-            let decisions = self.with_leases(term, |table, state, now| {
-                controller.decide(table, state, now)
-            });
+            let decisions =
+                self.with_leases(|table, state, now| controller.decide(table, state, now));
             if decisions.is_empty() {
                 continue;
             }
@@ -1263,9 +1260,9 @@ impl Node {
         from: Option<String>,
         to: Option<String>,
     ) -> LeaderResult {
-        let metrics = self.require_leader()?;
+        self.require_leader()?;
         let controller = self.controller();
-        let changes = self.with_leases(metrics.current_term, |table, state, now| {
+        let changes = self.with_leases(|table, state, now| {
             controller.operator_moves(
                 table,
                 state,
