@@ -287,3 +287,172 @@ async fn watch_delivers_every_change_in_order_and_resumes() {
     assert_eq!(resumed_profile_events, expected[2..].to_vec());
     cluster.stop_all().await;
 }
+
+/// A name the model would refuse is refused at the edge, naming the field, by every RPC that
+/// takes one; it never reaches the log, and the log keeps committing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_name_is_checked_at_the_edge_before_the_log() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let node = cluster.node(leader);
+    let mut profiles = node.profiles().await;
+    let mut pools = node.pools().await;
+    let mut members = node.cluster().await;
+    let bad = "Not A Name".to_string();
+    let field_and_value = |field: &'static str| [field, "Not A Name"];
+
+    assert_status(
+        profiles
+            .get_profile(pb::GetProfileRequest {
+                name: bad.clone(),
+                consistency: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("name"),
+    );
+    assert_status(
+        profiles
+            .list_profiles(pb::ListProfilesRequest {
+                server: bad.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("server"),
+    );
+    assert_status(
+        profiles
+            .list_profiles(pb::ListProfilesRequest {
+                page_token: format!("after:{bad}"),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &["page_token"],
+    );
+    assert_status(
+        profiles
+            .update_profile(pb::UpdateProfileRequest {
+                profile: Some(sample_profile(&bad, 1)),
+                expected_revision: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("profile.name"),
+    );
+    assert_status(
+        profiles
+            .delete_profile(pb::DeleteProfileRequest {
+                name: bad.clone(),
+                expected_revision: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("name"),
+    );
+    assert_status(
+        pools
+            .get_pool_usage(pb::GetPoolUsageRequest {
+                name: bad.clone(),
+                consistency: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("name"),
+    );
+    assert_status(
+        pools
+            .delete_pool(pb::DeletePoolRequest {
+                name: bad.clone(),
+                expected_revision: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("name"),
+    );
+    assert_status(
+        members.drain(pb::DrainRequest { unit: bad.clone() }).await,
+        Code::InvalidArgument,
+        &field_and_value("unit"),
+    );
+    assert_status(
+        members
+            .undrain(pb::UndrainRequest { unit: bad.clone() })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("unit"),
+    );
+    for (field, request) in [
+        (
+            "profile",
+            pb::FailoverRequest {
+                profile: bad.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "from_unit",
+            pb::FailoverRequest {
+                from_unit: bad.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "to_unit",
+            pb::FailoverRequest {
+                profile: "web-01".into(),
+                to_unit: bad.clone(),
+                ..Default::default()
+            },
+        ),
+    ] {
+        assert_status(
+            members.failover(request).await,
+            Code::InvalidArgument,
+            &field_and_value(field),
+        );
+    }
+
+    // A delete whose name is four million control characters: refused as it arrives, without
+    // appending anything. Wait for the members' own registrations first, so that nothing else
+    // moves the commit index.
+    let commit_index = || async {
+        node.status(pb::ReadConsistency::Local)
+            .await
+            .map(|s| s.commit_index)
+    };
+    let quiet = wait_for("every member has registered", || async {
+        let status = node.status(pb::ReadConsistency::Local).await?;
+        (status
+            .members
+            .iter()
+            .filter(|m| !m.api_addr.is_empty())
+            .count()
+            == 3)
+            .then_some(status.commit_index)
+    })
+    .await;
+    assert_status(
+        profiles
+            .delete_profile(pb::DeleteProfileRequest {
+                name: "\u{1}".repeat(4_000_000),
+                expected_revision: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        &["name", "4000000 characters"],
+    );
+    assert_eq!(
+        commit_index().await,
+        Some(quiet),
+        "the refused delete appended nothing"
+    );
+    // And the log still takes writes.
+    let created = tokio::time::timeout(WAIT_DEADLINE, create(node, sample_profile("web-01", 1)))
+        .await
+        .expect("a write commits within the deadline")
+        .expect("create");
+    assert_eq!(created.name, "web-01");
+    cluster.stop_all().await;
+}

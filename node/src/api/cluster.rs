@@ -6,7 +6,7 @@ use vnet_proto::vnet::v1::cluster_service_server::ClusterService;
 
 use raft_store::PeerNode;
 
-use super::{consistency, Api};
+use super::{consistency, name, optional_name, Api};
 use crate::convert::member::{role_from_wire, status_to_wire, to_wire};
 use crate::error::ApiError;
 use crate::peer::{LeaderReply, LeaderRequest};
@@ -60,7 +60,7 @@ impl ClusterService for Api {
         if request.id == 0 {
             return Err(ApiError::invalid("id", 0, "member ids start at 1").into());
         }
-        vnet_model::name::validate_name("name", &request.name).map_err(ApiError::Rejected)?;
+        name("name", &request.name)?;
         Self::check_addr("peer_addr", &request.peer_addr)?;
         if !request.api_addr.is_empty() {
             Self::check_addr("api_addr", &request.api_addr)?;
@@ -115,6 +115,7 @@ impl ClusterService for Api {
     ) -> Result<Response<pb::DrainResponse>, Status> {
         let actor = super::actor(&request)?;
         let unit = request.into_inner().unit;
+        name("unit", &unit)?;
         let command = vnet_model::Command::SetDrain {
             unit: unit.clone(),
             draining: true,
@@ -135,8 +136,10 @@ impl ClusterService for Api {
         request: Request<pb::UndrainRequest>,
     ) -> Result<Response<pb::UndrainResponse>, Status> {
         let actor = super::actor(&request)?;
+        let unit = request.into_inner().unit;
+        name("unit", &unit)?;
         let command = vnet_model::Command::SetDrain {
-            unit: request.into_inner().unit,
+            unit,
             draining: false,
         };
         let (_, revision) = self.node.write(&actor, command).await?;
@@ -148,6 +151,9 @@ impl ClusterService for Api {
         request: Request<pb::FailoverRequest>,
     ) -> Result<Response<pb::FailoverResponse>, Status> {
         let request = request.into_inner();
+        optional_name("profile", &request.profile)?;
+        optional_name("from_unit", &request.from_unit)?;
+        optional_name("to_unit", &request.to_unit)?;
         let non_empty = |s: String| (!s.is_empty()).then_some(s);
         let reply = self
             .node

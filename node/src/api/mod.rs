@@ -40,6 +40,23 @@ pub fn actor<T>(request: &tonic::Request<T>) -> Result<String, ApiError> {
     })
 }
 
+/// Checks a name the client sent (a profile, pool, unit or member) against the model's one naming
+/// rule at the edge, before it is looked up or proposed. Without this, a name the model would
+/// refuse anyway (say, megabytes of control characters) would first be appended to the Raft log,
+/// replicated and fsynced on a quorum, stalling every other write behind it (invariant 8).
+pub fn name(field: &str, value: &str) -> Result<(), ApiError> {
+    vnet_model::name::validate_name(field, value).map_err(ApiError::Rejected)
+}
+
+/// Like [`name`], for a field where empty means "not given" (a filter, an optional target).
+pub fn optional_name(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        name(field, value)
+    }
+}
+
 pub fn consistency(field: &str, value: i32) -> Result<Consistency, ApiError> {
     match pb::ReadConsistency::try_from(value) {
         Ok(pb::ReadConsistency::Unspecified) | Ok(pb::ReadConsistency::Linearizable) => {

@@ -5,7 +5,7 @@ use vnet_model::{Command, Outcome, Rejection};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::pool_service_server::PoolService;
 
-use super::{actor, consistency, Api};
+use super::{actor, consistency, name, optional_name, Api};
 use crate::convert::pool::{spec_from_wire, to_wire, usage_to_wire};
 use crate::error::ApiError;
 
@@ -53,6 +53,7 @@ impl PoolService for Api {
         request: Request<pb::GetPoolUsageRequest>,
     ) -> Result<Response<pb::GetPoolUsageResponse>, Status> {
         let request = request.into_inner();
+        optional_name("name", &request.name)?;
         let consistency = consistency("consistency", request.consistency)?;
         self.node.read_barrier(consistency).await?;
         let (usages, revision) = self.node.view().read(|applied| {
@@ -81,9 +82,7 @@ impl PoolService for Api {
     ) -> Result<Response<pb::DeletePoolResponse>, Status> {
         let actor = actor(&request)?;
         let request = request.into_inner();
-        if request.name.is_empty() {
-            return Err(ApiError::invalid("name", "", "is required").into());
-        }
+        name("name", &request.name)?;
         if request.expected_revision != 0 {
             let actual = self
                 .node

@@ -5,7 +5,7 @@ use vnet_model::{Command, Outcome};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::profile_service_server::ProfileService;
 
-use super::{actor, consistency, Api};
+use super::{actor, consistency, name, optional_name, Api};
 use crate::convert::profile::{spec_from_wire, to_wire};
 use crate::error::ApiError;
 
@@ -55,6 +55,7 @@ impl ProfileService for Api {
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
         let request = request.into_inner();
+        name("name", &request.name)?;
         let consistency = consistency("consistency", request.consistency)?;
         self.node.read_barrier(consistency).await?;
         let (profile, revision) = self.node.view().read(|applied| {
@@ -80,6 +81,7 @@ impl ProfileService for Api {
         request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let request = request.into_inner();
+        optional_name("server", &request.server)?;
         let consistency = consistency("consistency", request.consistency)?;
         let page_size = match request.page_size {
             0 => LIST_PAGE_SIZE_DEFAULT,
@@ -95,14 +97,16 @@ impl ProfileService for Api {
         } as usize;
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                token
+            token => {
+                let not_issued =
+                    || ApiError::invalid("page_token", token, "not a token this server issued");
+                let after = token
                     .strip_prefix(PAGE_TOKEN_PREFIX)
-                    .ok_or_else(|| {
-                        ApiError::invalid("page_token", token, "not a token this server issued")
-                    })?
-                    .to_string(),
-            ),
+                    .ok_or_else(not_issued)?;
+                // Tokens carry a profile name, so anything else was not issued here.
+                name("page_token", after).map_err(|_| not_issued())?;
+                Some(after.to_string())
+            }
         };
         self.node.read_barrier(consistency).await?;
         let (profiles, more, revision) = self.node.view().read(|applied| {
@@ -149,9 +153,7 @@ impl ProfileService for Api {
     ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
         let actor = actor(&request)?;
         let request = request.into_inner();
-        if request.name.is_empty() {
-            return Err(ApiError::invalid("name", "", "is required").into());
-        }
+        name("name", &request.name)?;
         let command = Command::DeleteProfile {
             name: request.name,
             expected_revision: expected(request.expected_revision),
