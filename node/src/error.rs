@@ -5,7 +5,34 @@
 
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
+use vnet_model::limits::VALUE_SHOWN_LEN_MAX;
 use vnet_model::Rejection;
+
+/// Characters of a client's value that an error message echoes. A message names the value so an
+/// operator can find the fault, but it travels in the `grpc-message` header: a megabyte value
+/// echoed whole would make the header too large to send (the client would see a transport error
+/// instead of the code) and would fill logs. 64 is a whole name and then some.
+pub const ECHOED_VALUE_CHARS_MAX: usize = 64;
+
+/// `value` as an error message may echo it: whole if short, else its first
+/// [`ECHOED_VALUE_CHARS_MAX`] characters, an ellipsis and its full length. The one place where
+/// echoed values are cut; [`ApiError`]'s conversion to a [`Status`] applies it to every field
+/// that carries a client's value.
+pub fn echoed(value: &str) -> String {
+    let mut chars = value.char_indices();
+    let Some((cut_at, _)) = chars.nth(ECHOED_VALUE_CHARS_MAX) else {
+        return value.to_owned();
+    };
+    let head = &value[..cut_at];
+    let length = ECHOED_VALUE_CHARS_MAX + 1 + chars.count();
+    if length == VALUE_SHOWN_LEN_MAX + 1 && value.ends_with('…') {
+        // The model already cut it to its own limit and appended the ellipsis; the full
+        // length is no longer known.
+        format!("{head}… (more than {VALUE_SHOWN_LEN_MAX} characters)")
+    } else {
+        format!("{head}… ({length} characters)")
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
@@ -46,6 +73,53 @@ impl ApiError {
         })
     }
 
+    /// The same error with every echoed client value cut by [`echoed`].
+    pub fn bounded(self) -> Self {
+        match self {
+            Self::Rejected(rejection) => Self::Rejected(match rejection {
+                Rejection::InvalidArgument {
+                    field,
+                    value,
+                    reason,
+                } => Rejection::InvalidArgument {
+                    field: echoed(&field),
+                    value: echoed(&value),
+                    reason,
+                },
+                Rejection::AlreadyExists { kind, name } => Rejection::AlreadyExists {
+                    kind,
+                    name: echoed(&name),
+                },
+                Rejection::NotFound { kind, name } => Rejection::NotFound {
+                    kind,
+                    name: echoed(&name),
+                },
+                Rejection::IdentityInUse { identity, owner } => Rejection::IdentityInUse {
+                    identity: echoed(&identity),
+                    owner: echoed(&owner),
+                },
+                Rejection::RevisionMismatch {
+                    name,
+                    expected,
+                    actual,
+                } => Rejection::RevisionMismatch {
+                    name: echoed(&name),
+                    expected,
+                    actual,
+                },
+                Rejection::PoolExhausted { pool } => Rejection::PoolExhausted {
+                    pool: echoed(&pool),
+                },
+                other => other,
+            }),
+            Self::MemberExists { id, name } => Self::MemberExists {
+                id,
+                name: echoed(&name),
+            },
+            other => other,
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             Self::Rejected(rejection) => match rejection {
@@ -72,6 +146,7 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
+        let error = error.bounded();
         Status::new(error.code(), error.to_string())
     }
 }
@@ -79,5 +154,92 @@ impl From<ApiError> for Status {
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
         Self::Rejected(rejection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_values_are_echoed_whole() {
+        let longest = "a".repeat(ECHOED_VALUE_CHARS_MAX);
+        assert_eq!(echoed(""), "");
+        assert_eq!(echoed("web-01"), "web-01");
+        assert_eq!(echoed(&longest), longest);
+    }
+
+    #[test]
+    fn long_values_are_cut_with_their_length() {
+        let value = format!(
+            "{}{}",
+            "é".repeat(ECHOED_VALUE_CHARS_MAX),
+            "x".repeat(3_000_000)
+        );
+        let shown = echoed(&value);
+        assert_eq!(
+            shown,
+            format!(
+                "{}… (3000064 characters)",
+                "é".repeat(ECHOED_VALUE_CHARS_MAX)
+            )
+        );
+    }
+
+    #[test]
+    fn a_value_the_model_already_cut_says_so() {
+        let cut = format!("{}…", "a".repeat(VALUE_SHOWN_LEN_MAX));
+        assert_eq!(
+            echoed(&cut),
+            format!(
+                "{}… (more than {VALUE_SHOWN_LEN_MAX} characters)",
+                "a".repeat(ECHOED_VALUE_CHARS_MAX)
+            )
+        );
+    }
+
+    /// Every code that echoes a client's value keeps `grpc-message` short.
+    #[test]
+    fn no_status_echoes_a_huge_value() {
+        let huge = "n".repeat(3_000_000);
+        let errors = [
+            ApiError::invalid("page_token", &huge, "not a token this server issued"),
+            ApiError::invalid(&huge, "v", "a field path built from a client's key"),
+            Rejection::NotFound {
+                kind: "profile".into(),
+                name: huge.clone(),
+            }
+            .into(),
+            Rejection::AlreadyExists {
+                kind: "profile".into(),
+                name: huge.clone(),
+            }
+            .into(),
+            Rejection::RevisionMismatch {
+                name: huge.clone(),
+                expected: 1,
+                actual: 2,
+            }
+            .into(),
+            ApiError::MemberExists {
+                id: 1,
+                name: huge.clone(),
+            },
+        ];
+        for error in errors {
+            let code = error.code();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert!(
+                status.message().len() < 400,
+                "{code:?}: a {} byte message",
+                status.message().len()
+            );
+            assert!(
+                status.message().contains("(3000000 characters)"),
+                "{code:?}: {}",
+                status.message()
+            );
+        }
     }
 }

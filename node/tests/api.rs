@@ -456,3 +456,31 @@ async fn every_name_is_checked_at_the_edge_before_the_log() {
     assert_eq!(created.name, "web-01");
     cluster.stop_all().await;
 }
+
+/// A value of megabytes comes back in the error cut short, with its length, so the status still
+/// fits its header and the client sees the documented code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_value_is_echoed_cut_short() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let mut profiles = cluster.node(leader).profiles().await;
+    let status = profiles
+        .list_profiles(pb::ListProfilesRequest {
+            page_token: "x".repeat(3_000_000),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("page_token")
+            && status.message().contains("(3000000 characters)"),
+        "{status:?}"
+    );
+    assert!(
+        status.message().len() < 400,
+        "{} bytes",
+        status.message().len()
+    );
+    cluster.stop_all().await;
+}

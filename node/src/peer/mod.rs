@@ -39,7 +39,7 @@ pub fn decode<T: DeserializeOwned>(message: &RaftMessage, what: &str) -> Result<
     if message.format != FORMAT {
         return Err(tonic::Status::invalid_argument(format!(
             "peer message {what}: format {:?} is not supported (expected {FORMAT:?})",
-            message.format
+            crate::error::echoed(&message.format)
         )));
     }
     serde_json::from_slice(&message.payload).map_err(|e| {
