@@ -666,7 +666,12 @@ impl Node {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let timing = &self.config().raft;
-        let hold = Duration::from_millis(timing.election_max_ms * 4);
+        // Peers refuse a hold or campaign past `PEER_DURATION_MS_MAX`; ask for no more than that.
+        let hold_ms = timing
+            .election_max_ms
+            .saturating_mul(4)
+            .min(crate::peer::PEER_DURATION_MS_MAX);
+        let hold = Duration::from_millis(hold_ms);
         let rpc_timeout = Duration::from_millis(timing.election_max_ms);
         // The target must hold every entry this leader has, or the voters that do will refuse
         // it (Raft's election restriction) and nobody can lead until the holds expire.
@@ -708,7 +713,7 @@ impl Node {
                 continue;
             }
             let control = ElectionControl::Hold {
-                duration_ms: hold.as_millis() as u64,
+                duration_ms: hold_ms,
             };
             if let Err(e) = self
                 .peers()
@@ -719,11 +724,11 @@ impl Node {
             }
         }
         self.election_control(ElectionControl::Hold {
-            duration_ms: hold.as_millis() as u64,
+            duration_ms: hold_ms,
         });
         self.raft().runtime_config().heartbeat(false);
         let campaign = ElectionControl::Campaign {
-            deadline_ms: hold.as_millis() as u64,
+            deadline_ms: hold_ms,
         };
         let asked = self
             .peers()
@@ -756,10 +761,19 @@ impl Node {
 
     /// Applies an election-control request from a leader running a transfer.
     pub fn election_control(&self, control: ElectionControl) {
+        // The peer service refused anything longer already; this only keeps a caller that skipped
+        // that check from arithmetic that could overflow.
+        let duration = match control.duration() {
+            Ok(duration) => duration,
+            Err(refused) => {
+                tracing::warn!(%refused, "ignoring an election control");
+                return;
+            }
+        };
         let raft = self.raft().clone();
         let id = self.id();
         match control {
-            ElectionControl::Hold { duration_ms } => {
+            ElectionControl::Hold { .. } => {
                 raft.runtime_config().elect(false);
                 let mut metrics = raft.metrics();
                 let leader_at_hold = metrics.borrow().current_leader;
@@ -770,23 +784,25 @@ impl Node {
                     let new_leader = metrics.wait_for(|m| {
                         m.current_leader.is_some() && m.current_leader != leader_at_hold
                     });
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(duration_ms), new_leader).await;
+                    let _ = tokio::time::timeout(duration, new_leader).await;
                     raft.runtime_config().elect(true);
                 });
             }
-            ElectionControl::Campaign { deadline_ms } => {
+            ElectionControl::Campaign { .. } => {
                 // One election per election timeout: each attempt raises the term, so retrying
                 // faster than an election can finish only churns terms.
                 let attempt = Duration::from_millis(self.config().raft.election_max_ms);
                 tokio::spawn(async move {
-                    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+                    // `duration` is at most `PEER_DURATION_MS_MAX`, so this cannot overflow.
+                    let deadline = Instant::now() + duration;
                     while Instant::now() < deadline {
                         if raft.trigger().elect().await.is_err() {
                             return;
                         }
                         let won = raft
-                            .wait(Some(attempt.min(deadline - Instant::now())))
+                            .wait(Some(
+                                attempt.min(deadline.saturating_duration_since(Instant::now())),
+                            ))
                             .metrics(|m| m.current_leader == Some(id), "campaign")
                             .await;
                         if won.is_ok() {

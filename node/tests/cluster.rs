@@ -258,3 +258,43 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
     joiner.stop().await;
     cluster.stop_all().await;
 }
+
+/// A peer asking for an election hold or campaign longer than `PEER_DURATION_MS_MAX` (here, so
+/// long that `Instant` arithmetic on it would overflow) is refused with `INVALID_ARGUMENT`; the
+/// node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_election_control_is_refused() {
+    use vnet_node::peer::{encode, ElectionControl, PEER_DURATION_MS_MAX};
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
+        .await
+        .expect("connect to the peer API");
+    for control in [
+        ElectionControl::Campaign {
+            deadline_ms: u64::MAX,
+        },
+        ElectionControl::Hold {
+            duration_ms: u64::MAX,
+        },
+        ElectionControl::Hold {
+            duration_ms: PEER_DURATION_MS_MAX + 1,
+        },
+    ] {
+        let status = peer
+            .trigger_election(encode(&control))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("_ms"), "{status:?}");
+    }
+    // The follower still takes part: a write through it commits.
+    let created = create(cluster.node(follower), sample_profile("web-01", 1))
+        .await
+        .expect("create through the follower");
+    assert_eq!(created.name, "web-01");
+    cluster.stop_all().await;
+}

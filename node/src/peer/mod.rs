@@ -120,6 +120,12 @@ pub struct ProbeReply {
     pub last_log_index: Option<u64>,
 }
 
+/// Longest hold or campaign a peer may ask of this node. A leader transfer asks for four maximum
+/// election timeouts (2.4 s by default); ten minutes leaves room for any sane Raft timing while
+/// keeping a confused or hostile peer from silencing a voter's elections indefinitely, and keeps
+/// `Instant` arithmetic on the value far from overflow (which would panic).
+pub const PEER_DURATION_MS_MAX: u64 = 600_000;
+
 /// Election control, for leader transfer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ElectionControl {
@@ -128,4 +134,60 @@ pub enum ElectionControl {
     /// Do not start elections of your own for `duration_ms` (voting is unaffected), so that the
     /// transfer target is the only candidate.
     Hold { duration_ms: u64 },
+}
+
+impl ElectionControl {
+    /// How long the hold or campaign lasts, refused past [`PEER_DURATION_MS_MAX`] with a message
+    /// naming the field. Every duration from a peer goes through here before any arithmetic.
+    pub fn duration(&self) -> Result<std::time::Duration, String> {
+        let (field, ms) = match *self {
+            Self::Campaign { deadline_ms } => ("deadline_ms", deadline_ms),
+            Self::Hold { duration_ms } => ("duration_ms", duration_ms),
+        };
+        if ms > PEER_DURATION_MS_MAX {
+            return Err(format!(
+                "election control {field} {ms} is more than the limit of {PEER_DURATION_MS_MAX} ms"
+            ));
+        }
+        Ok(std::time::Duration::from_millis(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn election_control_durations_are_capped() {
+        for control in [
+            ElectionControl::Campaign {
+                deadline_ms: PEER_DURATION_MS_MAX,
+            },
+            ElectionControl::Hold {
+                duration_ms: PEER_DURATION_MS_MAX,
+            },
+        ] {
+            assert_eq!(
+                control.duration(),
+                Ok(std::time::Duration::from_millis(PEER_DURATION_MS_MAX))
+            );
+        }
+        for (control, field) in [
+            (
+                ElectionControl::Campaign {
+                    deadline_ms: u64::MAX,
+                },
+                "deadline_ms",
+            ),
+            (
+                ElectionControl::Hold {
+                    duration_ms: PEER_DURATION_MS_MAX + 1,
+                },
+                "duration_ms",
+            ),
+        ] {
+            let refused = control.duration().expect_err("refused");
+            assert!(refused.contains(field), "{refused}");
+        }
+    }
 }

@@ -82,6 +82,7 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let control: ElectionControl = decode(request.get_ref(), "trigger-election")?;
+        control.duration().map_err(Status::invalid_argument)?;
         self.node.election_control(control);
         Ok(Response::new(encode(&())))
     }
