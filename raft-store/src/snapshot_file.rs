@@ -28,7 +28,8 @@ use crate::{NodeId, PeerNode};
 
 const MAGIC: &[u8; 8] = b"VNETSNAP";
 const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = 24;
+/// Bytes of the header: magic, format version, body length, body CRC-32.
+pub const HEADER_LEN: usize = 24;
 /// A snapshot larger than this is refused rather than read into memory: it cannot be one of ours
 /// (the model's own limits keep a state far below it).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
@@ -61,6 +62,8 @@ pub enum SnapshotError {
         "snapshot body checksum mismatch: header says {expected:#010x}, body has {actual:#010x}"
     )]
     ChecksumMismatch { expected: u32, actual: u32 },
+    #[error("snapshot is {len} bytes, more than the limit of {SNAPSHOT_BYTES_MAX}")]
+    TooLarge { len: u64 },
     #[error("snapshot body is not valid: {0}")]
     Decode(#[from] serde_json::Error),
     #[error("snapshot was announced at log position {announced} but its bytes are at {found}")]
@@ -118,6 +121,29 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
         .check_invariants()
         .map_err(SnapshotError::Invariant)?;
     Ok(decoded)
+}
+
+/// The whole length (header and body) that a snapshot announces in its header, read from its
+/// first bytes, so a receiver can bound a snapshot arriving in chunks before storing any of it.
+/// `None` if `prefix` is shorter than the header. Refuses a prefix that is not our format or
+/// announces more than [`SNAPSHOT_BYTES_MAX`].
+pub fn announced_len(prefix: &[u8]) -> Result<Option<u64>, SnapshotError> {
+    let Some(header) = prefix.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    if &header[0..8] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u32::from_be_bytes(be_array(&header[8..12]));
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion { found: version });
+    }
+    let declared = u64::from_be_bytes(be_array(&header[12..20]));
+    let total = declared.saturating_add(HEADER_LEN as u64);
+    if total > SNAPSHOT_BYTES_MAX {
+        return Err(SnapshotError::TooLarge { len: total });
+    }
+    Ok(Some(total))
 }
 
 fn be_array<const N: usize>(slice: &[u8]) -> [u8; N] {
@@ -229,6 +255,35 @@ mod tests {
             },
             state: State::default(),
         }
+    }
+
+    #[test]
+    fn the_header_announces_the_whole_length() {
+        let bytes = encode(&sample()).expect("encode");
+        assert_eq!(
+            announced_len(&bytes).expect("ours"),
+            Some(bytes.len() as u64)
+        );
+        assert_eq!(
+            announced_len(&bytes[..HEADER_LEN]).expect("ours"),
+            Some(bytes.len() as u64)
+        );
+        assert_eq!(
+            announced_len(&bytes[..HEADER_LEN - 1]).expect("short"),
+            None
+        );
+        let mut huge = bytes.clone();
+        huge[12..20].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(
+            announced_len(&huge),
+            Err(SnapshotError::TooLarge { .. })
+        ));
+        let mut foreign = bytes;
+        foreign[0] ^= 0x01;
+        assert!(matches!(
+            announced_len(&foreign),
+            Err(SnapshotError::BadMagic)
+        ));
     }
 
     #[test]

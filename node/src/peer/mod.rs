@@ -3,11 +3,13 @@
 //! - [`client`]: outgoing calls — openraft's `RaftNetwork` over tonic, and forwarding to the
 //!   leader.
 //! - [`service`]: the `vnet.raft.v1.RaftPeer` server that answers them.
+//! - [`chunks`]: the bounds an incoming snapshot chunk is checked against.
 //!
 //! Messages travel as JSON inside [`RaftMessage`]: openraft's own types derive serde, and a
 //! self-describing encoding lets a receiver name exactly what it could not read. Every decode of
 //! a peer message is checked, and a bad one is answered with `INVALID_ARGUMENT`, never a panic.
 
+pub mod chunks;
 pub mod client;
 pub mod service;
 

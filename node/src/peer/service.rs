@@ -9,16 +9,21 @@ use vnet_proto::vnet::raft::v1::RaftMessage;
 
 use raft_store::{NodeId, TypeConfig};
 
+use super::chunks::ChunkCheck;
 use super::{decode, encode, ElectionControl, LeaderRequest, LeaderResult, ProbeReply};
 use crate::node::Node;
 
 pub struct PeerService {
     node: Node,
+    chunks: ChunkCheck,
 }
 
 impl PeerService {
     pub fn new(node: Node) -> Self {
-        Self { node }
+        Self {
+            node,
+            chunks: ChunkCheck::default(),
+        }
     }
 }
 
@@ -47,6 +52,10 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&message, "install-snapshot")?;
+        // Bounded before openraft sees it: it would grow its buffer to any offset it is given.
+        self.chunks
+            .check(&rpc.meta.snapshot_id, rpc.offset, &message.data)
+            .map_err(Status::invalid_argument)?;
         rpc.data = message.data;
         let result: Result<_, RaftError<NodeId, InstallSnapshotError>> =
             self.node.raft().install_snapshot(rpc).await;
