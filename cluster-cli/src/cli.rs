@@ -265,8 +265,8 @@ pub struct MemberAddArgs {
     /// host:port of the new node's peer (Raft) listener.
     #[arg(long)]
     pub peer_addr: String,
-    /// host:port of the new node's public API listener.
-    #[arg(long, default_value = "")]
+    /// host:port of the new node's public API listener (required by the server).
+    #[arg(long)]
     pub api_addr: String,
     /// What the node is.
     #[arg(long, value_enum, default_value = "unit")]

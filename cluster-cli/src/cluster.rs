@@ -121,14 +121,16 @@ fn add_member_request(args: MemberAddArgs) -> Result<pb::AddMemberRequest, CliEr
             _ => Err("give exactly one host:port".into()),
         })
         .map_err(|e| CliError::usage(format!("--peer-addr: {e}")))?;
-    if !args.api_addr.is_empty() {
-        spec::parse_endpoints(&args.api_addr)
-            .and_then(|list| match list.0.len() {
-                1 => Ok(()),
-                _ => Err("give exactly one host:port".into()),
-            })
-            .map_err(|e| CliError::usage(format!("--api-addr: {e}")))?;
+    // The server requires it: a member without an advertised API cannot be reached by clients.
+    if args.api_addr.is_empty() {
+        return Err(CliError::usage("--api-addr: is required"));
     }
+    spec::parse_endpoints(&args.api_addr)
+        .and_then(|list| match list.0.len() {
+            1 => Ok(()),
+            _ => Err("give exactly one host:port".into()),
+        })
+        .map_err(|e| CliError::usage(format!("--api-addr: {e}")))?;
     Ok(pb::AddMemberRequest {
         id: args.id,
         name: args.name,
@@ -200,11 +202,12 @@ mod tests {
     #[test]
     fn add_member_rejects_bad_fields_by_flag_name() {
         for (bad, needle) in [
-            (args(0, "w", "h:1", ""), "--id"),
-            (args(4, "w 2", "h:1", ""), "--name"),
-            (args(4, "w", "h", ""), "--peer-addr"),
-            (args(4, "w", "h:1,h:2", ""), "--peer-addr"),
+            (args(0, "w", "h:1", "h:2"), "--id"),
+            (args(4, "w 2", "h:1", "h:2"), "--name"),
+            (args(4, "w", "h", "h:2"), "--peer-addr"),
+            (args(4, "w", "h:1,h:2", "h:2"), "--peer-addr"),
             (args(4, "w", "h:1", "nope"), "--api-addr"),
+            (args(4, "w", "h:1", ""), "--api-addr"),
         ] {
             let error = add_member_request(bad).unwrap_err();
             assert_eq!(error.exit_code(), crate::error::EXIT_USAGE);

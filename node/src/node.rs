@@ -20,6 +20,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use vnet_model::limits::MEMBERS_MAX;
 use vnet_model::{Command, Member, Outcome, Request, Role};
 
 use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
@@ -499,6 +500,15 @@ impl Node {
                 id,
                 name: existing.name.clone(),
             });
+        }
+        // The model keeps at most MEMBERS_MAX member records; a learner past that would be in
+        // the Raft membership with no record the model accepts.
+        let members = metrics.membership_config.membership().nodes().count();
+        if members >= MEMBERS_MAX {
+            return Err(ApiError::Rejected(vnet_model::Rejection::LimitExceeded {
+                what: "members".to_string(),
+                limit: MEMBERS_MAX as u64,
+            }));
         }
         let name = node.name.clone();
         let peer_addr = node.peer_addr.clone();

@@ -457,6 +457,66 @@ async fn every_name_is_checked_at_the_edge_before_the_log() {
     cluster.stop_all().await;
 }
 
+/// AddMember refuses an address longer than `ADDR_LEN_MAX`, a missing API address, and a learner
+/// past `MEMBERS_MAX`, before anything reaches the Raft membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_member_bounds_addresses_and_the_member_count() {
+    use vnet_model::limits::MEMBERS_MAX;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let mut members = cluster.node(leader).cluster().await;
+    let request = |id: u64, peer_addr: String, api_addr: String| pb::AddMemberRequest {
+        id,
+        name: format!("extra-{id}"),
+        peer_addr,
+        api_addr,
+        role: pb::MemberRole::Witness as i32,
+    };
+    let huge = format!("{}:7000", "h".repeat(100_000));
+    let fine = || "127.0.0.1:1".to_string();
+
+    assert_status(
+        members.add_member(request(10, huge.clone(), fine())).await,
+        Code::InvalidArgument,
+        &["peer_addr", "100005 characters"],
+    );
+    assert_status(
+        members.add_member(request(10, fine(), huge)).await,
+        Code::InvalidArgument,
+        &["api_addr", "100005 characters"],
+    );
+    assert_status(
+        members.add_member(request(10, fine(), String::new())).await,
+        Code::InvalidArgument,
+        &["api_addr", "required"],
+    );
+
+    // Fill the cluster with learners that never run (a learner need not be up to be added).
+    let first_extra = 10;
+    let extras = (MEMBERS_MAX - cluster.nodes.len()) as u64;
+    for id in first_extra..first_extra + extras {
+        members
+            .add_member(request(id, fine(), fine()))
+            .await
+            .unwrap_or_else(|e| panic!("add learner {id}: {e:?}"));
+    }
+    assert_status(
+        members
+            .add_member(request(first_extra + extras, fine(), fine()))
+            .await,
+        Code::ResourceExhausted,
+        &["members", &MEMBERS_MAX.to_string()],
+    );
+    let status = cluster
+        .node(leader)
+        .status(pb::ReadConsistency::Linearizable)
+        .await
+        .expect("status");
+    assert_eq!(status.members.len(), MEMBERS_MAX, "{:?}", status.members);
+    cluster.stop_all().await;
+}
+
 /// A value of megabytes comes back in the error cut short, with its length, so the status still
 /// fits its header and the client sees the documented code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_server::ClusterService;
 
 use raft_store::PeerNode;
+use vnet_model::limits::ADDR_LEN_MAX;
 
 use super::{consistency, name, optional_name, Api};
 use crate::convert::member::{role_from_wire, status_to_wire, to_wire};
@@ -21,6 +22,16 @@ impl Api {
     }
 
     fn check_addr(field: &str, addr: &str) -> Result<(), ApiError> {
+        // Checked first, so a huge value costs no parsing; the model refuses the same in its
+        // member records, but by then the learner would be in the Raft membership.
+        let length = addr.chars().count();
+        if length > ADDR_LEN_MAX {
+            return Err(ApiError::invalid(
+                field,
+                addr,
+                format!("is {length} characters long, more than the limit of {ADDR_LEN_MAX}"),
+            ));
+        }
         let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
@@ -62,9 +73,12 @@ impl ClusterService for Api {
         }
         name("name", &request.name)?;
         Self::check_addr("peer_addr", &request.peer_addr)?;
-        if !request.api_addr.is_empty() {
-            Self::check_addr("api_addr", &request.api_addr)?;
+        // Required: clients and units find a member's API through its record, and a member
+        // added without one could be reached only once it registers itself.
+        if request.api_addr.is_empty() {
+            return Err(ApiError::invalid("api_addr", "", "is required").into());
         }
+        Self::check_addr("api_addr", &request.api_addr)?;
         let role = role_from_wire("role", request.role)?;
         let reply = self
             .node
