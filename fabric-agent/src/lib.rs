@@ -44,6 +44,7 @@ pub mod program;
 pub mod server;
 pub mod sim;
 pub mod switch;
+pub mod transport;
 
 pub use clock::monotonic_now_ns;
 pub use driver::{DriverError, FabricDriver};

@@ -20,7 +20,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing_subscriber::EnvFilter;
 use vnet_proto::vnet::switch::v1 as pb;
@@ -102,7 +101,7 @@ pub async fn run(
         .add_service(SwitchServer::new(SwitchService {
             shared: shared.clone(),
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+        .serve_with_incoming_shutdown(crate::transport::nodelay_incoming(listener), stop);
     tracing::info!(
         addr = %local_addr,
         journal = %config.journal.display(),

@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeerServer;
 use vnet_proto::vnet::v1::cluster_service_server::ClusterServiceServer;
@@ -104,7 +103,7 @@ pub async fn run(
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.peer),
+            fabric_agent::transport::nodelay_incoming(listeners.peer),
             stopped(stop_rx.clone()),
         );
     let api = api::Api {
@@ -116,7 +115,10 @@ pub async fn run(
         .add_service(PoolServiceServer::new(api.clone()))
         .add_service(ClusterServiceServer::new(api.clone()))
         .add_service(WatchServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), stopped(stop_rx));
+        .serve_with_incoming_shutdown(
+            fabric_agent::transport::nodelay_incoming(listeners.api),
+            stopped(stop_rx),
+        );
     let peer_task = tokio::spawn(peer_server);
     let api_task = tokio::spawn(api_server);
 

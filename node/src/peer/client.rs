@@ -27,6 +27,12 @@ use super::{decode, encode, ElectionControl, LeaderRequest, LeaderResult, ProbeR
 
 /// How long to wait for a TCP connection to a peer.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
+/// How often an HTTP/2 PING checks a peer connection, idle or not.
+pub const PEER_KEEPALIVE_INTERVAL_MS: u64 = 500;
+/// A PING unanswered this long closes the connection; the next call opens a new one. Together
+/// with the interval, a dead connection is noticed within about 1.5 s, well inside the lease,
+/// where a partition's TCP retransmission back-off had stalled replication for ten seconds.
+pub const PEER_KEEPALIVE_TIMEOUT_MS: u64 = 1_000;
 /// Largest peer message accepted or sent. Snapshot chunks are far below it (see
 /// `SNAPSHOT_CHUNK_BYTES_MAX`); append batches are bounded by openraft's `max_payload_entries`.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -86,7 +92,13 @@ impl PeerClients {
                         )),
                     })?
                     .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    // A connection that went silent (its peer restarted, or a partition left
+                    // segments in retransmission back-off) is found dead by a missed PING and
+                    // replaced, instead of timing out every call until the kernel gives up.
+                    .http2_keep_alive_interval(Duration::from_millis(PEER_KEEPALIVE_INTERVAL_MS))
+                    .keep_alive_timeout(Duration::from_millis(PEER_KEEPALIVE_TIMEOUT_MS))
+                    .keep_alive_while_idle(true);
                 let channel = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), channel.clone());
                 channel
