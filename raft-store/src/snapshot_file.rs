@@ -90,12 +90,9 @@ pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotError> {
     Ok(bytes)
 }
 
-/// Decodes and verifies a snapshot: header, length, checksum, and the model's own invariants.
-pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
-    if bytes.len() < HEADER_LEN {
-        return Err(SnapshotError::Truncated { len: bytes.len() });
-    }
-    let (header, body) = bytes.split_at(HEADER_LEN);
+/// The body length and checksum a header of [`HEADER_LEN`] bytes declares, once its magic and
+/// version are ours.
+fn parse_header(header: &[u8]) -> Result<(u64, u32), SnapshotError> {
     if &header[0..8] != MAGIC {
         return Err(SnapshotError::BadMagic);
     }
@@ -104,13 +101,23 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
         return Err(SnapshotError::UnsupportedVersion { found: version });
     }
     let declared = u64::from_be_bytes(be_array(&header[12..20]));
+    let checksum = u32::from_be_bytes(be_array(&header[20..24]));
+    Ok((declared, checksum))
+}
+
+/// Decodes and verifies a snapshot: header, length, checksum, and the model's own invariants.
+pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(SnapshotError::Truncated { len: bytes.len() });
+    }
+    let (header, body) = bytes.split_at(HEADER_LEN);
+    let (declared, expected) = parse_header(header)?;
     if declared != body.len() as u64 {
         return Err(SnapshotError::LengthMismatch {
             declared,
             actual: body.len() as u64,
         });
     }
-    let expected = u32::from_be_bytes(be_array(&header[20..24]));
     let actual = crc32fast::hash(body);
     if expected != actual {
         return Err(SnapshotError::ChecksumMismatch { expected, actual });
@@ -131,14 +138,7 @@ pub fn announced_len(prefix: &[u8]) -> Result<Option<u64>, SnapshotError> {
     let Some(header) = prefix.get(..HEADER_LEN) else {
         return Ok(None);
     };
-    if &header[0..8] != MAGIC {
-        return Err(SnapshotError::BadMagic);
-    }
-    let version = u32::from_be_bytes(be_array(&header[8..12]));
-    if version != FORMAT_VERSION {
-        return Err(SnapshotError::UnsupportedVersion { found: version });
-    }
-    let declared = u64::from_be_bytes(be_array(&header[12..20]));
+    let (declared, _) = parse_header(header)?;
     let total = declared.saturating_add(HEADER_LEN as u64);
     if total > SNAPSHOT_BYTES_MAX {
         return Err(SnapshotError::TooLarge { len: total });
