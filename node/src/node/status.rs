@@ -1,0 +1,166 @@
+//! Cluster status: the leader's view (asked of the leader when linearizable) or this node's.
+
+use super::*;
+
+impl Node {
+    /// The cluster as the leader sees it (forwarded there when possible), else as this node does.
+    pub async fn status(&self, consistency: Consistency) -> ClusterStatus {
+        if consistency == Consistency::Linearizable
+            && self.metrics().current_leader != Some(self.id())
+        {
+            let leader = self.metrics().current_leader.and_then(|id| {
+                self.metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.peer_addr.clone())
+            });
+            if let Some(addr) = leader {
+                let timeout = Duration::from_millis(STATUS_FROM_LEADER_TIMEOUT_MS);
+                if let Ok(Ok(LeaderReply::Status(status))) = self
+                    .peers()
+                    .to_leader(&addr, &LeaderRequest::Status, timeout)
+                    .await
+                {
+                    return *status;
+                }
+            }
+        }
+        self.local_status()
+    }
+
+    /// This node's own view of the cluster.
+    pub fn local_status(&self) -> ClusterStatus {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_leader = metrics.current_leader == Some(self.id());
+        let stale_after_ms = self.config().raft.election_max_ms * 2;
+        let records: BTreeMap<NodeId, Member> = self
+            .view()
+            .read(|a| a.state.members().map(|m| (m.id, m.clone())).collect());
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let record = records.get(id);
+                let voter = voters.contains(id);
+                let last_contact_ms = if *id == self.id() {
+                    Some(0)
+                } else if is_leader {
+                    self.peers().last_contact_ms(*id)
+                } else {
+                    None
+                };
+                let raft_state = if *id == self.id() {
+                    RaftStateKind::from(metrics.state)
+                } else if metrics.current_leader == Some(*id) {
+                    RaftStateKind::Leader
+                } else if is_leader && last_contact_ms.is_none_or(|ms| ms > stale_after_ms) {
+                    RaftStateKind::Offline
+                } else if !voter {
+                    RaftStateKind::Learner
+                } else if is_leader {
+                    RaftStateKind::Follower
+                } else {
+                    RaftStateKind::Unknown
+                };
+                let matched_index = if *id == self.id() {
+                    metrics.last_log_index
+                } else {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|log_id| log_id.index)
+                };
+                MemberStatus {
+                    id: *id,
+                    name: node.name.clone(),
+                    peer_addr: node.peer_addr.clone(),
+                    role: record.map(|m| m.role),
+                    api_addr: record.map(|m| m.api_addr.clone()).unwrap_or_default(),
+                    cabling: record.map(|m| m.cabling.clone()).unwrap_or_default(),
+                    capacity: record.map_or(0, |m| m.capacity),
+                    voter,
+                    raft_state,
+                    last_contact_ms,
+                    matched_index,
+                }
+            })
+            .collect();
+        let progress = self.view().progress();
+        let leader_name = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
+        let health = self.unit_health();
+        let (units, placements) = self.view().read(|a| {
+            let units = a
+                .state
+                .members()
+                .filter(|m| m.role == Role::Unit)
+                .map(|m| UnitStatus {
+                    id: m.id,
+                    name: m.name.clone(),
+                    lease_healthy: health
+                        .as_ref()
+                        .map(|(h, _)| h.healthy_for_ms.contains_key(&m.name)),
+                    lease_age_ms: health
+                        .as_ref()
+                        .and_then(|(_, ages)| ages.get(&m.name).copied()),
+                    draining: a.state.is_draining(&m.name),
+                    presented: a
+                        .state
+                        .presented_by(&m.name)
+                        .map(|p| p.keys().cloned().collect())
+                        .unwrap_or_default(),
+                    load: a.state.load_of(&m.name) as u32,
+                    capacity: m.capacity,
+                })
+                .collect();
+            (units, placement_status(&a.state))
+        });
+        ClusterStatus {
+            units,
+            placements,
+            responder_id: self.id(),
+            leader_id: metrics.current_leader,
+            leader_name: leader_name.unwrap_or_default(),
+            term: metrics.current_term,
+            commit_index: self.committed_index_hint(&metrics),
+            applied_index: progress.applied_index,
+            revision: progress.revision,
+            members,
+        }
+    }
+
+    /// The commit index as far as this node can tell: on the leader, the highest index a quorum
+    /// of voters has replicated; elsewhere, what it has applied (it cannot know more).
+    pub(super) fn committed_index_hint(&self, metrics: &RaftMetrics<NodeId, PeerNode>) -> u64 {
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let Some(replication) = metrics.replication.as_ref() else {
+            return applied;
+        };
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let mut matched: Vec<u64> = voters
+            .iter()
+            .map(|id| {
+                if *id == self.id() {
+                    metrics.last_log_index.unwrap_or(0)
+                } else {
+                    replication
+                        .get(id)
+                        .cloned()
+                        .flatten()
+                        .map_or(0, |log_id| log_id.index)
+                }
+            })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum = voters.len() / 2 + 1;
+        matched
+            .get(quorum - 1)
+            .copied()
+            .unwrap_or(applied)
+            .max(applied)
+    }
+}
