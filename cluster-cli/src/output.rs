@@ -300,21 +300,37 @@ pub fn units_table(units: &[UnitView]) -> String {
         "NAME",
         "LEASE",
         "LEASE AGE",
+        "GRANTS",
+        "LEASE LEFT",
+        "SWITCH",
         "DRAINING",
         "PRESENTED",
         "LOAD/CAPACITY",
     ]);
     for unit in units {
+        let switch = match (unit.switch_reachable, unit.lease_left_ms) {
+            (None, _) => "-".to_string(),
+            (Some(false), _) => "unreachable".to_string(),
+            (Some(true), None) if unit.switch_presenting.is_empty() => "fenced".to_string(),
+            (Some(true), _) => format!("{} presented", unit.switch_presenting.len()),
+        };
         table.row(vec![
             unit.name.clone(),
             word(&unit.lease),
             or_dash(unit.lease_age_ms.map(|ms| format!("{ms}ms"))),
+            or_dash(unit.voters_granting.map(|n| n.to_string())),
+            or_dash(unit.lease_left_ms.map(|ms| format!("{ms}ms"))),
+            switch,
             if unit.draining { "yes" } else { "no" }.into(),
             unit.presented.len().to_string(),
             format!("{}/{}", unit.load, unit.capacity),
         ]);
     }
-    table.render()
+    let mut text = table.render();
+    for unit in units.iter().filter(|u| !u.note.is_empty()) {
+        text.push_str(&format!("{}: {}\n", unit.name, unit.note));
+    }
+    text
 }
 
 /// Where a placement wants its profile: the desired unit, "from -> to" during a planned move.
@@ -505,6 +521,10 @@ impl WatchEventView {
                 word(&member.membership)
             ),
             ChangeView::MemberRemoved { id } => format!("member removed  {id}"),
+            ChangeView::LeaseRevoked { unit } => format!("lease revoked   {unit}"),
+            ChangeView::MembershipSettled { log_index } => {
+                format!("membership settled (log index {log_index})")
+            }
             ChangeView::Placements { placements } => format!(
                 "placements      {}",
                 placements
@@ -722,6 +742,11 @@ mod tests {
                 presented: vec!["db-01".into()],
                 load: 1,
                 capacity: 30,
+                voters_granting: Some(1),
+                lease_left_ms: None,
+                switch_presenting: vec![],
+                switch_reachable: Some(true),
+                note: "holds no lease".into(),
             }],
             placements: vec![
                 pb::ProfilePlacement {
@@ -782,6 +807,11 @@ mod tests {
                     "presented": ["db-01"],
                     "load": 1,
                     "capacity": 30,
+                    "voters_granting": 1,
+                    "lease_left_ms": null,
+                    "switch_presenting": [],
+                    "switch_reachable": true,
+                    "note": "holds no lease",
                 }],
                 "placements": [
                     {
@@ -824,6 +854,11 @@ mod tests {
             presented: presented.iter().map(|s| s.to_string()).collect(),
             load: presented.len() as u32,
             capacity: 30,
+            voters_granting: None,
+            lease_left_ms: None,
+            switch_presenting: vec![],
+            switch_reachable: None,
+            note: String::new(),
         }
     }
 

@@ -497,6 +497,7 @@ mod tests {
             presented: presented.iter().map(|s| s.to_string()).collect(),
             load: presented.len() as u32,
             capacity: 30,
+            ..Default::default()
         }
     }
 

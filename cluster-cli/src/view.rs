@@ -339,12 +339,14 @@ impl From<&pb::Member> for MemberView {
     }
 }
 
-/// Health of a unit's lease, as the leader sees it.
+/// Health of a unit's lease, as the leader judges it from every voter's report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LeaseView {
     Healthy,
     Expired,
+    /// Revoked: voters grant it nothing until its failover commits.
+    Revoked,
     /// The answering node is not the leader and cannot tell.
     Unknown,
     Unspecified,
@@ -358,11 +360,20 @@ pub struct UnitView {
     pub lease: LeaseView,
     pub lease_age_ms: Option<u64>,
     pub draining: bool,
-    /// Profiles the unit's switch reports presenting.
+    /// Profiles the unit last reported presenting (replicated).
     pub presented: Vec<String>,
     /// Profiles placed on (or moving to) the unit.
     pub load: u32,
     pub capacity: u32,
+    /// The unit's own view, when it answered: voters whose grants it holds,
+    pub voters_granting: Option<u32>,
+    /// how long its lease has left (null: none held),
+    pub lease_left_ms: Option<u64>,
+    /// and what its switch presents, read from the switch.
+    pub switch_presenting: Vec<String>,
+    pub switch_reachable: Option<bool>,
+    /// What is wrong, in words; empty when nothing is.
+    pub note: String,
 }
 
 impl From<&pb::UnitStatus> for UnitView {
@@ -374,6 +385,7 @@ impl From<&pb::UnitStatus> for UnitView {
                 Ok(pb::LeaseHealth::Healthy) => LeaseView::Healthy,
                 Ok(pb::LeaseHealth::Expired) => LeaseView::Expired,
                 Ok(pb::LeaseHealth::Unknown) => LeaseView::Unknown,
+                Ok(pb::LeaseHealth::Revoked) => LeaseView::Revoked,
                 _ => LeaseView::Unspecified,
             },
             lease_age_ms: unit.lease_age_ms,
@@ -381,6 +393,11 @@ impl From<&pb::UnitStatus> for UnitView {
             presented: unit.presented.clone(),
             load: unit.load,
             capacity: unit.capacity,
+            voters_granting: unit.voters_granting,
+            lease_left_ms: unit.lease_left_ms,
+            switch_presenting: unit.switch_presenting.clone(),
+            switch_reachable: unit.switch_reachable,
+            note: unit.note.clone(),
         }
     }
 }
@@ -575,6 +592,14 @@ pub enum ChangeView {
         unit: String,
         draining: bool,
     },
+    /// A unit's lease was revoked; its failover follows as `placements`.
+    LeaseRevoked {
+        unit: String,
+    },
+    /// The voter membership at this log index is settled: failovers may commit under it.
+    MembershipSettled {
+        log_index: u64,
+    },
     /// An event kind newer than this CLI.
     Unknown,
 }
@@ -603,6 +628,10 @@ impl From<&pb::WatchEvent> for WatchEventView {
             Some(Change::Drain(drain)) => ChangeView::Drain {
                 unit: drain.unit.clone(),
                 draining: drain.draining,
+            },
+            Some(Change::LeaseRevoked(unit)) => ChangeView::LeaseRevoked { unit: unit.clone() },
+            Some(Change::MembershipSettled(log_index)) => ChangeView::MembershipSettled {
+                log_index: *log_index,
             },
             None => ChangeView::Unknown,
         };

@@ -127,6 +127,7 @@ impl State {
                     })
                     .count() as u32,
                 capacity: 30,
+                ..Default::default()
             })
             .collect()
     }

@@ -63,6 +63,27 @@ pub enum Command {
         unit: String,
         draining: bool,
     },
+    /// Revoke a unit's lease: from the moment a voter applies this, it grants the unit nothing
+    /// until the matching [`Command::FailOver`] (ARCHITECTURE.md, "Leases held by a quorum").
+    /// The revocation's epoch is the revision it is applied at.
+    RevokeLease {
+        unit: String,
+    },
+    /// Records that the voter membership whose Raft log entry is at `log_index` has been
+    /// committed, and the only one in effect, for longer than a lease: grants made under any
+    /// earlier membership have all ended. A failover is committed only under a settled
+    /// membership (ARCHITECTURE.md, "Leases held by a quorum").
+    SettleMembership {
+        log_index: u64,
+    },
+    /// Move profiles off a unit whose lease was revoked at `epoch`, once a majority of voters
+    /// attested that their grants to it have lapsed; ends the revocation. Refused unless the
+    /// revocation in force for `unit` is the one at `epoch`, so a late duplicate changes nothing.
+    FailOver {
+        unit: String,
+        epoch: Revision,
+        changes: Vec<PlacementChange>,
+    },
 }
 
 /// The result of an accepted command: the object as it now stands, or what was removed.
@@ -77,4 +98,7 @@ pub enum Outcome {
     Placed { profiles: Vec<String> },
     Presented { unit: String },
     Drain { unit: String, draining: bool },
+    LeaseRevoked { unit: String, epoch: Revision },
+    MembershipSettled { log_index: u64 },
+    FailedOver { unit: String, profiles: Vec<String> },
 }

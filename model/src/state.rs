@@ -52,6 +52,19 @@ pub enum Change {
         unit: String,
         draining: bool,
     },
+    /// A unit's lease was revoked; voters grant it nothing until its failover.
+    LeaseRevoked {
+        unit: String,
+    },
+    /// The voter membership whose log entry is at `log_index` is settled.
+    MembershipSettled {
+        log_index: u64,
+    },
+    /// Profiles were moved off a unit whose lease was revoked, and the revocation ended.
+    FailedOver {
+        unit: String,
+        placements: Vec<(String, Placement)>,
+    },
 }
 
 /// Everything the cluster agrees on. Changed only by `apply`, so every replica that applies the
@@ -73,6 +86,10 @@ pub struct State {
     draining: BTreeSet<String>,
     /// Per unit, the newest state (log index) its agent had acted on when it reported.
     presented_as_of: BTreeMap<String, Revision>,
+    /// Units whose lease is revoked, with the revision of the revocation (its epoch).
+    revoked: BTreeMap<String, Revision>,
+    /// The log index of the newest voter membership recorded as settled (0 if none).
+    settled_membership: u64,
     /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
     events: VecDeque<Event>,
     /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
@@ -155,6 +172,21 @@ impl State {
     /// The newest state (log index) `unit`'s agent had acted on in a report (0 if none).
     pub fn presented_as_of(&self, unit: &str) -> Revision {
         self.presented_as_of.get(unit).copied().unwrap_or(0)
+    }
+
+    /// The epoch (revision) of the revocation of `unit`'s lease in force, if any.
+    pub fn revoked_at(&self, unit: &str) -> Option<Revision> {
+        self.revoked.get(unit).copied()
+    }
+
+    /// The log index of the newest voter membership recorded as settled (0 if none).
+    pub fn settled_membership(&self) -> u64 {
+        self.settled_membership
+    }
+
+    /// Every revocation in force, unit name to epoch.
+    pub fn revocations(&self) -> impl Iterator<Item = (&String, &Revision)> {
+        self.revoked.iter()
     }
 
     pub fn is_draining(&self, unit: &str) -> bool {
@@ -502,6 +534,16 @@ impl State {
         revision: Revision,
         changes: &[PlacementChange],
     ) -> Result<Outcome, Rejection> {
+        let profiles = self.place_profiles(revision, changes)?;
+        Ok(Outcome::Placed { profiles })
+    }
+
+    /// Applies placement changes all or none; the names of the profiles changed.
+    fn place_profiles(
+        &mut self,
+        revision: Revision,
+        changes: &[PlacementChange],
+    ) -> Result<Vec<String>, Rejection> {
         if changes.len() > PROFILES_MAX {
             return Err(Rejection::limit(
                 "placement changes in one command",
@@ -584,9 +626,7 @@ impl State {
                 .insert(change.profile.clone(), placement.clone());
             placed.push((change.profile.clone(), placement));
         }
-        Ok(Outcome::Placed {
-            profiles: placed.into_iter().map(|(name, _)| name).collect(),
-        })
+        Ok(placed.into_iter().map(|(name, _)| name).collect())
     }
 
     fn report_presented(
@@ -608,6 +648,80 @@ impl State {
         *vouched = (*vouched).max(as_of);
         Ok(Outcome::Presented {
             unit: unit.to_owned(),
+        })
+    }
+
+    fn revoke_lease(&mut self, revision: Revision, unit: &str) -> Result<Outcome, Rejection> {
+        validate_name("unit", unit)?;
+        // A removed unit may still hold profiles (and a lease until it lapses): it can be
+        // revoked as long as a placement still names it.
+        let named = self.placements.values().any(|p| {
+            p.unit.as_deref() == Some(unit) || p.moving.as_ref().is_some_and(|m| m.from == unit)
+        });
+        if self.member_by_name(unit).is_some() || !named {
+            self.unit_member("unit", unit)?;
+        }
+        if let Some(epoch) = self.revoked.get(unit) {
+            return Err(Rejection::FailedPrecondition {
+                reason: format!("the lease of unit {unit:?} is already revoked (epoch {epoch})"),
+            });
+        }
+        self.revoked.insert(unit.to_owned(), revision);
+        Ok(Outcome::LeaseRevoked {
+            unit: unit.to_owned(),
+            epoch: revision,
+        })
+    }
+
+    fn fail_over(
+        &mut self,
+        revision: Revision,
+        unit: &str,
+        epoch: Revision,
+        changes: &[PlacementChange],
+    ) -> Result<Outcome, Rejection> {
+        validate_name("unit", unit)?;
+        match self.revoked.get(unit) {
+            Some(in_force) if *in_force == epoch => {}
+            Some(in_force) => {
+                return Err(Rejection::FailedPrecondition {
+                    reason: format!(
+                        "failover of unit {unit:?} is for the revocation at epoch {epoch}, but \
+                         the one in force is at epoch {in_force}"
+                    ),
+                })
+            }
+            None => {
+                return Err(Rejection::FailedPrecondition {
+                    reason: format!(
+                        "the lease of unit {unit:?} is not revoked: a failover needs a \
+                         revocation that a majority of voters attested"
+                    ),
+                })
+            }
+        }
+        for (position, change) in changes.iter().enumerate() {
+            let off_unit = self.placements.get(&change.profile).is_some_and(|p| {
+                p.unit.as_deref() == Some(unit) || p.moving.as_ref().is_some_and(|m| m.from == unit)
+            });
+            if !off_unit {
+                return Err(Rejection::invalid(
+                    format!("changes[{position}].profile"),
+                    &change.profile,
+                    format!("is not placed on (or moving from) unit {unit:?}"),
+                ));
+            }
+        }
+        let profiles = self.place_profiles(revision, changes)?;
+        self.revoked.remove(unit);
+        // Its switch has cleared by now (a majority attested that its lease lapsed), so its last
+        // report no longer says anything true.
+        if let Some(report) = self.presented.get_mut(unit) {
+            report.clear();
+        }
+        Ok(Outcome::FailedOver {
+            unit: unit.to_owned(),
+            profiles,
         })
     }
 
@@ -703,6 +817,19 @@ pub fn apply(
             as_of,
         } => state.report_presented(unit, profiles, *as_of)?,
         Command::SetDrain { unit, draining } => state.set_drain(unit, *draining)?,
+        Command::RevokeLease { unit } => state.revoke_lease(revision, unit)?,
+        Command::SettleMembership { log_index } => {
+            // Memberships only move forward; an older one is settled by the newer.
+            state.settled_membership = state.settled_membership.max(*log_index);
+            Outcome::MembershipSettled {
+                log_index: *log_index,
+            }
+        }
+        Command::FailOver {
+            unit,
+            epoch,
+            changes,
+        } => state.fail_over(revision, unit, *epoch, changes)?,
     };
     let change = match &outcome {
         Outcome::Pool(pool) => Change::PoolPut(pool.clone()),
@@ -730,6 +857,22 @@ pub fn apply(
             unit: unit.clone(),
             draining: *draining,
         },
+        Outcome::LeaseRevoked { unit, .. } => Change::LeaseRevoked { unit: unit.clone() },
+        Outcome::MembershipSettled { log_index } => Change::MembershipSettled {
+            log_index: *log_index,
+        },
+        Outcome::FailedOver { unit, profiles } => Change::FailedOver {
+            unit: unit.clone(),
+            placements: profiles
+                .iter()
+                .filter_map(|name| {
+                    state
+                        .placements
+                        .get(name)
+                        .map(|placement| (name.clone(), placement.clone()))
+                })
+                .collect(),
+        },
     };
     state.revision = revision;
     state.record(Event {
@@ -753,6 +896,8 @@ struct SnapshotRef<'a> {
     presented: &'a BTreeMap<String, BTreeMap<String, Revision>>,
     draining: &'a BTreeSet<String>,
     presented_as_of: &'a BTreeMap<String, Revision>,
+    revoked: &'a BTreeMap<String, Revision>,
+    settled_membership: u64,
     events: &'a VecDeque<Event>,
 }
 
@@ -772,6 +917,10 @@ struct Snapshot {
     draining: BTreeSet<String>,
     #[serde(default)]
     presented_as_of: BTreeMap<String, Revision>,
+    #[serde(default)]
+    revoked: BTreeMap<String, Revision>,
+    #[serde(default)]
+    settled_membership: u64,
     events: VecDeque<Event>,
 }
 
@@ -787,6 +936,8 @@ impl Serialize for State {
             presented: &self.presented,
             draining: &self.draining,
             presented_as_of: &self.presented_as_of,
+            revoked: &self.revoked,
+            settled_membership: self.settled_membership,
             events: &self.events,
         }
         .serialize(serializer)
@@ -838,6 +989,8 @@ impl State {
             presented: snapshot.presented,
             draining: snapshot.draining,
             presented_as_of: snapshot.presented_as_of,
+            revoked: snapshot.revoked,
+            settled_membership: snapshot.settled_membership,
             events: snapshot.events,
             index: IdentityIndex::default(),
         };

@@ -250,6 +250,79 @@ fn placement_state_survives_a_snapshot_round_trip() {
     assert!(restored.is_draining("unit-b"));
 }
 
+#[test]
+fn a_failover_needs_the_revocation_in_force_and_ends_it() {
+    let mut c = Cluster::new();
+    c.run(Command::Place {
+        changes: vec![place("p1", "unit-a")],
+    })
+    .expect("place");
+    c.run(Command::ReportPresented {
+        unit: "unit-a".into(),
+        profiles: BTreeMap::from([("p1".to_owned(), 1)]),
+        as_of: c.revision,
+    })
+    .expect("report");
+    let mut moved = place("p1", "unit-b");
+    moved.failed_over_from = Some("unit-a".into());
+    let fail_over = |epoch| Command::FailOver {
+        unit: "unit-a".into(),
+        epoch,
+        changes: vec![moved.clone()],
+    };
+    // No revocation, no failover.
+    let err = c.run(fail_over(1)).expect_err("not revoked");
+    assert!(err.to_string().contains("not revoked"), "{err}");
+    // A witness holds no lease to revoke.
+    let err = c
+        .run(Command::RevokeLease {
+            unit: "witness".into(),
+        })
+        .expect_err("a witness");
+    assert!(err.to_string().contains("witness"), "{err}");
+    let Ok(Outcome::LeaseRevoked { epoch, .. }) = c.run(Command::RevokeLease {
+        unit: "unit-a".into(),
+    }) else {
+        panic!("revocation refused");
+    };
+    assert_eq!(c.state.revoked_at("unit-a"), Some(epoch));
+    let err = c
+        .run(Command::RevokeLease {
+            unit: "unit-a".into(),
+        })
+        .expect_err("already revoked");
+    assert!(err.to_string().contains("already revoked"), "{err}");
+    // Another epoch's failover is stale; a change of a profile not on the unit is refused.
+    let err = c.run(fail_over(epoch + 1)).expect_err("stale epoch");
+    assert!(err.to_string().contains("in force"), "{err}");
+    let err = c
+        .run(Command::FailOver {
+            unit: "unit-a".into(),
+            epoch,
+            changes: vec![place("p2", "unit-b")],
+        })
+        .expect_err("p2 is not on unit-a");
+    assert!(err.to_string().contains("not placed on"), "{err}");
+    // The snapshot keeps the revocation.
+    let json = serde_json::to_string(&c.state).expect("serialize");
+    let restored: State = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(restored.revoked_at("unit-a"), Some(epoch));
+    c.run(fail_over(epoch))
+        .expect("the failover of the revocation in force");
+    assert_eq!(c.state.revoked_at("unit-a"), None, "the revocation ended");
+    assert_eq!(
+        c.state.placement("p1").and_then(|p| p.unit.as_deref()),
+        Some("unit-b")
+    );
+    assert!(
+        c.state.presented_by("unit-a").is_some_and(|p| p.is_empty()),
+        "the fenced unit's report is cleared"
+    );
+    // A late duplicate of the same failover changes nothing.
+    let err = c.run(fail_over(epoch)).expect_err("a duplicate");
+    assert!(err.to_string().contains("not revoked"), "{err}");
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Drain(usize, bool),

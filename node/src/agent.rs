@@ -2,12 +2,15 @@
 //! placed on it — while, and only while, the lease is live.
 //!
 //! Two loops share the lease:
-//! - renewal, every `lease_ttl / 4`: ask the leader; on a grant the lease runs to *send time* +
-//!   `lease_ttl` (never from the reply's arrival: the grant may have been delayed), and the switch
-//!   watchdog is armed with that same absolute deadline;
+//! - renewal, every `lease_ttl / 4`: ask every voter, each on its own (a slow or dead voter
+//!   delays no other); each grant counts until the renewal's *send time* + `lease_ttl` (never
+//!   from the reply's arrival: the grant may have been delayed). The lease lasts while a
+//!   majority of grants does (`lease::HeldGrants`), and the switch watchdog is armed with that
+//!   absolute deadline whenever it moves;
 //! - reconcile, every [`RECONCILE_TICK_MS`]: with a live lease and the applied state at least at
-//!   the grant's read index, plan desired vs actual and apply a bounded number of actions; with
-//!   no live lease, clear the switch. Then report what the switch presents, if that changed.
+//!   the largest index a grant named, plan desired vs actual and apply a bounded number of
+//!   actions; when the lease held has lapsed, or the applied state revokes it, clear the switch.
+//!   Then report what the switch presents, if that changed.
 //!
 //! The safety argument (why a failed unit's identities are gone before a peer programs them) is
 //! in `lease.rs`; this loop upholds its unit-side half: never program after `expires_at`, and
@@ -23,9 +26,9 @@ use fabric_agent::{
 use tokio::sync::watch;
 use vnet_model::{Command, State};
 
-use crate::lease::UnitLease;
+use crate::lease::{HeldGrants, UnitLease, UnitView};
 use crate::node::Node;
-use crate::peer::{LeaderReply, LeaderRequest};
+use crate::peer::LeaseRenewal;
 
 /// How often the agent compares desired and actual.
 pub const RECONCILE_TICK_MS: u64 = 20;
@@ -49,10 +52,14 @@ pub fn desired_ports(state: &State, unit: &str) -> PortMap {
 /// What one reconcile pass should do, decided without I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconcile {
-    /// No live lease and the switch presents something: clear it all. The leader may already
-    /// have given these identities to a peer (the watchdog clears at the same deadline).
+    /// The lease held has lapsed (or is revoked) and the switch presents something: clear it
+    /// all. A peer may already have been given these identities (the watchdog clears at the
+    /// same deadline).
     ClearAll,
-    /// No live lease, nothing to clear (or fencing is disabled for a test).
+    /// No live lease, and nothing to clear: the switch presents nothing, fencing is disabled
+    /// for a test, or no lease has been held since this process started (whatever the switch
+    /// presents then was armed by an earlier life, and its watchdog clears it at that lease's
+    /// end unless a new lease arrives first).
     Lapsed,
     /// A live lease, but the grant covers changes not applied yet (perhaps moves off this
     /// unit): act on nothing older.
@@ -62,8 +69,9 @@ pub enum Reconcile {
     Act { actions: Vec<Action>, backlog: bool },
 }
 
-/// Decides a reconcile pass for `unit` at `now_mono_ns`, from the lease held, the index of the
-/// applied `state`, and what the switch presents (`actual`).
+/// Decides a reconcile pass for `unit` at `now_mono_ns`, from the lease held since this process
+/// started (`None`: none yet), the index of the applied `state`, and what the switch presents
+/// (`actual`).
 pub fn reconcile(
     lease: Option<UnitLease>,
     now_mono_ns: u64,
@@ -73,8 +81,12 @@ pub fn reconcile(
     actual: &PortMap,
     fencing: bool,
 ) -> Reconcile {
-    match lease.filter(|l| l.is_live(now_mono_ns)) {
-        None if fencing && !actual.is_empty() => Reconcile::ClearAll,
+    // A revocation this unit has applied means its voters grant it nothing more and its
+    // profiles are being moved: it stops at once rather than at its lease's end.
+    let revoked = state.revoked_at(unit).is_some();
+    match lease.filter(|l| l.is_live(now_mono_ns) && !revoked) {
+        None if lease.is_some() && fencing && !actual.is_empty() => Reconcile::ClearAll,
+        None if revoked && fencing && !actual.is_empty() => Reconcile::ClearAll,
         None => Reconcile::Lapsed,
         Some(lease) if applied_index < lease.min_applied_index => Reconcile::WaitForApply,
         Some(_) => {
@@ -120,18 +132,30 @@ pub fn presented_of(ports: &PortMap) -> BTreeMap<String, u64> {
         .collect()
 }
 
-type SharedLease = Arc<Mutex<Option<UnitLease>>>;
+/// The unit's grants, and the latest lease they made (kept even when it lapses, so the
+/// reconcile loop can tell "lapsed" from "never held").
+#[derive(Debug, Default)]
+struct Held {
+    grants: HeldGrants,
+    lease: Option<UnitLease>,
+}
 
-// The lease cell holds a plain value with no invariant spanning calls.
-fn read_lease(lease: &SharedLease) -> Option<UnitLease> {
-    *lease
+type SharedLease = Arc<Mutex<Held>>;
+
+// The lease cell holds plain values with no invariant spanning calls.
+fn lock_held(lease: &SharedLease) -> std::sync::MutexGuard<'_, Held> {
+    lease
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn read_lease(lease: &SharedLease) -> Option<UnitLease> {
+    lock_held(lease).lease
+}
+
 /// Runs the agent until `stopping` turns true.
 pub async fn run<D: FabricDriver>(node: Node, driver: D, stopping: watch::Receiver<bool>) {
-    let lease: SharedLease = Arc::new(Mutex::new(None));
+    let lease: SharedLease = Arc::new(Mutex::new(Held::default()));
     let driver = Arc::new(driver);
     tokio::join!(
         renew_loop(
@@ -151,6 +175,8 @@ async fn tick_or_stop(every: Duration, stopping: &mut watch::Receiver<bool>) -> 
     }
 }
 
+/// Every `ttl / 4`, a renewal to each voter of the membership this node knows, each on its own
+/// task; a voter whose previous renewal is still out is skipped this round.
 async fn renew_loop<D: FabricDriver>(
     node: Node,
     driver: Arc<D>,
@@ -158,35 +184,133 @@ async fn renew_loop<D: FabricDriver>(
     mut stopping: watch::Receiver<bool>,
 ) {
     let timing = node.config().lease;
-    let ttl = Duration::from_millis(timing.ttl_ms);
     let every = Duration::from_millis(timing.renew_every_ms());
-    let unit = node.config().name.clone();
+    let in_flight: Arc<Mutex<std::collections::BTreeSet<u64>>> = Arc::default();
     loop {
-        let sent_at = Instant::now();
-        let sent_at_mono_ns = fabric_agent::monotonic_now_ns();
-        let request = LeaderRequest::RenewLease { unit: unit.clone() };
-        // A renewal slower than half the lease is useless: a later one is already due.
-        match node.execute_within(request, ttl / 2).await {
-            Ok(LeaderReply::LeaseGranted { read_index }) => {
-                let deadline = {
-                    let mut held = lease.lock().unwrap_or_else(|p| p.into_inner());
-                    let renewed = UnitLease::after_grant(*held, sent_at_mono_ns, ttl, read_index);
-                    *held = Some(renewed);
-                    renewed.expires_at_mono_ns
-                };
-                // The switch keeps the latest deadline it was given, so arming with the held
-                // lease's end is the same as arming with this grant's.
-                if let Err(e) = driver.arm_watchdog(deadline).await {
-                    tracing::warn!(error = %e, "could not arm the switch watchdog");
-                }
+        let round_start = Instant::now();
+        let metrics = node.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership
+            .get_joint_config()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        for voter in voters {
+            let fresh = in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(voter);
+            if !fresh {
+                continue;
             }
-            Ok(other) => tracing::warn!(reply = ?other, "unexpected answer to a lease renewal"),
-            Err(e) => tracing::debug!(error = %e, "lease renewal failed"),
+            let addr = membership.get_node(&voter).map(|n| n.peer_addr.clone());
+            let (node, driver, lease, in_flight) = (
+                node.clone(),
+                driver.clone(),
+                lease.clone(),
+                in_flight.clone(),
+            );
+            tokio::spawn(async move {
+                renew_with(&node, &*driver, &lease, voter, addr).await;
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&voter);
+            });
         }
-        let next = every.saturating_sub(sent_at.elapsed());
+        let next = every.saturating_sub(round_start.elapsed());
         if !tick_or_stop(next, &mut stopping).await {
             return;
         }
+    }
+}
+
+/// One renewal with one voter (this node itself, or a peer at `addr`), and the lease after it.
+async fn renew_with<D: FabricDriver>(
+    node: &Node,
+    driver: &D,
+    lease: &SharedLease,
+    voter: u64,
+    addr: Option<String>,
+) {
+    let timing = node.config().lease;
+    let ttl = Duration::from_millis(timing.ttl_ms);
+    let unit = node.config().name.clone();
+    let sent_at_mono_ns = fabric_agent::monotonic_now_ns();
+    let answer = if voter == node.id() {
+        node.grant_lease(&unit)
+            .map_err(|refused| refused.to_string())
+    } else {
+        let Some(addr) = addr else {
+            return;
+        };
+        // A renewal slower than half the lease is useless: a later one is already due.
+        let renewal = LeaseRenewal { unit };
+        match node.peers().grant_lease(&addr, &renewal, ttl / 2).await {
+            Ok(answer) => answer,
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let grant = match answer {
+        Ok(grant) if grant.voter == voter => grant,
+        Ok(grant) => {
+            tracing::warn!(
+                voter,
+                answered_as = grant.voter,
+                "lease grant from the wrong node"
+            );
+            return;
+        }
+        Err(why) => {
+            tracing::debug!(voter, %why, "lease renewal not granted");
+            return;
+        }
+    };
+    let armed = {
+        let mut held = lock_held(lease);
+        held.grants.add(&grant, sent_at_mono_ns, ttl);
+        held.grants.prune(fabric_agent::monotonic_now_ns());
+        let Some(now) = held.grants.lease() else {
+            return;
+        };
+        let grew = held
+            .lease
+            .is_none_or(|old| now.expires_at_mono_ns > old.expires_at_mono_ns);
+        // The lease made of the grants held only moves forward (ends and the index grow).
+        held.lease = Some(match held.lease {
+            Some(old) => UnitLease {
+                expires_at_mono_ns: old.expires_at_mono_ns.max(now.expires_at_mono_ns),
+                min_applied_index: old.min_applied_index.max(now.min_applied_index),
+            },
+            None => now,
+        });
+        grew.then_some(now.expires_at_mono_ns)
+    };
+    // The switch keeps the latest deadline it was given, so concurrent arms in any order leave
+    // it at the lease's end.
+    if let Some(deadline) = armed {
+        if let Err(e) = driver.arm_watchdog(deadline).await {
+            tracing::warn!(error = %e, "could not arm the switch watchdog");
+        }
+    }
+}
+
+/// The unit's lease and switch as this agent sees them now, for status.
+fn unit_view(unit: &str, lease: &SharedLease, actual: Option<&PortMap>) -> UnitView {
+    let now = fabric_agent::monotonic_now_ns();
+    let held = lock_held(lease);
+    UnitView {
+        unit: unit.to_owned(),
+        voters_granting: held.grants.voters_granting(now) as u32,
+        lease_left_ms: held
+            .lease
+            .filter(|l| l.is_live(now))
+            .map(|l| (l.expires_at_mono_ns - now) / 1_000_000),
+        switch_presenting: actual
+            .map(|ports| presented_of(ports).into_keys().collect())
+            .unwrap_or_default(),
+        switch_reachable: actual.is_some(),
     }
 }
 
@@ -219,9 +343,11 @@ async fn reconcile_loop<D: FabricDriver>(
             Ok(state) => state.ports,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the switch state");
+                node.set_unit_view(unit_view(&unit, &lease, None));
                 continue;
             }
         };
+        node.set_unit_view(unit_view(&unit, &lease, Some(&actual)));
         let held = read_lease(&lease);
         let decided = node.view().read(|a| {
             reconcile(

@@ -1,15 +1,20 @@
 //! The leader's placement controller, one pass at a time and without I/O: what to write, given
-//! the lease table, the applied state and the time. `Node::run_placement` performs the writes;
-//! the failover simulator (`sim/`) drives the same functions with simulated time.
+//! the voters' lease reports, the applied state and the time. `Node::run_placement` gathers the
+//! reports and performs the writes; the failover simulator (`sim/`) drives the same functions
+//! with simulated time.
 //!
-//! A pass has two phases, with the writes of the first awaited before the second:
-//! 1. [`Controller::stale_reports`]: a unit judged failed whose last report still lists
-//!    profiles gets an empty report written for it (its switch has fenced by then);
-//! 2. [`Controller::decide`]: release failed units whose moves are seen applied, judge health,
-//!    decide with `placement::decide`, and act on every failure a decision relies on — all in
-//!    one critical section with the lease table (see "Every grant is ordered against every
-//!    judgement of failure" in `lease.rs`). Health judged in phase 1 must not be reused here:
-//!    a renewal may have been granted while the phase-1 writes were awaited.
+//! A pass judges every unit from the reports (`lease::judge`): a unit is failed when a majority
+//! of every voter set has granted it nothing for `ttl + drift_margin` (it has fenced itself by
+//! then), or when its lease is revoked. `placement::decide` then proposes changes; those that
+//! rely on a unit's failure go through three steps, each its own write:
+//! 1. `RevokeLease`: voters that apply it grant the unit nothing more;
+//! 2. once a majority of every voter set attests that it applied the revocation and has been
+//!    silent for `ttl + margin` (`lease::attested`), and the voter membership is settled,
+//!    `FailOver` moves the profiles and ends the revocation;
+//! 3. a revocation whose unit holds nothing any more is ended by an empty `FailOver`.
+//!
+//! A membership is settled once this leader has seen it committed and alone in effect for
+//! `ttl + margin` (`SettleMembership`): grants made under earlier memberships have ended by then.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,15 +22,71 @@ use std::time::{Duration, Instant};
 use vnet_model::{Command, PlacementChange, Role, State};
 
 use crate::error::ApiError;
-use crate::lease::LeaseTable;
-use crate::placement::{decide, planned_moves, Decisions, Health, Policy};
+use crate::lease::{attested, judge, Judgement, VoterReport, VoterSets};
+use crate::placement::{decide, planned_moves, Health, Policy};
 
 /// The controller's tunables.
 #[derive(Debug, Clone, Copy)]
 pub struct Controller {
     pub policy: Policy,
-    /// A unit silent this long (lease TTL plus drift margin) is judged failed.
+    /// A unit no majority has granted anything for this long (lease TTL plus drift margin) is
+    /// judged failed.
     pub failed_after: Duration,
+}
+
+/// What the leader knows of the voters, for one pass.
+#[derive(Debug, Clone)]
+pub struct Voters<'a> {
+    /// The voter sets of the effective membership.
+    pub sets: &'a VoterSets,
+    /// The latest report of each voter that answered.
+    pub reports: &'a BTreeMap<u64, VoterReport>,
+    /// Whether the effective membership is settled (recorded in the state), so a failover may
+    /// be committed under it.
+    pub settled: bool,
+}
+
+/// What an operator asked to move: one profile to `to`, or every profile off `from`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OperatorMove<'a> {
+    pub profile: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+}
+
+/// The writes of one pass, in the order they should be made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassWrites {
+    pub revocations: Vec<String>,
+    /// Unit, revocation epoch, and the changes off it.
+    pub failovers: Vec<(String, u64, Vec<PlacementChange>)>,
+    pub others: Vec<PlacementChange>,
+}
+
+impl PassWrites {
+    pub fn is_empty(&self) -> bool {
+        self.revocations.is_empty() && self.failovers.is_empty() && self.others.is_empty()
+    }
+
+    /// Every write as a command, in order.
+    pub fn into_commands(self) -> Vec<Command> {
+        let revocations = self
+            .revocations
+            .into_iter()
+            .map(|unit| Command::RevokeLease { unit });
+        let failovers =
+            self.failovers
+                .into_iter()
+                .map(|(unit, epoch, changes)| Command::FailOver {
+                    unit,
+                    epoch,
+                    changes,
+                });
+        let others = (!self.others.is_empty()).then_some(Command::Place {
+            changes: self.others,
+        });
+        revocations.chain(failovers).chain(others).collect()
+    }
 }
 
 /// The units of the state, by name (witnesses hold no lease).
@@ -37,82 +98,98 @@ fn units(state: &State) -> impl Iterator<Item = &str> {
 }
 
 impl Controller {
-    /// Health of every unit at `now`, as the table knows it.
-    pub fn health(&self, table: &mut LeaseTable, state: &State, now: Instant) -> Health {
-        table.health(units(state), now, self.failed_after)
-    }
-
-    /// Phase 1: empty reports for units judged failed that are still reported presenting.
-    /// They vouch for nothing new (`as_of` 0): moves off a failed unit complete on its failure,
-    /// not on this report.
-    pub fn stale_reports(
+    /// Health of every unit at `now`. `healthy_since` is this leader's memory of when each unit
+    /// was last seen turning healthy (for failback hold-down); it is updated here.
+    pub fn health(
         &self,
-        table: &mut LeaseTable,
+        voters: &Voters<'_>,
         state: &State,
+        healthy_since: &mut BTreeMap<String, Instant>,
         now: Instant,
-    ) -> Vec<Command> {
-        let health = self.health(table, state, now);
-        health
-            .failed_for_ms
-            .keys()
-            .filter(|unit| state.presented_by(unit).is_some_and(|p| !p.is_empty()))
-            .map(|unit| Command::ReportPresented {
-                unit: unit.clone(),
-                profiles: BTreeMap::new(),
-                as_of: 0,
-            })
-            .collect()
-    }
-
-    /// Phase 2: the placement changes of this pass. Every failure a change relies on is acted on
-    /// in the table before this returns, so no renewal granted after the judgement is recorded.
-    /// The caller reports each failover's write to [`LeaseTable::failover_done`] once committed.
-    pub fn decide(&self, table: &mut LeaseTable, state: &State, now: Instant) -> Decisions {
-        // A unit whose failover write was not confirmed is released once the applied state
-        // (applied on this leader, so committed) places nothing on it.
-        for unit in table.pending_units() {
-            if state.load_of(&unit) == 0 {
-                table.failover_done(&unit);
+    ) -> Health {
+        let mut health = Health::default();
+        for unit in units(state) {
+            let judged = judge(voters.sets, voters.reports, unit, self.failed_after);
+            match (state.revoked_at(unit), judged) {
+                (None, Judgement::Live) => {
+                    let since = *healthy_since.entry(unit.to_owned()).or_insert(now);
+                    health.healthy_for_ms.insert(
+                        unit.to_owned(),
+                        now.saturating_duration_since(since).as_millis() as u64,
+                    );
+                }
+                (_, Judgement::Lapsed { silent_ms }) => {
+                    healthy_since.remove(unit);
+                    health.failed_for_ms.insert(unit.to_owned(), silent_ms);
+                }
+                (Some(_), Judgement::Live) => {
+                    healthy_since.remove(unit);
+                    let silent_ms = self.failed_after.as_millis() as u64;
+                    health.failed_for_ms.insert(unit.to_owned(), silent_ms);
+                }
             }
         }
-        let health = self.health(table, state, now);
-        let decisions = decide(state, &health, &self.policy);
-        for unit in decisions.failovers.keys() {
-            table.declare_failed(unit);
-        }
-        for unit in &decisions.failed_sources {
-            table.act_on_failure(unit);
-        }
-        decisions
+        health
     }
 
-    /// An operator's move (see `placement::planned_moves`), judged and acted on in one critical
-    /// section like [`Controller::decide`]: a move off a failed unit places the profile at once,
-    /// so that unit's renewals under way must be refused.
+    /// One pass: the writes to make, in order.
+    pub fn decide(
+        &self,
+        voters: &Voters<'_>,
+        state: &State,
+        healthy_since: &mut BTreeMap<String, Instant>,
+        now: Instant,
+    ) -> PassWrites {
+        let health = self.health(voters, state, healthy_since, now);
+        let decisions = decide(state, &health, &self.policy);
+        let mut writes = PassWrites {
+            others: decisions.others,
+            ..PassWrites::default()
+        };
+        let may_fail_over = |unit: &str, epoch: u64| {
+            voters.settled && attested(voters.sets, voters.reports, unit, epoch, self.failed_after)
+        };
+        for (unit, changes) in decisions.failovers {
+            match state.revoked_at(&unit) {
+                None => writes.revocations.push(unit),
+                Some(epoch) if may_fail_over(&unit, epoch) => {
+                    writes.failovers.push((unit, epoch, changes))
+                }
+                Some(_) => {}
+            }
+        }
+        // A revocation whose unit holds nothing any more (its profiles were moved or deleted)
+        // still ends only once attested: until then the unit may hold grants.
+        for (unit, epoch) in state.revocations() {
+            let handled = writes.failovers.iter().any(|(u, _, _)| u == unit);
+            let holds_nothing = state.placements().all(|(_, p)| {
+                p.unit.as_deref() != Some(unit.as_str())
+                    && p.moving.as_ref().is_none_or(|m| &m.from != unit)
+            });
+            if !handled && holds_nothing && may_fail_over(unit, *epoch) {
+                writes.failovers.push((unit.clone(), *epoch, Vec::new()));
+            }
+        }
+        writes
+    }
+
+    /// An operator's move (see `placement::planned_moves`): always break before make.
     pub fn operator_moves(
         &self,
-        table: &mut LeaseTable,
+        voters: &Voters<'_>,
         state: &State,
+        healthy_since: &mut BTreeMap<String, Instant>,
         now: Instant,
-        profile: Option<&str>,
-        from: Option<&str>,
-        to: Option<&str>,
+        asked: OperatorMove<'_>,
     ) -> Result<Vec<PlacementChange>, ApiError> {
-        let health = self.health(table, state, now);
-        let changes = planned_moves(state, &health, profile, from, to)?;
-        for change in &changes {
-            if let Some(source) = &change.failed_over_from {
-                table.act_on_failure(source);
-            }
-        }
-        Ok(changes)
+        let health = self.health(voters, state, healthy_since, now);
+        planned_moves(state, &health, asked.profile, asked.from, asked.to)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::GrantRefused;
     use vnet_model::{apply, Failback, Member, ProfileSpec, Request, VNicSpec};
 
     const CONTROLLER: Controller = Controller {
@@ -181,86 +258,131 @@ mod tests {
         state
     }
 
-    #[test]
-    fn a_grant_under_way_when_the_unit_is_failed_over_is_refused() {
-        let start = Instant::now();
-        let state = state();
-        let mut table = LeaseTable::new();
-        table.sync_term(1, start, start);
-        // unit-a's renewal arrives just before its silence reaches the failure threshold.
-        let arrived = start + Duration::from_millis(940);
-        let ticket = table.begin_grant("unit-a").expect("nothing pending");
-        // unit-b renews in time; the read-index round of unit-a's renewal is still under way
-        // when the controller judges unit-a (silent since the term began) failed.
-        let ticket_b = table.begin_grant("unit-b").expect("nothing pending");
-        table
-            .finish_grant("unit-b", ticket_b, start + Duration::from_millis(900))
-            .expect("granted");
-        let decisions = CONTROLLER.decide(&mut table, &state, start + Duration::from_millis(960));
-        assert_eq!(
-            decisions.failovers.keys().collect::<Vec<_>>(),
-            ["unit-a"],
-            "{decisions:?}"
-        );
-        assert_eq!(
-            table.finish_grant("unit-a", ticket, arrived),
-            Err(GrantRefused::FailedDuringRenewal),
-            "a grant that began before the failover must not be recorded after it"
-        );
+    fn reports(silent: &[(u64, u64, Option<u64>)]) -> BTreeMap<u64, VoterReport> {
+        silent
+            .iter()
+            .map(|(voter, silent_ms, revoked_at)| {
+                let seen = crate::lease::UnitSeen {
+                    silent_ms: *silent_ms,
+                    revoked_at: *revoked_at,
+                };
+                let mut units = BTreeMap::from([("unit-a".to_owned(), seen)]);
+                units.insert(
+                    "unit-b".to_owned(),
+                    crate::lease::UnitSeen {
+                        silent_ms: 10,
+                        revoked_at: None,
+                    },
+                );
+                let report = VoterReport {
+                    voter: *voter,
+                    units,
+                    own: None,
+                };
+                (*voter, report)
+            })
+            .collect()
+    }
+
+    fn pass(state: &State, sets: &VoterSets, reports: &BTreeMap<u64, VoterReport>) -> PassWrites {
+        let voters = Voters {
+            sets,
+            reports,
+            settled: true,
+        };
+        CONTROLLER.decide(&voters, state, &mut BTreeMap::new(), Instant::now())
+    }
+
+    fn three() -> VoterSets {
+        vec![[1, 2, 3].into_iter().collect()]
     }
 
     #[test]
-    fn a_grant_recorded_before_the_judgement_prevents_the_failover() {
-        let start = Instant::now();
+    fn a_unit_lapsed_at_one_voter_only_is_not_failed_over() {
+        // The leader (voter 3) lost unit-a, but unit-a and unit-b still grant it: a majority.
         let state = state();
-        let mut table = LeaseTable::new();
-        table.sync_term(1, start, start);
-        // Phase 1 of a pass judges unit-a failed (silent for the whole term so far)...
-        let phase_one = start + Duration::from_millis(1_000);
-        assert_eq!(
-            CONTROLLER.stale_reports(&mut table, &state, phase_one),
-            vec![]
+        let writes = pass(
+            &state,
+            &three(),
+            &reports(&[(1, 10, None), (2, 20, None), (3, 5_000, None)]),
         );
-        assert!(CONTROLLER
-            .health(&mut table, &state, phase_one)
-            .failed_for_ms
-            .contains_key("unit-a"));
-        // ...a renewal is granted while its writes are awaited...
-        let ticket = table.begin_grant("unit-a").expect("nothing pending");
-        table
-            .finish_grant("unit-a", ticket, start + Duration::from_millis(1_010))
-            .expect("granted");
-        // ...so phase 2 judges afresh and moves nothing: unit-a may program under that grant.
-        let decisions = CONTROLLER.decide(&mut table, &state, start + Duration::from_millis(1_050));
-        assert!(decisions.failovers.is_empty(), "{decisions:?}");
-        assert!(decisions.others.is_empty(), "{decisions:?}");
+        assert!(writes.is_empty(), "{writes:?}");
+        // A voter that does not answer does not count toward the lapse either.
+        let writes = pass(&state, &three(), &reports(&[(3, 5_000, None)]));
+        assert!(writes.is_empty(), "{writes:?}");
     }
 
     #[test]
-    fn an_operator_move_off_a_failed_unit_refuses_its_grant_under_way() {
-        let start = Instant::now();
-        let state = state();
-        let mut table = LeaseTable::new();
-        table.sync_term(1, start, start);
-        let ticket_b = table.begin_grant("unit-b").expect("nothing pending");
-        table
-            .finish_grant("unit-b", ticket_b, start + Duration::from_millis(900))
-            .expect("granted");
-        let ticket = table.begin_grant("unit-a").expect("nothing pending");
-        let changes = CONTROLLER
-            .operator_moves(
-                &mut table,
-                &state,
-                start + Duration::from_millis(1_000),
-                Some("p1"),
-                None,
-                Some("unit-b"),
-            )
-            .expect("unit-b is eligible");
-        assert_eq!(changes[0].unit.as_deref(), Some("unit-b"), "placed at once");
+    fn a_lapse_at_a_majority_revokes_then_fails_over_once_attested() {
+        let mut state = state();
+        let lapsed = reports(&[(1, 1_000, None), (2, 2_000, None), (3, 10, None)]);
+        let writes = pass(&state, &three(), &lapsed);
+        assert_eq!(writes.revocations, ["unit-a"], "{writes:?}");
+        assert!(writes.failovers.is_empty() && writes.others.is_empty());
+        let request = Request {
+            actor: "t".into(),
+            command: Command::RevokeLease {
+                unit: "unit-a".into(),
+            },
+        };
+        apply(&mut state, 100, &request).expect("revoke");
+        // Revoked, but the voters have not yet reported applying it: nothing moves.
+        let writes = pass(&state, &three(), &lapsed);
+        assert!(writes.is_empty(), "{writes:?}");
+        // One voter attests: not a majority.
+        let writes = pass(
+            &state,
+            &three(),
+            &reports(&[(1, 1_000, Some(100)), (2, 2_000, None), (3, 10, None)]),
+        );
+        assert!(writes.is_empty(), "{writes:?}");
+        // A majority attests: the failover, for that epoch, moving p1 to unit-b.
+        let attested = reports(&[(1, 1_000, Some(100)), (2, 2_000, Some(100)), (3, 10, None)]);
+        let writes = pass(&state, &three(), &attested);
+        assert_eq!(writes.failovers.len(), 1, "{writes:?}");
+        let (unit, epoch, changes) = &writes.failovers[0];
+        assert_eq!((unit.as_str(), *epoch), ("unit-a", 100));
+        assert_eq!(changes[0].unit.as_deref(), Some("unit-b"));
+        // Not under a membership that is not settled.
+        let voters = Voters {
+            sets: &three(),
+            reports: &attested,
+            settled: false,
+        };
+        let writes = CONTROLLER.decide(&voters, &state, &mut BTreeMap::new(), Instant::now());
+        assert!(writes.is_empty(), "{writes:?}");
+    }
+
+    #[test]
+    fn a_revocation_of_a_unit_holding_nothing_ends_once_attested() {
+        let mut state = state();
+        for (index, command) in [Command::RevokeLease {
+            unit: "unit-b".into(),
+        }]
+        .into_iter()
+        .enumerate()
+        {
+            let request = Request {
+                actor: "t".into(),
+                command,
+            };
+            apply(&mut state, 100 + index as u64, &request).expect("applied");
+        }
+        let mut attested = reports(&[(1, 10, None), (2, 10, None), (3, 10, None)]);
+        for report in attested.values_mut().take(2) {
+            report.units.insert(
+                "unit-b".into(),
+                crate::lease::UnitSeen {
+                    silent_ms: 5_000,
+                    revoked_at: Some(100),
+                },
+            );
+        }
+        let writes = pass(&state, &three(), &attested);
         assert_eq!(
-            table.finish_grant("unit-a", ticket, start + Duration::from_millis(940)),
-            Err(GrantRefused::FailedDuringRenewal)
+            writes.failovers,
+            vec![("unit-b".to_owned(), 100, Vec::new())],
+            "{writes:?}"
         );
     }
 }

@@ -1,254 +1,335 @@
-//! Leases: a unit's right to present identities, and the leader's view of which units hold one.
+//! Leases held by a quorum: a unit's right to present identities, granted by every voter on its
+//! own clock, so that no change of leadership touches it.
 //!
-//! ## Why no identity is presented by two switches at once
+//! The argument is written out in ARCHITECTURE.md ("Leases held by a quorum"); the rules the
+//! code here and in `node/leases.rs`, `controller.rs` and `agent.rs` keeps are:
 //!
-//! Let a unit send a renewal at time `s` (its monotonic clock) and have it granted. Its lease
-//! then expires at `E = s + lease_ttl`; the unit arms its switch watchdog with `E` (an absolute
-//! CLOCK_MONOTONIC deadline), and the switch clears itself at `E` whether or not `vnetd` is
-//! alive. The agent also clears at `E` and never programs after it.
+//! 1. **Voters grant on their own clocks.** A unit sends a renewal to every voter. A voter
+//!    grants unless its applied state revokes the unit (or it is not a unit), and records the
+//!    renewal's arrival `r` ([`Grants`]); it checks the revocation and records the grant in one
+//!    critical section with its applied state, so a grant is either recorded before a
+//!    revocation is applied there or refused after. Its answer carries its voter sets (two
+//!    during a joint membership change) and the index the unit must apply first: the larger of
+//!    its applied index and its last log index, both durable facts across a restart.
+//! 2. **A unit presents while a majority holds.** The unit counts each grant as valid until
+//!    `s + ttl`, `s` the renewal's send time on its own clock, toward the voter sets the grant
+//!    carried, and presents while, for some such sets, every set has a majority of valid grants
+//!    ([`HeldGrants::expires_at`]). Its switch watchdog is armed with that instant, and it
+//!    programs nothing before it has applied the largest index any grant named.
+//! 3. **Failover takes a revocation and a majority's attestation.** The leader revokes a unit
+//!    through the log only when a majority of voters report its grants lapsed (the unit has
+//!    fenced itself by then, so no healthy unit is fenced by it). A voter attests for a
+//!    revocation at epoch `e` when it has applied it and has granted nothing for
+//!    `ttl + drift_margin` ([`VoterReport`]); from then on it grants nothing to the unit until the
+//!    failover ends the revocation. The leader commits the moves ([`vnet_model::Command::FailOver`])
+//!    only when a majority of every voter set of the membership has attested.
 //!
-//! The leader records the *arrival* time `r >= s` of each granted renewal and declares the unit
-//! failed only when `now - r > lease_ttl + drift_margin`, i.e. after `r + ttl + margin > E`. Only
-//! then does it commit new placements for the unit's profiles, and a peer programs them only
-//! after applying those — strictly after `E`, so after the failed unit's switch has cleared.
-//! `drift_margin` absorbs clock-rate differences and scheduling delay between the two machines.
-//!
-//! A deposed leader cannot extend a lease: a renewal is granted only after a read-index round
-//! confirms leadership with a quorum, and that round sends fresh heartbeats *after* the renewal
-//! arrived. Any later leader was elected by a quorum that includes a node which acked that
-//! heartbeat first, so the new leader's election time `t_e > r`. A new leader treats every unit
-//! as renewed at `t_e` (it knows nothing older), and so waits `ttl + margin` past `t_e > r >= s`
-//! before declaring anyone failed.
-//!
-//! It may count from earlier than `t_e`: from `max(h, t_e - election_timeout_max)`, where `h`
-//! is when this node last received an AppendEntries (from any leader; or its own start, if none
-//! since). Take the voter `V` shared by the old leader's confirming quorum and the new leader's
-//! electing quorum; it acked the confirming heartbeat at some `a >= r`. If `V` is this node,
-//! `h >= a >= r`. If `V` is another follower, it voted for us only after its leader lease
-//! (openraft: the longest election timeout since it last heard a leader) ran out, so
-//! `t_e > a + election_timeout_max >= r + election_timeout_max`. Either way the starting point
-//! is at least `r`. (A node that restarted acked nothing since its start, which is then `h`.)
-//!
-//! One case has no follower to lean on: the shared voter is the old leader itself, re-elected.
-//! It received no AppendEntries for the grants it made, so `h` says nothing about them, and its
-//! other voter may have voted at once (a voter whose committed vote is for a candidate does not
-//! wait out its leader lease for that same candidate). So the table keeps the renewals this
-//! node granted across its terms, and a new term counts each unit from the later of the two.
-//! (The interleaving: a leader grants at `r`; a candidate cut off from it asks for votes, and
-//! the leader, whose own vote was last touched at its election, yields; that candidate, having
-//! voted for itself, votes for the old leader's next campaign at once; the old leader leads
-//! again less than `election_timeout_max` after `r`.) A restart forgets the table, but then `h`
-//! is the start, which is after every grant the node made before it.
-//!
-//! A unit that was declared failed must not come back and program what its stale state still
-//! places on it. So (1) while the moves off a failed unit are being committed its renewals are
-//! refused, and a renewal that raced with a declaration (the unit's failure epoch changed while
-//! it waited for the quorum) is refused too; (2) every grant carries the read index, and the
-//! agent programs nothing until it has applied at least that index — which includes the moves.
-//! A failover write that times out may still commit later, so a unit stays refused until the
-//! leader has *seen* its moves committed (a successful write, or an applied state placing
-//! nothing on it); only then can a grant's read index be sure to cover them.
-//!
-//! ## Every grant is ordered against every judgement of failure
-//!
-//! The argument above compares a grant's arrival `r` with the moment the leader *judges* the
-//! unit failed. A grant is not atomic: it is checked on arrival, waits for a read-index round,
-//! and is recorded only then. The leader must therefore never act on a judgement of failure
-//! that a grant could slip past. Two rules, both kept under the one lock of this table:
-//!
-//! - A grant reads the unit's failure epoch when it begins ([`LeaseTable::begin_grant`]) and is
-//!   recorded only if the epoch is unchanged when it ends ([`LeaseTable::finish_grant`]).
-//! - Whoever acts on a unit's failure (the controller's failover, the completion of a move off
-//!   a failed source, an operator's failover off a failed unit) judges health, decides and bumps
-//!   the epoch in one critical section (`controller.rs`), never across an `await`.
-//!
-//! So each grant is either recorded before the judgement (and the judgement sees the unit
-//! renewed, unless the grant arrived more than `ttl + margin` ago, when its lease has ended
-//! anyway) or ends after the bump and is refused. Judging health, then awaiting a write, then
-//! declaring on that old judgement let a grant finish in between: the unit programmed its old
-//! placement under a fresh lease while a peer took the same profiles over.
+//! Why no identity is on two switches: a peer programs a moved profile only after applying the
+//! failover. Whenever the failed unit could present it, its applied state precedes the
+//! revocation, so every grant it holds came from a voter that had not applied the revocation
+//! when it granted (rule 1: the index a grant names is at least the voter's applied index).
+//! Such a grant from an attesting voter arrived before that voter's attestation minus
+//! `ttl + margin`, and has ended; so all grants it still holds come from voters that did not
+//! attest, which cannot be a majority of a voter set that a majority attested in. Other voter
+//! sets are membership configurations that cannot still be effective on a majority (see the
+//! architecture document). A restarted voter forgets its grants but counts silence from its
+//! start, and its log still holds the revocation, which the index it names then covers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::placement::Health;
+use vnet_model::{Role, State};
 
-/// The leader's in-memory record of lease renewals. Reset whenever this node starts a new term
-/// as leader: a new leader knows nothing older than its own election.
-#[derive(Debug)]
-pub struct LeaseTable {
-    term: u64,
-    elected_at: Instant,
-    last_renewal: BTreeMap<String, Instant>,
-    /// Bumped each time a unit is declared failed; a renewal granted across a bump is refused.
-    failure_epoch: BTreeMap<String, u64>,
-    /// Units whose failover moves are being committed; their renewals are refused meanwhile.
-    failover_pending: BTreeMap<String, ()>,
-    /// When each unit last became healthy (for failback hold-down).
-    healthy_since: BTreeMap<String, Instant>,
+/// The voter sets of one membership configuration (one set, or two during a joint change).
+pub type VoterSets = Vec<BTreeSet<u64>>;
+
+/// Whether `holds` is true of a strict majority of every set in `sets` (false for no sets).
+pub fn majority_of_each(sets: &VoterSets, holds: impl Fn(u64) -> bool) -> bool {
+    !sets.is_empty()
+        && sets.iter().all(|set| {
+            let count = set.iter().filter(|voter| holds(**voter)).count();
+            !set.is_empty() && count > set.len() / 2
+        })
 }
 
-impl LeaseTable {
-    pub fn new() -> Self {
+/// Why a voter refused a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantRefused {
+    #[error("{unit:?} is not a unit of this cluster")]
+    NotAUnit { unit: String },
+    #[error(
+        "the lease of unit {unit} is revoked (epoch {epoch}): its profiles are being failed \
+         over; it is granted again once that is committed"
+    )]
+    Revoked { unit: String, epoch: u64 },
+    #[error("node {voter} is not a voter, so it grants no lease")]
+    NotAVoter { voter: u64 },
+}
+
+/// Whether a voter whose applied state is `state` may grant `unit` a lease.
+pub fn may_grant(state: &State, unit: &str) -> Result<(), GrantRefused> {
+    if !state
+        .member_by_name(unit)
+        .is_some_and(|m| m.role == Role::Unit)
+    {
+        return Err(GrantRefused::NotAUnit {
+            unit: unit.to_owned(),
+        });
+    }
+    match state.revoked_at(unit) {
+        Some(epoch) => Err(GrantRefused::Revoked {
+            unit: unit.to_owned(),
+            epoch,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A voter's record of the renewals it granted, on its own monotonic clock. Kept in memory: a
+/// restarted voter counts every unit as granted at its start, which is after every grant it
+/// made before.
+#[derive(Debug)]
+pub struct Grants {
+    started: Instant,
+    last: BTreeMap<String, Instant>,
+}
+
+impl Grants {
+    pub fn new(started: Instant) -> Self {
         Self {
-            term: 0,
-            elected_at: Instant::now(),
-            last_renewal: BTreeMap::new(),
-            failure_epoch: BTreeMap::new(),
-            failover_pending: BTreeMap::new(),
-            healthy_since: BTreeMap::new(),
+            started,
+            last: BTreeMap::new(),
         }
     }
 
-    /// Starts afresh when `term` is new: every unit counts as renewed at `counted_from` (never
-    /// later than `now`; see the module doc for how early it may soundly be), or at the last
-    /// renewal this node granted it in an earlier term, whichever is later.
-    ///
-    /// An older term than the table's changes nothing: callers may hold a stale view of the
-    /// term, and going back would forget the newer term's renewals and failure epochs.
-    pub fn sync_term(&mut self, term: u64, now: Instant, counted_from: Instant) {
-        if term > self.term {
-            // Renewals granted here while leading an earlier term are kept: this node may be
-            // the only voter shared by that grant's confirming quorum and its own electing one,
-            // and it received no AppendEntries for them (module doc).
-            let granted_before = std::mem::take(&mut self.last_renewal);
-            *self = Self::new();
-            self.term = term;
-            self.elected_at = counted_from.min(now);
-            self.last_renewal = granted_before;
-        }
+    /// Records a grant of a renewal that arrived at `arrived`.
+    pub fn record(&mut self, unit: &str, arrived: Instant) {
+        let entry = self.last.entry(unit.to_owned()).or_insert(arrived);
+        *entry = (*entry).max(arrived);
     }
 
-    fn last_seen(&self, unit: &str) -> Instant {
-        self.last_renewal
+    /// How long this voter has granted `unit` nothing, counting from its start at most.
+    pub fn silent_for(&self, unit: &str, now: Instant) -> Duration {
+        let since = self
+            .last
             .get(unit)
-            .copied()
-            .map_or(self.elected_at, |r| r.max(self.elected_at))
+            .map_or(self.started, |r| (*r).max(self.started));
+        now.saturating_duration_since(since)
     }
 
-    pub fn epoch(&self, unit: &str) -> u64 {
-        self.failure_epoch.get(unit).copied().unwrap_or(0)
+    /// Forgets units that are no longer members.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.last.retain(|unit, _| keep(unit));
     }
+}
 
-    pub fn is_failover_pending(&self, unit: &str) -> bool {
-        self.failover_pending.contains_key(unit)
-    }
+/// What one voter says of every unit, taken in one critical section with its applied state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoterReport {
+    pub voter: u64,
+    pub units: BTreeMap<String, UnitSeen>,
+    /// If the voter is itself a unit: its lease and switch as its agent last saw them. For
+    /// status only; no decision reads it.
+    #[serde(default)]
+    pub own: Option<UnitView>,
+}
 
-    /// The first half of a grant, on the renewal's arrival: refused while the unit's failover
-    /// is being committed; otherwise the ticket to present to [`LeaseTable::finish_grant`].
-    pub fn begin_grant(&self, unit: &str) -> Result<GrantTicket, GrantRefused> {
-        if self.is_failover_pending(unit) {
-            return Err(GrantRefused::FailoverPending);
+/// A unit's lease and switch as its own agent sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitView {
+    pub unit: String,
+    /// Voters whose grants are valid now.
+    pub voters_granting: u32,
+    /// How long the lease has left; `None` when none is held.
+    pub lease_left_ms: Option<u64>,
+    /// Profiles the switch reported presenting at the agent's last look.
+    pub switch_presenting: Vec<String>,
+    /// Whether the agent could read the switch at its last look.
+    pub switch_reachable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitSeen {
+    /// Milliseconds since this voter last granted the unit a renewal (or since it started).
+    pub silent_ms: u64,
+    /// The revocation of the unit's lease this voter has applied, if any.
+    pub revoked_at: Option<u64>,
+}
+
+impl VoterReport {
+    /// The report of a voter whose applied state is `state` and whose grants are `grants`.
+    /// Callers hold the applied state's lock across this call (see rule 1 in the module doc):
+    /// a revocation seen here was applied before any grant this report misses.
+    pub fn of(voter: u64, state: &State, grants: &Grants, now: Instant) -> Self {
+        let units = state
+            .members()
+            .filter(|m| m.role == Role::Unit)
+            .map(|m| m.name.as_str())
+            .chain(state.revocations().map(|(unit, _)| unit.as_str()))
+            .map(|unit| {
+                let seen = UnitSeen {
+                    silent_ms: grants.silent_for(unit, now).as_millis() as u64,
+                    revoked_at: state.revoked_at(unit),
+                };
+                (unit.to_owned(), seen)
+            })
+            .collect();
+        Self {
+            voter,
+            units,
+            own: None,
         }
-        Ok(GrantTicket {
-            term: self.term,
-            epoch: self.epoch(unit),
+    }
+}
+
+/// How the leader judges a unit from the voters' reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// Not lapsed at a majority: the unit may still hold its lease. Nothing moves.
+    Live,
+    /// A majority of every voter set granted it nothing for `ttl + margin`: it has fenced itself.
+    Lapsed { silent_ms: u64 },
+}
+
+/// Judges `unit` from `reports` (one per voter that answered; a voter that did not answer
+/// counts against lapse), under the membership's `sets`.
+pub fn judge(
+    sets: &VoterSets,
+    reports: &BTreeMap<u64, VoterReport>,
+    unit: &str,
+    failed_after: Duration,
+) -> Judgement {
+    let failed_after_ms = failed_after.as_millis() as u64;
+    let silent = |voter: u64| {
+        reports
+            .get(&voter)
+            .and_then(|r| r.units.get(unit))
+            .map(|seen| seen.silent_ms)
+    };
+    if majority_of_each(sets, |v| silent(v).is_some_and(|ms| ms > failed_after_ms)) {
+        // The shortest silence among the lapsed voters, for messages.
+        let silent_ms = sets
+            .iter()
+            .flatten()
+            .filter_map(|v| silent(*v))
+            .filter(|ms| *ms > failed_after_ms)
+            .min()
+            .unwrap_or(failed_after_ms);
+        Judgement::Lapsed { silent_ms }
+    } else {
+        Judgement::Live
+    }
+}
+
+/// Whether a majority of every voter set has attested that its grants to `unit` lapsed under
+/// the revocation at `epoch`: each applied that revocation and has granted nothing for
+/// `failed_after` since. A voter that attested grants nothing more until the failover.
+pub fn attested(
+    sets: &VoterSets,
+    reports: &BTreeMap<u64, VoterReport>,
+    unit: &str,
+    epoch: u64,
+    failed_after: Duration,
+) -> bool {
+    let failed_after_ms = failed_after.as_millis() as u64;
+    majority_of_each(sets, |voter| {
+        reports
+            .get(&voter)
+            .and_then(|r| r.units.get(unit))
+            .is_some_and(|seen| seen.revoked_at == Some(epoch) && seen.silent_ms > failed_after_ms)
+    })
+}
+
+/// A voter's grant, as the unit received it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grant {
+    pub voter: u64,
+    /// The voter sets of the membership the voter had when it granted.
+    pub sets: VoterSets,
+    /// The unit programs nothing before it has applied at least this index.
+    pub min_applied_index: u64,
+}
+
+/// The grants a unit holds, each valid until its renewal's send time plus the ttl, counted
+/// toward the voter sets it carried. Times are CLOCK_MONOTONIC nanoseconds, the clock the
+/// unit's switch shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldGrants {
+    valid_until: BTreeMap<(VoterSets, u64), u64>,
+    min_applied_index: u64,
+}
+
+impl HeldGrants {
+    /// Adds a grant of a renewal *sent* at `sent_at_mono_ns` (never counted from the reply: the
+    /// grant may have been delayed). A late grant never shortens what is held; the index to
+    /// apply only grows.
+    pub fn add(&mut self, grant: &Grant, sent_at_mono_ns: u64, ttl: Duration) {
+        let until = sent_at_mono_ns.saturating_add(ttl.as_nanos() as u64);
+        let entry = self
+            .valid_until
+            .entry((grant.sets.clone(), grant.voter))
+            .or_insert(until);
+        *entry = (*entry).max(until);
+        self.min_applied_index = self.min_applied_index.max(grant.min_applied_index);
+    }
+
+    /// Drops grants that ended before `now_mono_ns`.
+    pub fn prune(&mut self, now_mono_ns: u64) {
+        self.valid_until.retain(|_, until| *until > now_mono_ns);
+    }
+
+    /// When the lease ends: the latest instant at which, for the voter sets of some membership,
+    /// every set still has a majority of valid grants carrying those sets. `None` when no
+    /// membership has a majority at all.
+    pub fn expires_at(&self) -> Option<u64> {
+        let mut by_sets: BTreeMap<&VoterSets, BTreeMap<u64, u64>> = BTreeMap::new();
+        for ((sets, voter), until) in &self.valid_until {
+            by_sets.entry(sets).or_default().insert(*voter, *until);
+        }
+        by_sets
+            .into_iter()
+            .filter_map(|(sets, grants)| {
+                // For each set, the latest instant a majority still holds: the k-th latest end
+                // among its voters, k a majority of the set.
+                sets.iter()
+                    .map(|set| {
+                        let mut ends: Vec<u64> = set
+                            .iter()
+                            .filter_map(|voter| grants.get(voter).copied())
+                            .collect();
+                        let needed = set.len() / 2 + 1;
+                        if set.is_empty() || ends.len() < needed {
+                            return None;
+                        }
+                        ends.sort_unstable_by(|a, b| b.cmp(a));
+                        Some(ends[needed - 1])
+                    })
+                    .collect::<Option<Vec<u64>>>()
+                    .and_then(|ends| ends.into_iter().min())
+            })
+            .max()
+    }
+
+    /// The lease as the agent acts on it.
+    pub fn lease(&self) -> Option<UnitLease> {
+        self.expires_at().map(|expires_at_mono_ns| UnitLease {
+            expires_at_mono_ns,
+            min_applied_index: self.min_applied_index,
         })
     }
 
-    /// The second half, after the read-index round: records the renewal as arrived at `arrived`
-    /// unless the unit's failure was acted on since the ticket was issued (or the term changed),
-    /// in which case the read index may predate the moves off the unit and nothing is granted.
-    pub fn finish_grant(
-        &mut self,
-        unit: &str,
-        ticket: GrantTicket,
-        arrived: Instant,
-    ) -> Result<(), GrantRefused> {
-        if ticket.term != self.term
-            || ticket.epoch != self.epoch(unit)
-            || self.is_failover_pending(unit)
-        {
-            return Err(GrantRefused::FailedDuringRenewal);
-        }
-        let entry = self.last_renewal.entry(unit.to_owned()).or_insert(arrived);
-        *entry = (*entry).max(arrived);
-        Ok(())
-    }
-
-    /// Records that a decision relied on `unit` having failed: a grant under way is refused.
-    pub fn act_on_failure(&mut self, unit: &str) {
-        *self.failure_epoch.entry(unit.to_owned()).or_default() += 1;
-        self.healthy_since.remove(unit);
-    }
-
-    /// Marks `unit` failed and its profiles as moving: its renewals are refused until
-    /// [`LeaseTable::failover_done`].
-    pub fn declare_failed(&mut self, unit: &str) {
-        self.act_on_failure(unit);
-        self.failover_pending.insert(unit.to_owned(), ());
-    }
-
-    /// Units whose failover has not been seen to commit.
-    pub fn pending_units(&self) -> Vec<String> {
-        self.failover_pending.keys().cloned().collect()
-    }
-
-    pub fn failover_done(&mut self, unit: &str) {
-        self.failover_pending.remove(unit);
-    }
-
-    /// Health of each unit at `now`: healthy while `now - last_seen <= ttl + margin`.
-    pub fn health<'a>(
-        &mut self,
-        units: impl Iterator<Item = &'a str>,
-        now: Instant,
-        failed_after: Duration,
-    ) -> Health {
-        let mut health = Health::default();
-        for unit in units {
-            let silent = now.saturating_duration_since(self.last_seen(unit));
-            if silent > failed_after || self.failover_pending.contains_key(unit) {
-                self.healthy_since.remove(unit);
-                health
-                    .failed_for_ms
-                    .insert(unit.to_owned(), silent.as_millis() as u64);
-            } else {
-                let last_seen = self.last_seen(unit).min(now);
-                let since = *self
-                    .healthy_since
-                    .entry(unit.to_owned())
-                    .or_insert(last_seen);
-                health.healthy_for_ms.insert(
-                    unit.to_owned(),
-                    now.saturating_duration_since(since).as_millis() as u64,
-                );
-            }
-        }
-        health
-    }
-
-    /// Milliseconds since the last granted renewal of `unit` (or since this term began).
-    pub fn age_ms(&self, unit: &str, now: Instant) -> u64 {
-        now.saturating_duration_since(self.last_seen(unit))
-            .as_millis() as u64
+    /// How many voters' grants are valid at `now_mono_ns` (any membership), for status.
+    pub fn voters_granting(&self, now_mono_ns: u64) -> usize {
+        self.valid_until
+            .iter()
+            .filter(|(_, until)| **until > now_mono_ns)
+            .map(|((_, voter), _)| *voter)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 }
 
-impl Default for LeaseTable {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Proof that a grant began at a given term and failure epoch of its unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrantTicket {
-    term: u64,
-    epoch: u64,
-}
-
-/// Why a renewal was not granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum GrantRefused {
-    #[error("was declared failed and its profiles are being moved; retry shortly")]
-    FailoverPending,
-    #[error("was declared failed during the renewal")]
-    FailedDuringRenewal,
-}
-
-/// A unit's own lease, as its agent holds it. Times are CLOCK_MONOTONIC nanoseconds, the clock
-/// the unit's switch shares, so the watchdog is armed with the very instant the agent stops at.
+/// A unit's lease at one moment, as its agent acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitLease {
     /// When the lease lapses.
@@ -258,29 +339,6 @@ pub struct UnitLease {
 }
 
 impl UnitLease {
-    /// The lease after a grant of a renewal *sent* at `sent_at_mono_ns` (never counted from the
-    /// reply: the grant may have been delayed). A late grant never shortens a later lease, and
-    /// the read index only grows: whatever lease is held, nothing is programmed on a state
-    /// older than any grant seen.
-    pub fn after_grant(
-        held: Option<UnitLease>,
-        sent_at_mono_ns: u64,
-        ttl: std::time::Duration,
-        read_index: u64,
-    ) -> UnitLease {
-        let granted = UnitLease {
-            expires_at_mono_ns: sent_at_mono_ns.saturating_add(ttl.as_nanos() as u64),
-            min_applied_index: read_index,
-        };
-        match held {
-            None => granted,
-            Some(old) => UnitLease {
-                expires_at_mono_ns: old.expires_at_mono_ns.max(granted.expires_at_mono_ns),
-                min_applied_index: old.min_applied_index.max(read_index),
-            },
-        }
-    }
-
     /// Whether the lease still lets the agent act at `now_mono_ns`.
     pub fn is_live(&self, now_mono_ns: u64) -> bool {
         now_mono_ns < self.expires_at_mono_ns
@@ -291,71 +349,131 @@ impl UnitLease {
 mod tests {
     use super::*;
 
-    const TTL_PLUS_MARGIN: Duration = Duration::from_millis(1_200);
+    const TTL: Duration = Duration::from_millis(800);
+    const MS: u64 = 1_000_000;
+
+    fn sets(voters: &[&[u64]]) -> VoterSets {
+        voters.iter().map(|s| s.iter().copied().collect()).collect()
+    }
+
+    fn grant(voter: u64, sets: &VoterSets, index: u64) -> Grant {
+        Grant {
+            voter,
+            sets: sets.clone(),
+            min_applied_index: index,
+        }
+    }
 
     #[test]
-    fn a_new_term_treats_everyone_as_renewed_at_election() {
-        let start = Instant::now();
-        let mut table = LeaseTable::new();
-        table.sync_term(2, start, start);
-        let units = ["unit-a", "unit-b"];
-        let health = table.health(
-            units.into_iter(),
-            start + Duration::from_millis(1_000),
-            TTL_PLUS_MARGIN,
-        );
-        assert_eq!(health.healthy_for_ms.len(), 2);
-        let later = start + Duration::from_millis(1_300);
-        let ticket = table.begin_grant("unit-a").expect("nothing pending");
-        table
-            .finish_grant("unit-a", ticket, start + Duration::from_millis(900))
-            .expect("no failure acted on");
-        let health = table.health(units.into_iter(), later, TTL_PLUS_MARGIN);
-        assert!(health.healthy_for_ms.contains_key("unit-a"));
-        assert_eq!(health.failed_for_ms.get("unit-b"), Some(&1_300));
-        // A new term counts from its start, or from a later renewal this node granted.
-        table.sync_term(3, later, later - Duration::from_millis(500));
+    fn a_lease_lasts_while_a_majority_of_grants_is_valid() {
+        let three = sets(&[&[1, 2, 3]]);
+        let mut held = HeldGrants::default();
+        assert_eq!(held.expires_at(), None, "no grant, no lease");
+        held.add(&grant(1, &three, 4), 1_000 * MS, TTL);
+        assert_eq!(held.expires_at(), None, "one voter of three is no majority");
+        held.add(&grant(3, &three, 9), 1_100 * MS, TTL);
+        // Two of three: the lease ends when the earlier of the two does.
+        assert_eq!(held.expires_at(), Some(1_800 * MS));
+        held.add(&grant(2, &three, 2), 1_200 * MS, TTL);
+        // Three of three: the second latest end.
+        assert_eq!(held.expires_at(), Some(1_900 * MS));
+        let lease = held.lease().expect("a lease");
+        assert_eq!(lease.min_applied_index, 9, "the largest index named");
+        assert!(lease.is_live(1_900 * MS - 1) && !lease.is_live(1_900 * MS));
+        // A late grant of an older renewal never shortens it.
+        held.add(&grant(3, &three, 1), 900 * MS, TTL);
+        assert_eq!(held.expires_at(), Some(1_900 * MS));
+        held.prune(1_850 * MS);
+        assert_eq!(held.voters_granting(1_850 * MS), 2);
+        assert_eq!(held.expires_at(), Some(1_900 * MS));
+    }
+
+    #[test]
+    fn grants_count_only_toward_the_membership_they_were_given_under() {
+        let old = sets(&[&[1, 2, 3]]);
+        let joint = sets(&[&[1, 2, 3], &[1, 2, 3, 4, 5]]);
+        let mut held = HeldGrants::default();
+        // A majority of the old set but under two different memberships: not a lease.
+        held.add(&grant(1, &old, 0), 0, TTL);
+        held.add(&grant(2, &joint, 0), 0, TTL);
+        assert_eq!(held.expires_at(), None);
+        // Under the joint membership every set needs a majority: 2 of 3 is not 2 of 5.
+        held.add(&grant(3, &joint, 0), 0, TTL);
+        assert_eq!(held.expires_at(), None);
+        held.add(&grant(4, &joint, 0), 10 * MS, TTL);
+        assert_eq!(held.expires_at(), Some(800 * MS));
+    }
+
+    fn report(voter: u64, unit: &str, silent_ms: u64, revoked_at: Option<u64>) -> VoterReport {
+        VoterReport {
+            voter,
+            own: None,
+            units: BTreeMap::from([(
+                unit.to_owned(),
+                UnitSeen {
+                    silent_ms,
+                    revoked_at,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn lapse_and_attestation_need_a_majority_of_every_set() {
+        let three = sets(&[&[1, 2, 3]]);
+        let after = Duration::from_millis(950);
+        let mut reports = BTreeMap::new();
+        reports.insert(1, report(1, "unit-a", 2_000, None));
+        assert_eq!(judge(&three, &reports, "unit-a", after), Judgement::Live);
+        // A voter that does not answer counts against lapse.
+        reports.insert(2, report(2, "unit-a", 100, None));
+        assert_eq!(judge(&three, &reports, "unit-a", after), Judgement::Live);
+        reports.insert(3, report(3, "unit-a", 1_000, None));
         assert_eq!(
-            table.age_ms("unit-a", later),
-            400,
-            "granted at 900 ms, before the start"
+            judge(&three, &reports, "unit-a", after),
+            Judgement::Lapsed { silent_ms: 1_000 }
         );
-        assert_eq!(table.age_ms("unit-b", later), 500);
-        // A new term may count everyone as renewed earlier than its first look.
-        table.sync_term(4, later, later - Duration::from_millis(300));
-        assert_eq!(table.age_ms("unit-b", later), 300);
-    }
-
-    #[test]
-    fn a_late_grant_never_shortens_the_lease_and_the_read_index_only_grows() {
-        let ttl = Duration::from_millis(800);
-        let first = UnitLease::after_grant(None, 1_000, ttl, 7);
-        assert_eq!(first.expires_at_mono_ns, 1_000 + 800_000_000);
-        // A grant of an older renewal arriving late keeps the later end, takes the larger index.
-        let late = UnitLease::after_grant(Some(first), 500, ttl, 9);
-        assert_eq!(late.expires_at_mono_ns, first.expires_at_mono_ns);
-        assert_eq!(late.min_applied_index, 9);
-        let newer = UnitLease::after_grant(Some(late), 2_000, ttl, 3);
-        assert_eq!(newer.expires_at_mono_ns, 2_000 + 800_000_000);
-        assert_eq!(newer.min_applied_index, 9);
-        assert!(newer.is_live(2_000 + 799_999_999) && !newer.is_live(2_000 + 800_000_000));
-    }
-
-    #[test]
-    fn a_declared_failure_refuses_renewals_until_done_and_bumps_the_epoch() {
-        let now = Instant::now();
-        let mut table = LeaseTable::new();
-        table.sync_term(1, now, now);
-        let before = table.epoch("unit-a");
-        table.declare_failed("unit-a");
-        assert!(table.is_failover_pending("unit-a"));
-        assert_eq!(table.epoch("unit-a"), before + 1);
-        let health = table.health(["unit-a"].into_iter(), now, TTL_PLUS_MARGIN);
+        // Attestation: the revocation of this epoch applied, and silent since.
+        assert!(!attested(&three, &reports, "unit-a", 7, after));
+        reports.insert(1, report(1, "unit-a", 2_000, Some(7)));
+        reports.insert(3, report(3, "unit-a", 1_000, Some(6)));
         assert!(
-            health.failed_for_ms.contains_key("unit-a"),
-            "pending counts as failed"
+            !attested(&three, &reports, "unit-a", 7, after),
+            "wrong epoch"
         );
-        table.failover_done("unit-a");
-        assert!(!table.is_failover_pending("unit-a"));
+        reports.insert(3, report(3, "unit-a", 900, Some(7)));
+        assert!(
+            !attested(&three, &reports, "unit-a", 7, after),
+            "not silent long enough"
+        );
+        reports.insert(3, report(3, "unit-a", 960, Some(7)));
+        assert!(attested(&three, &reports, "unit-a", 7, after));
+        let joint = sets(&[&[1, 2, 3], &[3, 4, 5]]);
+        assert!(
+            !attested(&joint, &reports, "unit-a", 7, after),
+            "the second set has one attester of three"
+        );
+    }
+
+    #[test]
+    fn a_voter_counts_silence_from_its_start_and_refuses_a_revoked_unit() {
+        let start = Instant::now();
+        let mut grants = Grants::new(start);
+        assert_eq!(
+            grants.silent_for("unit-a", start + Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        grants.record("unit-a", start + Duration::from_millis(500));
+        grants.record("unit-a", start + Duration::from_millis(400));
+        assert_eq!(
+            grants.silent_for("unit-a", start + Duration::from_millis(700)),
+            Duration::from_millis(200),
+            "a late record never moves the last grant back"
+        );
+        let state = State::default();
+        assert!(matches!(
+            may_grant(&state, "unit-a"),
+            Err(GrantRefused::NotAUnit { .. })
+        ));
     }
 }

@@ -4,10 +4,12 @@
 //! [`decide`] looks at every profile in name order and proposes at most one change for it:
 //! 1. never placed, or unplaced → the preferred unit if eligible, else the least-loaded eligible
 //!    unit, else unplaced with the reason;
-//! 2. placed on a failed (or removed) unit → failover to an eligible peer, at once: the failed
-//!    unit is already fenced by its lease (see `lease.rs` for why that holds);
-//! 3. in a planned move whose source has stopped presenting it (or has failed) → give it to the
-//!    target (break before make);
+//! 2. placed on a failed (or removed) unit → failover to an eligible peer. Such changes rely on
+//!    the unit's failure, so they are kept apart per unit ([`Decisions::failovers`]) and are
+//!    committed only as a `FailOver` after its lease is revoked and a majority of voters attest
+//!    that it lapsed (`lease.rs`, `controller.rs`);
+//! 3. in a planned move whose source has stopped presenting it → give it to the target (break
+//!    before make); if the source has failed instead, the completion is a failover of the source;
 //! 4. placed on a draining unit → start a planned move off it;
 //! 5. failback `auto`, on another unit while its preferred unit has been healthy for the
 //!    hold-down time and is eligible → start a planned move back.
@@ -36,16 +38,12 @@ impl Health {
     }
 }
 
-/// What one pass decided. Failovers are kept apart per failed unit, because the lease logic must
-/// know when the moves off a failed unit have committed.
+/// What one pass decided. Changes that rely on a unit's failure are kept apart per failed unit:
+/// they may commit only in that unit's `FailOver`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decisions {
     pub failovers: BTreeMap<String, Vec<PlacementChange>>,
     pub others: Vec<PlacementChange>,
-    /// Units whose failure a change in `others` relies on: a planned move off them completed
-    /// because they failed, not because they reported. Their renewals under way must be refused
-    /// (`controller.rs`).
-    pub failed_sources: BTreeSet<String>,
 }
 
 impl Decisions {
@@ -204,15 +202,12 @@ pub fn decide(state: &State, health: &Health, policy: &Policy) -> Decisions {
                 // presenting the profile on a state that already includes this move: an older
                 // "not presenting" (right after a fence, say) does not stop a source that has
                 // not seen the move from programming the profile again.
-                let source_failed = !health.is_healthy(&moving.from);
+                let source_failed = is_failed(state, health, &moving.from);
                 let source_done = source_failed
                     || (state.presented_as_of(&moving.from) >= placement.revision
                         && !state
                             .presented_by(&moving.from)
                             .is_some_and(|p| p.contains_key(&profile.name)));
-                if source_failed {
-                    decisions.failed_sources.insert(moving.from.clone());
-                }
                 if source_done {
                     // The move's target was counted in the load; it is released and reclaimed by
                     // whichever unit now takes the profile.
@@ -222,8 +217,9 @@ pub fn decide(state: &State, health: &Health, policy: &Policy) -> Decisions {
                     } else {
                         pass.choose(profile, Some(&moving.from))
                     };
+                    // Completed because the source failed: that relies on its failure.
                     Some((
-                        None,
+                        source_failed.then(|| moving.from.clone()),
                         match target {
                             Some(target) => {
                                 pass.claim(&target);
@@ -286,8 +282,8 @@ pub fn decide(state: &State, health: &Health, policy: &Policy) -> Decisions {
     decisions
 }
 
-/// A unit counts as failed when the leader has seen its lease lapse, or when it is no longer a
-/// member at all.
+/// A unit counts as failed when a majority of voters have seen its lease lapse (or revoked it),
+/// or when it is no longer a member at all.
 fn is_failed(state: &State, health: &Health, unit: &str) -> bool {
     health.failed_for_ms.contains_key(unit) || state.member_by_name(unit).is_none()
 }
@@ -355,8 +351,9 @@ fn ineligible_reason(pass: &Pass<'_>, unit: &str, profile: &Profile) -> Option<S
 }
 
 /// An operator's planned move: `profile` to `to`, or every profile placed on `from` (to `to`,
-/// or wherever the controller would choose). A move off a healthy unit is break before make;
-/// off a failed unit the profile is given to the target at once (the failed unit is fenced).
+/// or wherever the controller would choose). Every move is break before make: the target is
+/// given the profile once the source reports it cleared, or, if the source has failed, by the
+/// source's failover.
 pub fn planned_moves(
     state: &State,
     health: &Health,
@@ -448,7 +445,7 @@ pub fn planned_moves(
         pass.claim(&target);
         let reason = format!("operator moved it to {target}");
         let change = match source {
-            Some(source) if health.is_healthy(&source) => {
+            Some(source) => {
                 pass.release(&source);
                 self::change(
                     profile,
@@ -459,12 +456,6 @@ pub fn planned_moves(
                     }),
                     reason,
                 )
-            }
-            Some(source) => {
-                pass.release(&source);
-                let mut moved = self::change(profile, Some(target), None, reason);
-                moved.failed_over_from = Some(source);
-                moved
             }
             None => self::change(profile, Some(target), None, reason),
         };

@@ -31,6 +31,10 @@ struct Args {
     /// Threads to run seeds on.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     threads: u64,
+    /// TEST ONLY: run with leases that hang on the leader alone (only the leader grants), to
+    /// see the needless fences that quorum-held leases prevent.
+    #[arg(long)]
+    unsafe_leader_held_leases: bool,
 }
 
 fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
@@ -70,10 +74,11 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let options = Options {
+    let mut options = Options {
         faults: Duration::from_secs(args.faults_s),
         ..Options::default()
     };
+    options.config.leader_held_leases = args.unsafe_leader_held_leases;
     if let Some(seed) = args.seed {
         let outcome = run(
             seed,

@@ -18,7 +18,9 @@
 //! - a node whose committed vote is its own resumes leadership of that term on restart;
 //! - a leader never steps down for lack of a quorum: only a higher term deposes it;
 //! - a read index is max(commit index, the term's first index) and, after a quorum confirmed
-//!   leadership with heartbeats sent after the request, at least the last log index.
+//!   leadership with heartbeats sent after the request, at least the last log index;
+//! - a leader sends a new commit index to every follower as soon as it advances, not at the
+//!   next heartbeat (followers apply a revocation, and attest under it, that soon).
 //!
 //! Left out: membership changes, snapshots and log compaction, pre-vote (openraft 0.9 has none),
 //! batching limits, and the transport's ordering (every message here is independent, so
@@ -655,6 +657,11 @@ impl Raft {
         if candidate > self.commit && self.term_at(candidate) == self.durable.term {
             self.commit = candidate;
             self.durable.commit_saved = candidate;
+            // openraft tells every follower of a new commit index at once (its replication
+            // streams get `Replicate::Committed` and send a heartbeat if nothing else is due).
+            for peer in self.peers.clone() {
+                self.send_append(peer);
+            }
         }
     }
 

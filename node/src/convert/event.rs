@@ -30,6 +30,14 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
             unit: unit.clone(),
             draining: *draining,
         }),
+        Change::LeaseRevoked { unit } => Wire::LeaseRevoked(unit.clone()),
+        Change::MembershipSettled { log_index } => Wire::MembershipSettled(*log_index),
+        Change::FailedOver { placements, .. } => Wire::Placements(pb::PlacementChanges {
+            placements: placements
+                .iter()
+                .map(|(profile, placement)| placement_to_wire(profile, placement))
+                .collect(),
+        }),
     };
     pb::WatchEvent {
         revision: event.revision,

@@ -78,16 +78,26 @@ pub fn unit_to_wire(unit: &UnitStatus) -> pb::UnitStatus {
     pb::UnitStatus {
         id: unit.id,
         name: unit.name.clone(),
-        lease: match unit.lease_healthy {
-            Some(true) => pb::LeaseHealth::Healthy,
-            Some(false) => pb::LeaseHealth::Expired,
-            None => pb::LeaseHealth::Unknown,
+        lease: match (unit.lease_revoked_at, unit.lease_healthy) {
+            (Some(_), _) => pb::LeaseHealth::Revoked,
+            (None, Some(true)) => pb::LeaseHealth::Healthy,
+            (None, Some(false)) => pb::LeaseHealth::Expired,
+            (None, None) => pb::LeaseHealth::Unknown,
         } as i32,
         lease_age_ms: unit.lease_age_ms,
         draining: unit.draining,
         presented: unit.presented.clone(),
         load: unit.load,
         capacity: unit.capacity,
+        voters_granting: unit.own.as_ref().map(|own| own.voters_granting),
+        lease_left_ms: unit.own.as_ref().and_then(|own| own.lease_left_ms),
+        switch_presenting: unit
+            .own
+            .as_ref()
+            .map(|own| own.switch_presenting.clone())
+            .unwrap_or_default(),
+        switch_reachable: unit.own.as_ref().map(|own| own.switch_reachable),
+        note: unit.note.clone(),
     }
 }
 

@@ -1,90 +1,144 @@
-//! Lease grants and the placement controller loop on the leader (the argument is in
-//! `lease.rs`, the pass without I/O in `controller.rs`).
+//! Leases on this node: the voter's side (grants and reports, rule 1 of `lease.rs`) and the
+//! leader's placement controller loop (the pass without I/O is in `controller.rs`).
 
 use super::*;
-
-// These locks guard in-memory tables with no awaits inside their critical sections; a panic
-// while holding one would be a bug, and the tables stay usable (they are advisory state that a
-// new term rebuilds), so a poisoned lock is used as is.
-pub(super) fn lock_leases(node: &Node) -> std::sync::MutexGuard<'_, LeaseTable> {
-    node.inner
-        .leases
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::controller::Voters;
+use crate::lease::{may_grant, Grant, GrantRefused, VoterReport, VoterSets};
 
 /// How often the leader's placement controller looks at the state.
 pub const PLACEMENT_TICK_MS: u64 = 20;
 /// Most placement changes committed per controller pass.
 pub const PLACEMENT_CHANGES_PER_PASS_MAX: usize = 4_096;
+/// How long the leader waits for a voter's lease report before asking again. A voter that does
+/// not answer counts against a unit's lapse, so a slow one delays a failover, never causes one.
+pub const LEASE_REPORT_TIMEOUT_MS: u64 = 150;
+/// The oldest report a pass decides on. An older report understates how long a voter has been
+/// silent, which can only delay a lapse; a revocation it shows applied stays applied until the
+/// failover, so attestations do not go stale.
+pub const LEASE_REPORT_FRESH_MS: u64 = 500;
+
+// These locks guard in-memory records with no awaits inside their critical sections; a panic
+// while holding one would be a bug, and the records stay usable, so a poisoned lock is used as
+// is.
+pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The voter sets of a node's effective membership (two during a joint change).
+pub fn voter_sets(metrics: &RaftMetrics<NodeId, PeerNode>) -> VoterSets {
+    metrics
+        .membership_config
+        .membership()
+        .get_joint_config()
+        .clone()
+}
+
+/// The voters' latest lease reports as this node gathered them while leading.
+#[derive(Debug, Default)]
+pub struct Reports {
+    latest: BTreeMap<u64, (std::time::Instant, VoterReport)>,
+    /// Voters asked whose answer has not come back yet.
+    asking: BTreeSet<u64>,
+}
+
+/// What the leader's controller last learned of the units, for status and operator moves.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseView {
+    /// The term this view was gathered in; a new term starts afresh.
+    pub term: u64,
+    pub sets: VoterSets,
+    pub reports: BTreeMap<u64, VoterReport>,
+    pub settled: bool,
+    pub healthy_since: BTreeMap<String, std::time::Instant>,
+}
+
+impl LeaseView {
+    /// Milliseconds since a majority of every voter set last granted `unit` anything: the k-th
+    /// shortest silence of each set (k a majority), the longest over the sets.
+    pub fn lapse_age_ms(&self, unit: &str) -> Option<u64> {
+        self.sets
+            .iter()
+            .map(|set| {
+                let mut silences: Vec<u64> = set
+                    .iter()
+                    .filter_map(|v| self.reports.get(v)?.units.get(unit))
+                    .map(|seen| seen.silent_ms)
+                    .collect();
+                silences.sort_unstable();
+                silences.get(set.len() / 2).copied()
+            })
+            .collect::<Option<Vec<u64>>>()?
+            .into_iter()
+            .max()
+    }
+}
 
 impl Node {
-    /// Notes that an AppendEntries arrived, before it is handled.
-    pub fn note_append_received(&self) {
-        *self
-            .inner
-            .last_append_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = std::time::Instant::now();
+    /// The voter's side of a renewal: refused if this node is not a voter or its applied state
+    /// revokes the unit; otherwise recorded, in one critical section with the applied state, so
+    /// a revocation applied here is never outrun by a grant (rule 1 of `lease.rs`).
+    pub fn grant_lease(&self, unit: &str) -> Result<Grant, GrantRefused> {
+        // One metrics snapshot gives both the membership granted under and the last log index:
+        // a grant under a membership appended after a revocation names an index past it.
+        let metrics = self.metrics();
+        let sets = voter_sets(&metrics);
+        if !sets.iter().any(|set| set.contains(&self.id())) {
+            return Err(GrantRefused::NotAVoter { voter: self.id() });
+        }
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        self.view().read(|applied| {
+            may_grant(&applied.state, unit)?;
+            lock(&self.inner.grants).record(unit, std::time::Instant::now());
+            let applied_index = applied.last_applied.map_or(0, |id| id.index);
+            Ok(Grant {
+                voter: self.id(),
+                sets,
+                min_applied_index: applied_index.max(last_log),
+            })
+        })
     }
 
-    /// From when a term of ours that starts now may count every unit as renewed (`lease.rs`).
-    pub(super) fn leases_counted_from(&self, now: std::time::Instant) -> std::time::Instant {
-        let last_append = *self
-            .inner
-            .last_append_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lease_of_others = now
-            .checked_sub(Duration::from_millis(self.config().raft.election_max_ms))
-            .unwrap_or(now);
-        last_append.max(lease_of_others)
+    /// This voter's report of every unit, taken under the applied state's lock (`lease.rs`),
+    /// with what its own agent holds if it is a unit.
+    pub fn lease_report(&self) -> VoterReport {
+        let mut report = self.view().read(|applied| {
+            let grants = lock(&self.inner.grants);
+            let report = VoterReport::of(
+                self.id(),
+                &applied.state,
+                &grants,
+                std::time::Instant::now(),
+            );
+            drop(grants);
+            report
+        });
+        report.own = lock(&self.inner.unit_view).clone();
+        report
+    }
+
+    /// Records what this node's agent holds and its switch presents.
+    pub fn set_unit_view(&self, view: crate::lease::UnitView) {
+        *lock(&self.inner.unit_view) = Some(view);
+    }
+
+    /// What this node's agent last recorded, if it is a unit.
+    pub fn unit_view(&self) -> Option<crate::lease::UnitView> {
+        lock(&self.inner.unit_view).clone()
+    }
+
+    /// The controller's latest view, if this node leads.
+    pub fn lease_view(&self) -> Option<LeaseView> {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.id()) {
+            return None;
+        }
+        let view = lock(&self.inner.lease_view);
+        (view.term == metrics.current_term).then(|| view.clone())
     }
 
     pub(super) fn failed_after(&self) -> Duration {
         let lease = &self.config().lease;
         Duration::from_millis(lease.ttl_ms + lease.drift_margin_ms)
-    }
-
-    /// Grants a lease renewal (see `lease.rs` for the safety argument).
-    pub(super) async fn renew_lease(&self, unit: &str) -> LeaderResult {
-        let arrived = std::time::Instant::now();
-        let metrics = self.require_leader()?;
-        let known_unit = self.view().read(|a| {
-            a.state
-                .member_by_name(unit)
-                .is_some_and(|m| m.role == Role::Unit)
-        });
-        if !known_unit {
-            return Err(ApiError::FailedPrecondition {
-                reason: format!("{unit:?} is not a unit of this cluster"),
-            });
-        }
-        let refused = |why: GrantRefused| ApiError::FailedPrecondition {
-            reason: format!("unit {unit} {why}"),
-        };
-        let ticket = {
-            let mut table = lock_leases(self);
-            // `now`, not `arrived`: count from a moment at which this node leads.
-            let now = std::time::Instant::now();
-            table.sync_term(metrics.current_term, now, self.leases_counted_from(now));
-            table.begin_grant(unit).map_err(refused)?
-        };
-        let read_index = match self.execute_as_leader(LeaderRequest::ReadIndex).await? {
-            LeaderReply::ReadIndex { index } => index,
-            other => return Err(unexpected_reply("read index", &other)),
-        };
-        let mut table = lock_leases(self);
-        let now = std::time::Instant::now();
-        table.sync_term(
-            self.metrics().current_term,
-            now,
-            self.leases_counted_from(now),
-        );
-        // Acted on as failed while we confirmed leadership: the read index may predate the
-        // moves off this unit, so this grant must not happen.
-        table.finish_grant(unit, ticket, arrived).map_err(refused)?;
-        Ok(LeaderReply::LeaseGranted { read_index })
     }
 
     pub(super) fn controller(&self) -> Controller {
@@ -97,52 +151,107 @@ impl Node {
         }
     }
 
-    /// Runs `f` on the applied state and this leader's lease table, synced to the current term,
-    /// in one critical section: a renewal cannot be granted in the middle (`lease.rs`). The
-    /// view's lock is taken before the table's, here and everywhere.
-    pub(super) fn with_leases<R>(
-        &self,
-        f: impl FnOnce(&mut LeaseTable, &vnet_model::State, std::time::Instant) -> R,
-    ) -> R {
-        self.view().read(|a| {
-            let mut table = lock_leases(self);
-            let now = std::time::Instant::now();
-            let term = self.metrics().current_term;
-            table.sync_term(term, now, self.leases_counted_from(now));
-            f(&mut table, &a.state, now)
-        })
-    }
-
-    /// The leader's view of unit health, for status and the controller.
-    pub fn unit_health(&self) -> Option<(Health, BTreeMap<String, u64>)> {
-        let metrics = self.metrics();
-        if metrics.current_leader != Some(self.id()) {
-            return None;
-        }
+    /// Takes this voter's own report, and asks each other voter for a fresh one unless a
+    /// request to it is still out. Never waits: answers land in `reports` as they come.
+    fn poll_reports(&self, metrics: &RaftMetrics<NodeId, PeerNode>, sets: &VoterSets) {
         let now = std::time::Instant::now();
-        let units: Vec<String> = self.view().read(|a| {
-            a.state
-                .members()
-                .filter(|m| m.role == Role::Unit)
-                .map(|m| m.name.clone())
-                .collect()
-        });
-        let mut table = lock_leases(self);
-        table.sync_term(metrics.current_term, now, self.leases_counted_from(now));
-        let health = table.health(units.iter().map(String::as_str), now, self.failed_after());
-        let ages = units
-            .iter()
-            .map(|u| (u.clone(), table.age_ms(u, now)))
-            .collect();
-        Some((health, ages))
+        lock(&self.inner.reports)
+            .latest
+            .insert(self.id(), (now, self.lease_report()));
+        let membership = metrics.membership_config.membership();
+        let timeout = Duration::from_millis(LEASE_REPORT_TIMEOUT_MS);
+        for voter in sets.iter().flatten().copied().collect::<BTreeSet<_>>() {
+            if voter == self.id() || !lock(&self.inner.reports).asking.insert(voter) {
+                continue;
+            }
+            let Some(addr) = membership.get_node(&voter).map(|n| n.peer_addr.clone()) else {
+                lock(&self.inner.reports).asking.remove(&voter);
+                continue;
+            };
+            let node = self.clone();
+            tokio::spawn(async move {
+                let report = node.peers().lease_report(&addr, timeout).await;
+                let mut reports = lock(&node.inner.reports);
+                reports.asking.remove(&voter);
+                match report {
+                    // A report must speak for the voter asked.
+                    Ok(report) if report.voter == voter => {
+                        reports
+                            .latest
+                            .insert(voter, (std::time::Instant::now(), report));
+                    }
+                    Ok(report) => {
+                        tracing::warn!(
+                            voter,
+                            answered_as = report.voter,
+                            "lease report from the wrong node"
+                        )
+                    }
+                    Err(e) => tracing::debug!(voter, error = %e, "no lease report"),
+                }
+            });
+        }
     }
 
-    /// The placement controller: on the leader, every tick, decide and commit placement changes.
+    /// The latest report of each voter, if no older than [`LEASE_REPORT_FRESH_MS`].
+    fn fresh_reports(&self) -> BTreeMap<u64, VoterReport> {
+        let fresh = Duration::from_millis(LEASE_REPORT_FRESH_MS);
+        lock(&self.inner.reports)
+            .latest
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() <= fresh)
+            .map(|(voter, (_, report))| (*voter, report.clone()))
+            .collect()
+    }
+
+    /// Whether the effective membership is committed, alone in effect, and recorded as settled;
+    /// else, when it has been committed and alone in effect for `ttl + margin` as this node has
+    /// seen it, the command that records it as settled. `seen` is this node's memory of when it
+    /// first saw the membership so.
+    fn membership_settlement(
+        &self,
+        metrics: &RaftMetrics<NodeId, PeerNode>,
+        applied: &raft_store::Applied,
+        seen: &mut Option<(u64, std::time::Instant)>,
+    ) -> (bool, Option<Command>) {
+        let effective = metrics.membership_config.log_id().map_or(0, |id| id.index);
+        let committed = applied.membership.log_id().map_or(0, |id| id.index);
+        let uniform = metrics
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            == 1;
+        if !uniform || effective != committed {
+            *seen = None;
+            return (false, None);
+        }
+        if applied.state.settled_membership() >= effective {
+            return (true, None);
+        }
+        match *seen {
+            Some((index, since)) if index == effective => {
+                let due = since.elapsed() > self.failed_after();
+                let command = Command::SettleMembership {
+                    log_index: effective,
+                };
+                (false, due.then_some(command))
+            }
+            _ => {
+                *seen = Some((effective, std::time::Instant::now()));
+                (false, None)
+            }
+        }
+    }
+
+    /// The placement controller: on the leader, every tick, gather the voters' lease reports,
+    /// decide, and commit the pass's writes in order (`controller.rs`).
     pub async fn run_placement(&self, mut stopping: tokio::sync::watch::Receiver<bool>) {
         let tick = Duration::from_millis(PLACEMENT_TICK_MS);
         let controller = self.controller();
         let actor = "system/placement";
         let mut caught_up_term = 0;
+        let mut membership_seen = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
@@ -164,45 +273,53 @@ impl Node {
                 }
                 caught_up_term = metrics.current_term;
             }
-            // Phase 1. A failed unit's switch has fenced itself by the time the leader judges
-            // it failed (see lease.rs), so its last report is stale: record that it presents
-            // nothing, so status does not show identities on a unit that cannot present them.
-            let stale_reports =
-                self.with_leases(|table, state, now| controller.stale_reports(table, state, now));
-            for command in stale_reports {
-                if let Err(e) = self.write_as_leader(actor, command).await {
-                    tracing::debug!(error = %e, "could not clear a failed unit's report");
+            let sets = voter_sets(&metrics);
+            self.poll_reports(&metrics, &sets);
+            let reports = self.fresh_reports();
+            let (settle, writes) = self.view().read(|applied| {
+                let (settled, settle) =
+                    self.membership_settlement(&metrics, applied, &mut membership_seen);
+                let mut view = lock(&self.inner.lease_view);
+                if view.term != metrics.current_term {
+                    *view = LeaseView {
+                        term: metrics.current_term,
+                        ..LeaseView::default()
+                    };
                 }
-            }
-            // Phase 2: judged afresh, in one critical section with the declarations.
-            let decisions =
-                self.with_leases(|table, state, now| controller.decide(table, state, now));
-            if decisions.is_empty() {
-                continue;
-            }
-            for (unit, changes) in decisions.failovers {
-                tracing::warn!(unit = %unit, profiles = changes.len(), "unit failed; failing over its profiles");
-                let command = Command::Place { changes };
-                match self.write_as_leader(actor, command).await {
-                    // Committed and applied: a later grant's read index covers these moves.
-                    Ok(_) => lock_leases(self).failover_done(&unit),
-                    // Perhaps committed later, perhaps never: the unit stays refused until the
-                    // moves are seen applied (`Controller::decide`) or a retry commits.
-                    Err(e) => {
-                        tracing::warn!(unit = %unit, error = %e, "failover placement not confirmed; will retry")
-                    }
-                }
-            }
-            if !decisions.others.is_empty() {
-                let count = decisions.others.len();
-                let command = Command::Place {
-                    changes: decisions.others,
+                view.sets = sets;
+                view.reports = reports;
+                view.settled = settled;
+                let LeaseView {
+                    sets,
+                    reports,
+                    healthy_since,
+                    ..
+                } = &mut *view;
+                let voters = Voters {
+                    sets,
+                    reports,
+                    settled,
                 };
-                match self.write_as_leader(actor, command).await {
-                    Ok(_) => tracing::info!(changes = count, "placement changes committed"),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "placement changes not committed; will retry")
-                    }
+                let now = std::time::Instant::now();
+                let writes = controller.decide(&voters, &applied.state, healthy_since, now);
+                (settle, writes)
+            });
+            if let Some(command) = settle {
+                if let Err(e) = self.write_as_leader(actor, command).await {
+                    tracing::debug!(error = %e, "could not record the membership as settled");
+                }
+            }
+            for unit in &writes.revocations {
+                tracing::warn!(unit = %unit, "a majority of voters saw the unit's lease lapse; revoking it");
+            }
+            for (unit, _, changes) in &writes.failovers {
+                tracing::warn!(unit = %unit, profiles = changes.len(), "a majority of voters attested the lapse; failing over");
+            }
+            for command in writes.into_commands() {
+                if let Err(e) = self.write_as_leader(actor, command).await {
+                    // Decided afresh next pass; a write that commits late is refused or
+                    // harmless (a stale failover's epoch no longer matches).
+                    tracing::debug!(error = %e, "placement write not committed; will retry");
                 }
             }
         }
@@ -227,7 +344,7 @@ impl Node {
     }
 
     /// An operator's planned move (break before make: the controller completes it once the
-    /// source reports it no longer presents the profile).
+    /// source reports it no longer presents the profile, or by the source's failover).
     pub(super) async fn planned_failover(
         &self,
         profile: Option<String>,
@@ -236,14 +353,28 @@ impl Node {
     ) -> LeaderResult {
         self.require_leader()?;
         let controller = self.controller();
-        let changes = self.with_leases(|table, state, now| {
+        let Some(mut view) = self.lease_view() else {
+            return Err(ApiError::Unavailable {
+                reason: "this leader has not yet heard from the voters about the units' leases; retry shortly".into(),
+            });
+        };
+        let changes = self.view().read(|applied| {
+            let voters = Voters {
+                sets: &view.sets,
+                reports: &view.reports,
+                settled: view.settled,
+            };
+            let mut healthy_since = std::mem::take(&mut view.healthy_since);
             controller.operator_moves(
-                table,
-                state,
-                now,
-                profile.as_deref(),
-                from.as_deref(),
-                to.as_deref(),
+                &voters,
+                &applied.state,
+                &mut healthy_since,
+                std::time::Instant::now(),
+                crate::controller::OperatorMove {
+                    profile: profile.as_deref(),
+                    from: from.as_deref(),
+                    to: to.as_deref(),
+                },
             )
         })?;
         let profiles: Vec<String> = changes.iter().map(|c| c.profile.clone()).collect();

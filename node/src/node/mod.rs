@@ -28,16 +28,19 @@ use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
 use crate::config::Config;
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::lease::{GrantRefused, LeaseTable};
+use crate::lease::Grants;
 use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
-use crate::placement::{Health, Policy};
+use crate::placement::Policy;
 
 mod leases;
 mod membership;
 mod status;
 
-pub use leases::{PLACEMENT_CHANGES_PER_PASS_MAX, PLACEMENT_TICK_MS};
+pub use leases::{
+    voter_sets, LeaseView, LEASE_REPORT_FRESH_MS, LEASE_REPORT_TIMEOUT_MS,
+    PLACEMENT_CHANGES_PER_PASS_MAX, PLACEMENT_TICK_MS,
+};
 
 /// How long to wait for something to change (a leader to appear, metrics to move) before looking
 /// again while retrying a request toward the leader.
@@ -73,11 +76,15 @@ struct Inner {
     view: StateView,
     peers: PeerClients,
     pristine_at_start: bool,
-    /// The leader's record of lease renewals; meaningful only while this node leads.
-    leases: std::sync::Mutex<LeaseTable>,
-    /// When this node last received an AppendEntries (or started): a new term of ours counts
-    /// leases from no earlier than this (see `lease.rs`).
-    last_append_at: std::sync::Mutex<std::time::Instant>,
+    /// The lease renewals this node granted as a voter (`lease.rs`).
+    grants: std::sync::Mutex<Grants>,
+    /// What the placement controller last learned of the units, for status and operator moves;
+    /// meaningful only while this node leads.
+    lease_view: std::sync::Mutex<leases::LeaseView>,
+    /// The voters' lease reports, gathered while this node leads.
+    reports: std::sync::Mutex<leases::Reports>,
+    /// What this node's own agent holds and its switch presents, if it is a unit.
+    unit_view: std::sync::Mutex<Option<crate::lease::UnitView>>,
     /// Set while this leader hands over: it appends nothing new, so the target can hold every
     /// entry when it campaigns.
     transferring: std::sync::atomic::AtomicBool,
@@ -146,8 +153,10 @@ impl Node {
                 view,
                 peers,
                 pristine_at_start,
-                leases: std::sync::Mutex::new(LeaseTable::new()),
-                last_append_at: std::sync::Mutex::new(std::time::Instant::now()),
+                grants: std::sync::Mutex::new(Grants::new(std::time::Instant::now())),
+                lease_view: std::sync::Mutex::new(leases::LeaseView::default()),
+                reports: std::sync::Mutex::new(leases::Reports::default()),
+                unit_view: std::sync::Mutex::new(None),
                 transferring: std::sync::atomic::AtomicBool::new(false),
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -476,7 +485,6 @@ impl Node {
                 self.require_leader()?;
                 Ok(LeaderReply::Status(Box::new(self.local_status())))
             }
-            LeaderRequest::RenewLease { unit } => Box::pin(self.renew_lease(&unit)).await,
             LeaderRequest::Failover { profile, from, to } => {
                 Box::pin(self.planned_failover(profile, from, to)).await
             }
@@ -560,10 +568,7 @@ impl Node {
 impl LeaderRequest {
     fn is_read_only(&self) -> bool {
         // A lease renewal changes only the leader's memory; a lost or repeated one is harmless.
-        matches!(
-            self,
-            LeaderRequest::ReadIndex | LeaderRequest::Status | LeaderRequest::RenewLease { .. }
-        )
+        matches!(self, LeaderRequest::ReadIndex | LeaderRequest::Status)
     }
 }
 
@@ -673,7 +678,14 @@ pub struct UnitStatus {
     pub name: String,
     /// `None` when the answering node is not the leader and cannot tell.
     pub lease_healthy: Option<bool>,
+    /// Milliseconds since a majority of voters last granted the unit anything (leader only).
     pub lease_age_ms: Option<u64>,
+    /// The epoch of the revocation of its lease in force, if any.
+    pub lease_revoked_at: Option<u64>,
+    /// The unit's own view of its lease and switch, if it answered.
+    pub own: Option<crate::lease::UnitView>,
+    /// What is wrong, in words; empty when nothing is.
+    pub note: String,
     pub draining: bool,
     pub presented: Vec<String>,
     pub load: u32,

@@ -92,29 +92,47 @@ impl Node {
         let leader_name = metrics
             .current_leader
             .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
-        let health = self.unit_health();
+        let lease_view = self.lease_view();
+        let failed_after = self.failed_after();
+        let own_view = self.unit_view();
+        let no_leader = metrics.current_leader.is_none();
         let (units, placements) = self.view().read(|a| {
             let units = a
                 .state
                 .members()
                 .filter(|m| m.role == Role::Unit)
-                .map(|m| UnitStatus {
-                    id: m.id,
-                    name: m.name.clone(),
-                    lease_healthy: health
-                        .as_ref()
-                        .map(|(h, _)| h.healthy_for_ms.contains_key(&m.name)),
-                    lease_age_ms: health
-                        .as_ref()
-                        .and_then(|(_, ages)| ages.get(&m.name).copied()),
-                    draining: a.state.is_draining(&m.name),
-                    presented: a
-                        .state
-                        .presented_by(&m.name)
-                        .map(|p| p.keys().cloned().collect())
-                        .unwrap_or_default(),
-                    load: a.state.load_of(&m.name) as u32,
-                    capacity: m.capacity,
+                .map(|m| {
+                    let revoked_at = a.state.revoked_at(&m.name);
+                    let lease_healthy = lease_view.as_ref().map(|view| {
+                        revoked_at.is_none()
+                            && crate::lease::judge(&view.sets, &view.reports, &m.name, failed_after)
+                                == crate::lease::Judgement::Live
+                    });
+                    let own = match &lease_view {
+                        Some(view) => view
+                            .reports
+                            .values()
+                            .find_map(|r| r.own.clone().filter(|own| own.unit == m.name)),
+                        None => own_view.clone().filter(|own| own.unit == m.name),
+                    };
+                    let note = unit_note(revoked_at, lease_healthy, own.as_ref(), no_leader);
+                    UnitStatus {
+                        id: m.id,
+                        name: m.name.clone(),
+                        lease_healthy,
+                        lease_age_ms: lease_view.as_ref().and_then(|v| v.lapse_age_ms(&m.name)),
+                        lease_revoked_at: revoked_at,
+                        own,
+                        note,
+                        draining: a.state.is_draining(&m.name),
+                        presented: a
+                            .state
+                            .presented_by(&m.name)
+                            .map(|p| p.keys().cloned().collect())
+                            .unwrap_or_default(),
+                        load: a.state.load_of(&m.name) as u32,
+                        capacity: m.capacity,
+                    }
                 })
                 .collect();
             (units, placement_status(&a.state))
@@ -163,4 +181,43 @@ impl Node {
             .unwrap_or(applied)
             .max(applied)
     }
+}
+
+/// What is wrong with a unit, in an operator's words; empty when nothing is.
+fn unit_note(
+    revoked_at: Option<u64>,
+    lease_healthy: Option<bool>,
+    own: Option<&crate::lease::UnitView>,
+    no_leader: bool,
+) -> String {
+    if let Some(epoch) = revoked_at {
+        return format!(
+            "lease revoked (epoch {epoch}): a majority of voters saw it lapse; its profiles are \
+             being failed over, and it is granted a lease again once that is committed"
+        );
+    }
+    if let Some(own) = own {
+        if !own.switch_reachable {
+            return "its agent cannot reach its switch".into();
+        }
+        if own.lease_left_ms.is_none() {
+            return format!(
+                "holds no lease (grants from {} voters, fewer than a majority): its switch \
+                 presents nothing it was not already holding, and fences at its deadline",
+                own.voters_granting
+            );
+        }
+    }
+    if no_leader {
+        return "no leader: the answering node cannot reach a quorum of voters. No failover is \
+                possible until a majority of voters is back; a unit that cannot reach a \
+                majority fences itself"
+            .into();
+    }
+    if lease_healthy == Some(false) {
+        return "a majority of voters has granted it nothing for longer than its lease: it has \
+                fenced itself"
+            .into();
+    }
+    String::new()
 }

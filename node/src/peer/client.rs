@@ -23,7 +23,10 @@ use vnet_proto::vnet::raft::v1::RaftMessage;
 
 use raft_store::{NodeId, PeerNode, TypeConfig};
 
-use super::{decode, encode, ElectionControl, LeaderRequest, LeaderResult, ProbeReply};
+use super::{
+    decode, encode, ElectionControl, LeaderRequest, LeaderResult, LeaseRenewal, ProbeReply,
+};
+use crate::lease::{Grant, VoterReport};
 
 /// How long to wait for a TCP connection to a peer.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
@@ -149,6 +152,45 @@ impl PeerClients {
             .await
             .map_err(|status| PeerCallError::from_status(addr, status))?;
         decode(reply.get_ref(), "probe reply").map_err(|status| PeerCallError::Refused {
+            addr: addr.to_string(),
+            status,
+        })
+    }
+
+    /// Asks the voter at `addr` to renew `unit`'s lease.
+    pub async fn grant_lease(
+        &self,
+        addr: &str,
+        renewal: &LeaseRenewal,
+        timeout: Duration,
+    ) -> Result<Result<Grant, String>, PeerCallError> {
+        let mut client = self.client(addr)?;
+        let mut message = tonic::Request::new(encode(renewal));
+        message.set_timeout(timeout);
+        let reply = client
+            .grant_lease(message)
+            .await
+            .map_err(|status| PeerCallError::from_status(addr, status))?;
+        decode(reply.get_ref(), "grant-lease reply").map_err(|status| PeerCallError::Refused {
+            addr: addr.to_string(),
+            status,
+        })
+    }
+
+    /// Asks the voter at `addr` for its lease report.
+    pub async fn lease_report(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<VoterReport, PeerCallError> {
+        let mut client = self.client(addr)?;
+        let mut message = tonic::Request::new(encode(&()));
+        message.set_timeout(timeout);
+        let reply = client
+            .lease_report(message)
+            .await
+            .map_err(|status| PeerCallError::from_status(addr, status))?;
+        decode(reply.get_ref(), "lease-report reply").map_err(|status| PeerCallError::Refused {
             addr: addr.to_string(),
             status,
         })

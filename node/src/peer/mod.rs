@@ -72,8 +72,6 @@ pub enum LeaderRequest {
     TransferLeader { to: NodeId },
     /// The cluster as the leader sees it (replication progress, last contact).
     Status,
-    /// A unit asks to renew its lease.
-    RenewLease { unit: String },
     /// A planned move: one profile to `to`, or every profile off `from` (to `to`, or wherever
     /// the controller would place each).
     Failover {
@@ -102,10 +100,6 @@ pub enum LeaderReply {
         term: u64,
     },
     Status(Box<ClusterStatus>),
-    /// The lease is renewed; the agent must apply up to `read_index` before programming.
-    LeaseGranted {
-        read_index: u64,
-    },
     FailoverStarted {
         revision: u64,
         profiles: Vec<String>,
@@ -120,6 +114,12 @@ pub struct ProbeReply {
     pub id: NodeId,
     pub initialized: bool,
     pub last_log_index: Option<u64>,
+}
+
+/// A unit's renewal, as sent to a voter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRenewal {
+    pub unit: String,
 }
 
 /// Longest hold or campaign a peer may ask of this node. A leader transfer asks for four maximum

@@ -10,7 +10,9 @@ use vnet_proto::vnet::raft::v1::RaftMessage;
 use raft_store::{NodeId, TypeConfig};
 
 use super::chunks::ChunkCheck;
-use super::{decode, encode, ElectionControl, LeaderRequest, LeaderResult, ProbeReply};
+use super::{
+    decode, encode, ElectionControl, LeaderRequest, LeaderResult, LeaseRenewal, ProbeReply,
+};
 use crate::node::Node;
 
 pub struct PeerService {
@@ -33,8 +35,6 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        // Before handling: the lease argument needs an upper bound on when we last acked one.
-        self.node.note_append_received();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
         let result = self.node.raft().append_entries(rpc).await;
         Ok(Response::new(encode(&result)))
@@ -94,5 +94,27 @@ impl RaftPeer for PeerService {
         control.duration().map_err(Status::invalid_argument)?;
         self.node.election_control(control);
         Ok(Response::new(encode(&())))
+    }
+
+    async fn grant_lease(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let renewal: LeaseRenewal = decode(request.get_ref(), "grant-lease")?;
+        vnet_model::name::validate_name("unit", &renewal.unit)
+            .map_err(|e| Status::invalid_argument(format!("peer message grant-lease: {e}")))?;
+        let result = self
+            .node
+            .grant_lease(&renewal.unit)
+            .map_err(|refused| refused.to_string());
+        Ok(Response::new(encode(&result)))
+    }
+
+    async fn lease_report(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let () = decode(request.get_ref(), "lease-report")?;
+        Ok(Response::new(encode(&self.node.lease_report())))
     }
 }

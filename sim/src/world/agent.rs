@@ -6,16 +6,75 @@ use super::*;
 impl World {
     // ---- the unit's agent ----
 
+    /// `agent::renew_loop`: a renewal to every voter whose last one is not still out, each
+    /// answered on its own; the next round a quarter of the lease later.
     pub(super) fn renew(&mut self, i: usize) {
         let sent_local = self.local(i);
+        let life = self.nodes[i].life;
         let unit = self.nodes[i].name.to_string();
         let timeout = self.config.lease_ttl_ns / 2;
-        self.call(
-            i,
-            Call::Renew { unit },
-            Completion::Renew { sent_local },
-            timeout,
-        );
+        for voter in 0..3 {
+            let out = self.nodes[i].agent.asks.values().any(|(v, _)| *v == voter);
+            if out {
+                continue;
+            }
+            let ask_id = self.id();
+            self.nodes[i].agent.asks.insert(ask_id, (voter, sent_local));
+            if voter == i {
+                let grant = self.grant_here(i, &unit);
+                self.granted(i, ask_id, grant);
+            } else {
+                let wire = Wire::GrantAsk {
+                    unit: unit.clone(),
+                    ask_id,
+                };
+                self.send(i, voter, wire);
+                self.after_local(i, timeout, Ev::GrantTimeout(i, life, ask_id));
+            }
+        }
+        let every = self.config.lease_ttl_ns / 4;
+        self.after_local(i, every, Ev::RenewTick(i, life));
+    }
+
+    /// `agent::renew_with` after a voter answered: the grant counts from the send time, and the
+    /// watchdog is armed with the lease's end whenever it moves.
+    pub(super) fn granted(&mut self, i: usize, ask_id: u64, grant: Option<Grant>) {
+        let Some((voter, sent_local)) = self.nodes[i].agent.asks.remove(&ask_id) else {
+            return; // timed out already, or from an earlier life
+        };
+        let Some(grant) = grant.filter(|g| g.voter == voter as u64 + 1) else {
+            return;
+        };
+        let ttl = Duration::from_nanos(self.config.lease_ttl_ns);
+        let now = self.local(i);
+        let agent = &mut self.nodes[i].agent;
+        agent.held.add(&grant, sent_local, ttl);
+        agent.held.prune(now);
+        let Some(lease) = agent.held.lease() else {
+            return;
+        };
+        let grew = agent
+            .lease
+            .is_none_or(|old| lease.expires_at_mono_ns > old.expires_at_mono_ns);
+        agent.lease = Some(match agent.lease {
+            Some(old) => UnitLease {
+                expires_at_mono_ns: old.expires_at_mono_ns.max(lease.expires_at_mono_ns),
+                min_applied_index: old.min_applied_index.max(lease.min_applied_index),
+            },
+            None => lease,
+        });
+        if !grew {
+            return;
+        }
+        let armed = self.switch_call(i, |s| {
+            s.arm_watchdog(now, lease.expires_at_mono_ns);
+        });
+        if armed {
+            // The watchdog thread looks every 5 ms.
+            let wait = lease.expires_at_mono_ns.saturating_sub(now) + self.rng.range(0, 5 * MS);
+            let switch_life = self.nodes[i].switch_life;
+            self.after_local(i, wait, Ev::Watchdog(i, switch_life));
+        }
     }
 
     /// Calls the unit's switch (if its process is up) and checks what it did.
@@ -29,6 +88,7 @@ impl World {
             return true;
         }
         let unit = self.nodes[i].name;
+        let mut needless_check = false;
         for event in &events {
             match event {
                 fabric_agent::journal::Event::Programmed {
@@ -47,10 +107,15 @@ impl World {
                 }
                 fabric_agent::journal::Event::Fenced { ports, .. } => {
                     self.stats.fences += 1;
+                    // A fence that clears nothing takes nothing down.
+                    needless_check |= !ports.is_empty();
                     self.note(|| format!("{unit} switch: fenced, cleared {ports:?}"))
                 }
                 _ => {}
             }
+        }
+        if needless_check {
+            self.check_fence_needed(i, "was fenced by its watchdog");
         }
         if let Err(what) = self.presented.apply(unit, &events) {
             self.fail(what);
@@ -104,6 +169,7 @@ impl World {
                 self.after_local(i, every, Ev::ReconcileTick(i, life));
             }
             Reconcile::ClearAll => {
+                self.check_fence_needed(i, "cleared its switch");
                 self.switch_call(i, |s| {
                     s.clear_all(now);
                 });

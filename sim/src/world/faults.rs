@@ -23,6 +23,7 @@ impl World {
                     self.nodes[node].up = false;
                     self.nodes[node].life += 1;
                 }
+                self.up_since[node] = u64::MAX;
                 if with_switch && self.nodes[node].switch.is_some() {
                     self.nodes[node].switch = None;
                     self.nodes[node].switch_life += 1;
@@ -34,11 +35,35 @@ impl World {
             Fault::Pause { node, for_ns } => {
                 self.nodes[node].paused_until = self.now + for_ns;
             }
-            Fault::Cut { from, to, on } => self.cut[from][to] = on,
-            Fault::Loss { node, per_mille } => self.loss_per_mille[node] = per_mille,
-            Fault::Delay { node, extra_ns } => self.delay_ns[node] = extra_ns,
-            Fault::Calm => self.load = Load::Light,
+            Fault::Cut { from, to, on } => {
+                self.cut[from][to] = on;
+                self.link_since[from][to] = if on { u64::MAX } else { self.now };
+            }
+            Fault::Loss { node, per_mille } => {
+                self.loss_per_mille[node] = per_mille;
+                self.quiet_since[node] = self.quiet_from(node);
+            }
+            Fault::Delay { node, extra_ns } => {
+                self.delay_ns[node] = extra_ns;
+                self.quiet_since[node] = self.quiet_from(node);
+            }
+            Fault::Calm => {
+                if self.load != Load::Light {
+                    self.load = Load::Light;
+                    self.light_since = self.now;
+                }
+            }
             Fault::HealNetwork => {
+                for from in 0..3 {
+                    for to in 0..3 {
+                        if self.cut[from][to] {
+                            self.link_since[from][to] = self.now;
+                        }
+                    }
+                    if self.loss_per_mille[from] > 0 || self.delay_ns[from] > 0 {
+                        self.quiet_since[from] = self.now;
+                    }
+                }
                 self.cut = [[false; 3]; 3];
                 self.loss_per_mille = [0; 3];
                 self.delay_ns = [0; 3];
@@ -175,7 +200,52 @@ impl World {
         });
     }
 
+    fn quiet_from(&self, node: usize) -> u64 {
+        let quiet = self.loss_per_mille[node] == 0 && self.delay_ns[node] == 0;
+        match (quiet, self.quiet_since[node]) {
+            (false, _) => u64::MAX,
+            (true, u64::MAX) => self.now,
+            (true, since) => since,
+        }
+    }
+
+    /// The control plane must not take the data plane down: a fence (the watchdog's, or the
+    /// agent clearing its switch) on unit `i` is needless when, for the whole grace window
+    /// before it, the machines were lightly loaded and `i` and another voter were both up,
+    /// unpaused and free of loss and extra delay, with the links between them uncut — so `i`
+    /// could reach a majority (itself and that voter) all along. The window is the lease plus
+    /// its margin plus half a second for the renewals after a heal.
+    pub(super) fn check_fence_needed(&mut self, i: usize, how: &str) {
+        let window = self.config.lease_ttl_ns + self.config.drift_margin_ns + 500 * MS;
+        let Some(since) = self.now.checked_sub(window) else {
+            return;
+        };
+        let steady = |n: usize| {
+            self.up_since[n] <= since
+                && self.nodes[n].paused_until <= since
+                && self.quiet_since[n] <= since
+        };
+        let connected = steady(i)
+            && self.light_since <= since
+            && (0..3).any(|p| {
+                p != i
+                    && steady(p)
+                    && self.link_since[i][p] <= since
+                    && self.link_since[p][i] <= since
+            });
+        if connected {
+            self.stats.needless_fences += 1;
+            let unit = self.nodes[i].name;
+            self.fail(format!(
+                "needless fence: {unit} {how} although it and a peer voter were up and \
+                 connected for the last {} ms",
+                window / MS
+            ));
+        }
+    }
+
     pub(super) fn restart(&mut self, i: usize) {
+        self.up_since[i] = self.up_since[i].min(self.now);
         if !self.nodes[i].up {
             let now = self.local(i);
             let jitter = self.rng.range(0, 1_000);
@@ -193,17 +263,13 @@ impl World {
             node.paused_until = 0;
             node.state = State::default();
             node.applied = 0;
-            node.leases = LeaseTable::new();
-            node.last_append_local = now;
+            node.grants = Grants::new(self.base + Duration::from_nanos(now));
             node.ctl = ControllerRun::default();
             node.reads.clear();
             node.writes.clear();
             node.outstanding.clear();
             node.waiting.clear();
-            node.agent = Agent {
-                lease: None,
-                stage: AgentStage::Idle,
-            };
+            node.agent = Agent::new();
             // A restarted node re-applies what it knew committed.
             self.apply_committed(i);
             self.after_raft(i);

@@ -5,50 +5,14 @@ use super::*;
 
 impl World {
     pub(super) fn read_done(&mut self, i: usize, read_id: u64, index: Option<u64>) {
-        let Some(read) = self.nodes[i].reads.remove(&read_id) else {
+        let Some(PendingRead::CatchUp) = self.nodes[i].reads.remove(&read_id) else {
             return;
         };
-        match read {
-            PendingRead::Grant {
-                waiter,
-                unit,
-                ticket,
-                arrived_local,
-            } => {
-                let reply = match index {
-                    None => Reply::Failed,
-                    Some(read_index) => {
-                        self.sync_term(i);
-                        let arrived = self.base + Duration::from_nanos(arrived_local);
-                        match self.nodes[i].leases.finish_grant(&unit, ticket, arrived) {
-                            Ok(()) => {
-                                self.stats.grants += 1;
-                                let name = self.nodes[i].name;
-                                self.note(|| {
-                                    format!(
-                                        "{name}: granted {unit} a lease, read index {read_index}"
-                                    )
-                                });
-                                Reply::Granted { read_index }
-                            }
-                            Err(why) => {
-                                let name = self.nodes[i].name;
-                                self.note(|| format!("{name}: refused {unit}: {why}"));
-                                Reply::Refused
-                            }
-                        }
-                    }
-                };
-                self.reply(i, waiter, reply);
-            }
-            PendingRead::CatchUp => {
-                self.nodes[i].ctl.stage = match index {
-                    Some(target) => Stage::WaitApply(target),
-                    None => Stage::Idle,
-                };
-                self.apply_committed(i);
-            }
-        }
+        self.nodes[i].ctl.stage = match index {
+            Some(target) => Stage::WaitApply(target),
+            None => Stage::Idle,
+        };
+        self.apply_committed(i);
     }
 
     pub(super) fn finish_write(&mut self, i: usize, write: PendingWrite, ok: bool) {
@@ -59,11 +23,7 @@ impl World {
                 if ok { Reply::Written } else { Reply::Failed },
             ),
             Waiter::Controller => {
-                if ok {
-                    if let Some(unit) = &write.failover_of {
-                        self.nodes[i].leases.failover_done(unit);
-                    }
-                }
+                let _ = ok; // decided afresh next pass either way
                 self.nodes[i].ctl.writing = false;
                 self.pump_controller(i);
             }
@@ -71,21 +31,6 @@ impl World {
     }
 
     // ---- the leader's side of requests ----
-
-    /// `LeaseTable::sync_term` as `Node` calls it: a new term counts every unit as renewed at
-    /// max(last AppendEntries received, now - longest election timeout).
-    pub(super) fn sync_term(&mut self, i: usize) {
-        let now = self.local(i);
-        let counted_from = self.nodes[i]
-            .last_append_local
-            .max(now.saturating_sub(self.config.raft.election_max_ns));
-        let term = self.nodes[i].raft.term();
-        let (now, counted_from) = (
-            self.base + Duration::from_nanos(now),
-            self.base + Duration::from_nanos(counted_from),
-        );
-        self.nodes[i].leases.sync_term(term, now, counted_from);
-    }
 
     pub(super) fn controller(&self) -> Controller {
         Controller {
@@ -120,44 +65,29 @@ impl World {
             return;
         }
         match call {
-            Call::Renew { unit } => {
-                let arrived_local = self.local(i);
-                let known = self.nodes[i]
-                    .state
-                    .member_by_name(&unit)
-                    .is_some_and(|m| m.role == MemberRole::Unit);
-                self.sync_term(i);
-                let ticket = match self.nodes[i].leases.begin_grant(&unit) {
-                    Ok(ticket) if known => ticket,
-                    _ => return self.reply(i, waiter, Reply::Refused),
-                };
-                let read_id = self.id();
-                self.nodes[i].reads.insert(
-                    read_id,
-                    PendingRead::Grant {
-                        waiter,
-                        unit,
-                        ticket,
-                        arrived_local,
-                    },
-                );
-                let now = self.local(i);
-                self.nodes[i].raft.read_index(read_id, now);
-                self.after_raft(i);
-            }
-            Call::Write(request) => self.propose(i, request, waiter, None),
+            Call::Write(request) => self.propose(i, request, waiter),
             Call::OperatorMove { profile, to } => {
-                self.sync_term(i);
                 let now = self.instant(i);
                 let controller = self.controller();
+                let sets = voter_sets();
+                let reports = self.fresh_reports(i);
                 let node = &mut self.nodes[i];
+                let voters = Voters {
+                    sets: &sets,
+                    reports: &reports,
+                    settled: true,
+                };
+                let asked = OperatorMove {
+                    profile: Some(&profile),
+                    from: None,
+                    to: Some(&to),
+                };
                 let moves = controller.operator_moves(
-                    &mut node.leases,
+                    &voters,
                     &node.state,
+                    &mut node.ctl.healthy_since,
                     now,
-                    Some(&profile),
-                    None,
-                    Some(&to),
+                    asked,
                 );
                 match moves {
                     Ok(changes) if !changes.is_empty() => {
@@ -165,7 +95,7 @@ impl World {
                             actor: "system/failover".into(),
                             command: Command::Place { changes },
                         };
-                        self.propose(i, request, waiter, None)
+                        self.propose(i, request, waiter)
                     }
                     _ => self.reply(i, waiter, Reply::Refused),
                 }
@@ -173,36 +103,17 @@ impl World {
         }
     }
 
-    pub(super) fn propose(
-        &mut self,
-        i: usize,
-        request: Request,
-        waiter: Waiter,
-        failover_of: Option<String>,
-    ) {
+    pub(super) fn propose(&mut self, i: usize, request: Request, waiter: Waiter) {
         let now = self.local(i);
         let term = self.nodes[i].raft.term();
         match self.nodes[i].raft.propose(request, now) {
             Some(index) => {
-                self.nodes[i].writes.insert(
-                    index,
-                    PendingWrite {
-                        term,
-                        waiter,
-                        failover_of,
-                    },
-                );
+                self.nodes[i]
+                    .writes
+                    .insert(index, PendingWrite { term, waiter });
                 self.after_raft(i);
             }
-            None => self.finish_write(
-                i,
-                PendingWrite {
-                    term,
-                    waiter,
-                    failover_of,
-                },
-                false,
-            ),
+            None => self.finish_write(i, PendingWrite { term, waiter }, false),
         }
     }
 
@@ -261,28 +172,6 @@ impl World {
         };
         let life = self.nodes[i].life;
         match completion {
-            Completion::Renew { sent_local } => {
-                if let Reply::Granted { read_index } = reply {
-                    let ttl = Duration::from_nanos(self.config.lease_ttl_ns);
-                    let held = self.nodes[i].agent.lease;
-                    let lease = UnitLease::after_grant(held, sent_local, ttl, read_index);
-                    self.nodes[i].agent.lease = Some(lease);
-                    let now = self.local(i);
-                    let armed = self.switch_call(i, |s| {
-                        s.arm_watchdog(now, lease.expires_at_mono_ns);
-                    });
-                    if armed {
-                        // The watchdog thread looks every 5 ms.
-                        let wait = lease.expires_at_mono_ns.saturating_sub(now)
-                            + self.rng.range(0, 5 * MS);
-                        let switch_life = self.nodes[i].switch_life;
-                        self.after_local(i, wait, Ev::Watchdog(i, switch_life));
-                    }
-                }
-                let next =
-                    (sent_local + self.config.lease_ttl_ns / 4).saturating_sub(self.local(i));
-                self.after_local(i, next, Ev::RenewTick(i, life));
-            }
             Completion::Report { backlog } => {
                 self.nodes[i].agent.stage = AgentStage::Idle;
                 let pause = if backlog {
@@ -316,63 +205,127 @@ impl World {
             self.after_raft(i);
             return;
         }
-        self.sync_term(i);
+        // `Node::poll_reports`: this voter's own report now; each other voter asked unless a
+        // request is still out; the pass decides on the reports fresh enough, without waiting.
+        let own = self.report_here(i);
+        let now_local = self.local(i);
+        self.nodes[i]
+            .ctl
+            .reports
+            .insert(i as u64 + 1, (now_local, own));
+        let life = self.nodes[i].life;
+        for voter in (0..3).filter(|v| *v != i) {
+            if self.nodes[i].ctl.report_asks.values().any(|v| *v == voter) {
+                continue;
+            }
+            let ask_id = self.id();
+            self.nodes[i].ctl.report_asks.insert(ask_id, voter);
+            self.send(i, voter, Wire::ReportAsk { round: ask_id });
+            let wait = vnet_node::node::LEASE_REPORT_TIMEOUT_MS * MS;
+            self.after_local(i, wait, Ev::ReportTimeout(i, life, ask_id));
+        }
         let now = self.instant(i);
         let controller = self.controller();
+        let sets = voter_sets();
+        let reports = self.fresh_reports(i);
         let node = &mut self.nodes[i];
-        let stale = controller.stale_reports(&mut node.leases, &node.state, now);
-        node.ctl.queue = stale.into_iter().map(|c| (c, None)).collect();
-        node.ctl.stage = Stage::Phase1;
+        let voters = Voters {
+            sets: &sets,
+            reports: &reports,
+            settled: true,
+        };
+        let writes = controller.decide(&voters, &node.state, &mut node.ctl.healthy_since, now);
+        for unit in &writes.revocations {
+            let name = self.nodes[i].name;
+            self.note(|| format!("{name}: a majority saw {unit} lapse; revoking its lease"));
+        }
+        for (unit, epoch, changes) in &writes.failovers {
+            self.stats.failovers += 1;
+            let name = self.nodes[i].name;
+            let count = changes.len();
+            self.note(|| {
+                format!("{name}: {unit} attested lapsed (epoch {epoch}); moving {count} profiles")
+            });
+        }
+        self.nodes[i].ctl.queue = writes.into_commands().into();
+        self.nodes[i].ctl.stage = Stage::Writing;
         self.pump_controller(i);
+    }
+
+    /// The reports no older than `Node::fresh_reports` allows.
+    pub(super) fn fresh_reports(&self, i: usize) -> BTreeMap<u64, VoterReport> {
+        let now = self.local(i);
+        let fresh = vnet_node::node::LEASE_REPORT_FRESH_MS * MS;
+        self.nodes[i]
+            .ctl
+            .reports
+            .iter()
+            .filter(|(_, (at, _))| now.saturating_sub(*at) <= fresh)
+            .map(|(voter, (_, report))| (*voter, report.clone()))
+            .collect()
+    }
+
+    /// A voter's report, as `Node::lease_report` takes it.
+    pub(super) fn report_here(&mut self, v: usize) -> VoterReport {
+        let now = self.instant(v);
+        let node = &self.nodes[v];
+        VoterReport::of(v as u64 + 1, &node.state, &node.grants, now)
+    }
+
+    pub(super) fn report_in(&mut self, i: usize, ask_id: u64, report: VoterReport) {
+        let Some(voter) = self.nodes[i].ctl.report_asks.remove(&ask_id) else {
+            return;
+        };
+        if report.voter != voter as u64 + 1 || !self.nodes[i].raft.is_leader() {
+            return;
+        }
+        let now = self.local(i);
+        self.nodes[i]
+            .ctl
+            .reports
+            .insert(report.voter, (now, report));
     }
 
     pub(super) fn pump_controller(&mut self, i: usize) {
         if self.nodes[i].ctl.writing {
             return;
         }
-        loop {
-            if let Some((command, failover_of)) = self.nodes[i].ctl.queue.pop_front() {
-                self.nodes[i].ctl.writing = true;
-                let request = Request {
-                    actor: "system/placement".into(),
-                    command,
-                };
-                self.propose(i, request, Waiter::Controller, failover_of);
-                return;
-            }
-            match self.nodes[i].ctl.stage {
-                Stage::Phase1 => {
-                    self.sync_term(i);
-                    let now = self.instant(i);
-                    let controller = self.controller();
-                    let node = &mut self.nodes[i];
-                    let decisions = controller.decide(&mut node.leases, &node.state, now);
-                    for (unit, changes) in decisions.failovers {
-                        self.stats.failovers += 1;
-                        let name = self.nodes[i].name;
-                        self.note(|| {
-                            format!("{name}: {unit} failed; moving {} profiles", changes.len())
-                        });
-                        self.nodes[i]
-                            .ctl
-                            .queue
-                            .push_back((Command::Place { changes }, Some(unit)));
-                    }
-                    if !decisions.others.is_empty() {
-                        self.nodes[i].ctl.queue.push_back((
-                            Command::Place {
-                                changes: decisions.others,
-                            },
-                            None,
-                        ));
-                    }
-                    self.nodes[i].ctl.stage = Stage::Phase2;
-                }
-                _ => {
-                    self.nodes[i].ctl.stage = Stage::Idle;
-                    return;
-                }
-            }
+        if let Some(command) = self.nodes[i].ctl.queue.pop_front() {
+            self.nodes[i].ctl.writing = true;
+            let request = Request {
+                actor: "system/placement".into(),
+                command,
+            };
+            self.propose(i, request, Waiter::Controller);
+            return;
         }
+        if self.nodes[i].ctl.stage == Stage::Writing {
+            self.nodes[i].ctl.stage = Stage::Idle;
+        }
+    }
+
+    // ---- the voter's side of renewals ----
+
+    /// `Node::grant_lease` on voter `v`.
+    pub(super) fn grant_here(&mut self, v: usize, unit: &str) -> Option<Grant> {
+        let now = self.instant(v);
+        let leader_held = self.config.leader_held_leases;
+        let node = &mut self.nodes[v];
+        if leader_held && !node.raft.is_leader() {
+            return None;
+        }
+        may_grant(&node.state, unit).ok()?;
+        node.grants.record(unit, now);
+        self.stats.grants += 1;
+        let sets = if leader_held {
+            vec![[v as u64 + 1].into_iter().collect()]
+        } else {
+            voter_sets()
+        };
+        Some(Grant {
+            voter: v as u64 + 1,
+            sets,
+            min_applied_index: node.applied.max(node.raft.last_index()),
+        })
     }
 }

@@ -1,9 +1,10 @@
 //! The simulated cluster: two units (each a node with its switch) and a witness, a network, and
-//! one queue of timed events. Everything vnet-ha decides is the real code — the lease table's
-//! grant halves, `Controller::stale_reports`/`decide`/`operator_moves`, the agent's
-//! `reconcile`/`report` and `UnitLease::after_grant`, `vnet_model::apply`, and the switch model —
-//! called at the points where `vnetd` calls them; what is simulated is the time between them:
-//! Raft (`raft.rs`), the network, clocks, crashes and pauses.
+//! one queue of timed events. Everything vnet-ha decides is the real code — each voter's grants
+//! and reports (`lease::may_grant`, `Grants`, `VoterReport`), the unit's `HeldGrants`,
+//! `Controller::decide`/`operator_moves`, the agent's `reconcile`/`report`,
+//! `vnet_model::apply`, and the switch model — called at the points where `vnetd` calls them;
+//! what is simulated is the time between them: Raft (`raft.rs`), the network, clocks, crashes
+//! and pauses.
 //!
 //! Each node has its own clock (an offset and a rate error); a unit's switch shares its node's
 //! clock, as CLOCK_MONOTONIC is shared on one machine. Work inside a node takes no simulated
@@ -19,8 +20,8 @@ use vnet_model::{
     VNicSpec,
 };
 use vnet_node::agent::{presented_of, reconcile, report, Reconcile};
-use vnet_node::controller::Controller;
-use vnet_node::lease::{GrantTicket, LeaseTable, UnitLease};
+use vnet_node::controller::{Controller, OperatorMove, Voters};
+use vnet_node::lease::{may_grant, Grant, Grants, HeldGrants, UnitLease, VoterReport, VoterSets};
 use vnet_node::placement::Policy;
 
 use crate::check::{drain_means_empty, Presentations};
@@ -50,6 +51,10 @@ pub struct Config {
     /// UNSAFE, TEST ONLY: `false` turns off the switches' watchdogs and the agents' clearing on
     /// a lapsed lease, to show that the checks catch what fencing prevents.
     pub fencing: bool,
+    /// TEST ONLY: only the leader grants, and its grant alone makes a lease (a lease that hangs
+    /// on one leader), to show that the needless-fence check catches what quorum-held leases
+    /// prevent.
+    pub leader_held_leases: bool,
 }
 
 impl Default for Config {
@@ -68,6 +73,7 @@ impl Default for Config {
             request_timeout_ns: 5_000 * MS,
             drift_ppm_max: 2_000,
             fencing: true,
+            leader_held_leases: false,
         }
     }
 }
@@ -79,14 +85,12 @@ pub const PROFILES: usize = 6;
 /// A request to the leader, as `vnetd` forwards it.
 #[derive(Debug, Clone)]
 pub enum Call {
-    Renew { unit: String },
     Write(Request),
     OperatorMove { profile: String, to: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
-    Granted { read_index: u64 },
     Refused,
     Written,
     Failed,
@@ -106,12 +110,28 @@ enum Wire {
         call_id: u64,
         reply: Reply,
     },
+    /// A unit's renewal, to one voter, and the voter's answer.
+    GrantAsk {
+        unit: String,
+        ask_id: u64,
+    },
+    GrantAnswer {
+        ask_id: u64,
+        grant: Option<Grant>,
+    },
+    /// The leader asks a voter for its lease report, and the answer.
+    ReportAsk {
+        round: u64,
+    },
+    ReportAnswer {
+        round: u64,
+        report: VoterReport,
+    },
 }
 
 /// What the caller does with a reply.
 #[derive(Debug, Clone, Copy)]
 enum Completion {
-    Renew { sent_local: u64 },
     Report { backlog: bool },
     Operator,
 }
@@ -125,12 +145,6 @@ enum Waiter {
 
 #[derive(Debug)]
 enum PendingRead {
-    Grant {
-        waiter: Waiter,
-        unit: String,
-        ticket: GrantTicket,
-        arrived_local: u64,
-    },
     CatchUp,
 }
 
@@ -138,7 +152,6 @@ enum PendingRead {
 struct PendingWrite {
     term: u64,
     waiter: Waiter,
-    failover_of: Option<String>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -147,16 +160,20 @@ enum Stage {
     Idle,
     CatchingUp,
     WaitApply(u64),
-    Phase1,
-    Phase2,
+    Writing,
 }
 
 #[derive(Debug, Default)]
 struct ControllerRun {
     stage: Stage,
     caught_up_term: u64,
-    queue: VecDeque<(Command, Option<String>)>,
+    queue: VecDeque<Command>,
     writing: bool,
+    /// The latest report of each voter, with when it arrived (this node's clock).
+    reports: BTreeMap<u64, (u64, VoterReport)>,
+    /// Report requests out: ask id to voter.
+    report_asks: BTreeMap<u64, usize>,
+    healthy_since: BTreeMap<String, Instant>,
 }
 
 #[derive(Debug)]
@@ -175,8 +192,23 @@ enum AgentStage {
 
 #[derive(Debug)]
 struct Agent {
+    held: HeldGrants,
+    /// The latest lease the grants made in this life (kept when it lapses).
     lease: Option<UnitLease>,
     stage: AgentStage,
+    /// Renewals out: ask id to (voter, send time on this node's clock).
+    asks: BTreeMap<u64, (usize, u64)>,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        Agent {
+            held: HeldGrants::default(),
+            lease: None,
+            stage: AgentStage::Idle,
+            asks: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -208,8 +240,8 @@ struct Node {
     raft: Raft,
     state: State,
     applied: u64,
-    leases: LeaseTable,
-    last_append_local: u64,
+    /// The renewals this node granted as a voter.
+    grants: Grants,
     ctl: ControllerRun,
     reads: BTreeMap<u64, PendingRead>,
     writes: BTreeMap<u64, PendingWrite>,
@@ -287,8 +319,16 @@ enum Ev {
     ReconcileTick(usize, u64),
     AgentAction(usize, u64),
     CallTimeout(usize, u64, u64),
+    /// A renewal's answer did not come in time (node, life, ask id).
+    GrantTimeout(usize, u64, u64),
+    /// A report request's answer did not come in time (node, life, ask id).
+    ReportTimeout(usize, u64, u64),
     Watchdog(usize, u64),
-    Deliver { from: usize, to: usize, wire: Wire },
+    Deliver {
+        from: usize,
+        to: usize,
+        wire: Wire,
+    },
     Fault(Fault),
 }
 
@@ -311,6 +351,8 @@ pub struct Stats {
     pub programs: u64,
     /// Kill to the last profile presented by the peer, for each checked failover.
     pub failover_ms: Vec<u64>,
+    /// Fences (watchdog or agent) on a unit that was up and connected to a majority.
+    pub needless_fences: u64,
     /// Clean kills whose survivors took so long to elect a leader that the failover budget was
     /// counted from the election instead.
     pub slow_elections: u64,
@@ -350,6 +392,13 @@ pub struct World {
     /// Failovers being timed: the killed unit, what it presented, when it was killed.
     watched: Vec<(usize, Vec<String>, u64)>,
     load: Load,
+    /// For the needless-fence check (`faults.rs`): since when each node has been up, each node
+    /// free of loss and extra delay, each directed link uncut, and the machines lightly loaded
+    /// (`u64::MAX`: not now).
+    up_since: [u64; 3],
+    quiet_since: [u64; 3],
+    link_since: [[u64; 3]; 3],
+    light_since: u64,
     /// The node leading the newest term, the term, and since when (global ns).
     leader_since: Option<(usize, u64, u64)>,
 }
@@ -469,6 +518,7 @@ impl World {
             log: log.clone(),
         };
         let mut nodes = Vec::new();
+        let base_instant = Instant::now();
         for (i, name) in NAMES.iter().enumerate() {
             let rate =
                 rng.range(0, 2 * config.drift_ppm_max + 1) as i64 - config.drift_ppm_max as i64;
@@ -497,17 +547,13 @@ impl World {
                 raft,
                 state: State::default(),
                 applied: 0,
-                leases: LeaseTable::new(),
-                last_append_local: now_local,
+                grants: Grants::new(base_instant + Duration::from_nanos(now_local)),
                 ctl: ControllerRun::default(),
                 reads: BTreeMap::new(),
                 writes: BTreeMap::new(),
                 outstanding: BTreeMap::new(),
                 waiting: Vec::new(),
-                agent: Agent {
-                    lease: None,
-                    stage: AgentStage::Idle,
-                },
+                agent: Agent::new(),
                 switch: is_unit.then(|| Switch::new(switch_spec(i, config.fencing))),
                 switch_life: 0,
             });
@@ -523,7 +569,7 @@ impl World {
             loss_per_mille: [0; 3],
             delay_ns: [0; 3],
             next_id: 0,
-            base: Instant::now(),
+            base: base_instant,
             oracle_log: Vec::new(),
             oracle: State::default(),
             presented: Presentations::default(),
@@ -538,8 +584,15 @@ impl World {
             watched: Vec::new(),
             leader_since: None,
             load: Load::Light,
+            up_since: [0; 3],
+            quiet_since: [0; 3],
+            link_since: [[0; 3]; 3],
+            light_since: 0,
         };
         world.load = [Load::Light, Load::Busy, Load::Overloaded][world.rng.weighted(&[2, 2, 1])];
+        if world.load != Load::Light {
+            world.light_since = u64::MAX;
+        }
         for i in 0..3 {
             world.apply_committed(i);
             world.start_timers(i);
@@ -643,7 +696,9 @@ impl World {
             | Ev::RenewTick(i, _)
             | Ev::ReconcileTick(i, _)
             | Ev::AgentAction(i, _)
-            | Ev::CallTimeout(i, _, _) => Some(*i),
+            | Ev::CallTimeout(i, _, _)
+            | Ev::GrantTimeout(i, _, _)
+            | Ev::ReportTimeout(i, _, _) => Some(*i),
             Ev::Deliver { to, .. } => Some(*to),
             Ev::Watchdog(..) | Ev::Fault(_) => None,
         };
@@ -672,6 +727,12 @@ impl World {
             Ev::AgentAction(i, life) if self.alive(i, life) => self.agent_action(i),
             Ev::CallTimeout(i, life, call_id) if self.alive(i, life) => {
                 self.complete(i, call_id, Reply::Failed)
+            }
+            Ev::GrantTimeout(i, life, ask_id) if self.alive(i, life) => {
+                self.nodes[i].agent.asks.remove(&ask_id);
+            }
+            Ev::ReportTimeout(i, life, ask_id) if self.alive(i, life) => {
+                self.nodes[i].ctl.report_asks.remove(&ask_id);
             }
             Ev::Watchdog(i, switch_life) if self.nodes[i].switch_life == switch_life => {
                 let now = self.local(i);
@@ -772,6 +833,11 @@ impl World {
             }
         }
     }
+}
+
+/// The voter sets of the simulated cluster: its membership never changes.
+pub(super) fn voter_sets() -> VoterSets {
+    vec![(1..=3).collect()]
 }
 
 impl Node {

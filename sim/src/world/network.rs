@@ -55,10 +55,6 @@ impl World {
         match wire {
             Wire::Raft(msg) => {
                 let now = self.local(to);
-                if matches!(msg, Msg::Append { .. }) {
-                    // `Node::note_append_received`: before the message is handled.
-                    self.nodes[to].last_append_local = now;
-                }
                 self.nodes[to].raft.handle(from as NodeId + 1, msg, now);
                 self.after_raft(to);
             }
@@ -80,6 +76,16 @@ impl World {
                 )
             }
             Wire::Reply { call_id, reply } => self.complete(to, call_id, reply),
+            Wire::GrantAsk { unit, ask_id } => {
+                let grant = self.grant_here(to, &unit);
+                self.send(to, from, Wire::GrantAnswer { ask_id, grant });
+            }
+            Wire::GrantAnswer { ask_id, grant } => self.granted(to, ask_id, grant),
+            Wire::ReportAsk { round } => {
+                let report = self.report_here(to);
+                self.send(to, from, Wire::ReportAnswer { round, report });
+            }
+            Wire::ReportAnswer { round, report } => self.report_in(to, round, report),
         }
     }
 }
