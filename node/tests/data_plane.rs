@@ -1,0 +1,580 @@
+//! The data plane outlives the control plane (invariant 7), against real `vnetd` processes:
+//! each unit's switch is a `vnet-switchd` server (run in this test process, which no fault
+//! touches), and each `vnetd` a process the tests kill with SIGKILL, stop with SIGSTOP and
+//! restart. Whatever happens to leadership — the leading witness killed, leadership handed
+//! between every pair, the leader stopped for twice the longest election timeout or restarted,
+//! the witness gone for 30 s — the switch journals of the healthy units must show no fence and no
+//! clear, and a unit killed while a majority remains is still failed over with the same
+//! identities.
+//!
+//! The tests of this file run one at a time (`SERIAL`): two clusters at once on two cores would
+//! starve each other, and starving a unit of CPU for longer than its lease rightly fences it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::fabric::presents_exactly;
+use common::wait_for;
+use fabric_agent::journal::{self, Event};
+use fabric_agent::{FabricDriver, PortProgram, SimDriver};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint};
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
+use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
+use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
+
+const VNETD: &str = env!("CARGO_BIN_EXE_vnetd");
+const NAMES: [&str; 3] = ["unit-a", "unit-b", "witness"];
+const SERVERS: [&str; 4] = ["srv-1", "srv-2", "srv-3", "srv-4"];
+/// The longest election timeout `vnetd` runs with by default.
+const ELECTION_MAX: Duration = Duration::from_millis(600);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr")
+}
+
+fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// One `vnetd` process, restartable on the same ports and data directory.
+struct Node {
+    id: u64,
+    name: &'static str,
+    api: SocketAddr,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+impl Node {
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut command = Command::new(VNETD);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VNET_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log));
+        self.child = Some(command.spawn().expect("spawn vnetd"));
+        self.stopped = false;
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        let child = self.child.as_ref().expect("running");
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal vnetd");
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.signal(Signal::SIGSTOP);
+        self.stopped = true;
+    }
+
+    fn resume(&mut self) {
+        self.signal(Signal::SIGCONT);
+        self.stopped = false;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.stopped {
+            self.resume();
+        }
+        self.kill9();
+    }
+}
+
+struct Switch {
+    unit: &'static str,
+    addr: SocketAddr,
+    journal: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Two units with their switches and a witness; four profiles, two preferring each unit.
+struct DataPlane {
+    nodes: Vec<Node>,
+    switches: Vec<Switch>,
+    profiles: Vec<pb::Profile>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl DataPlane {
+    async fn start() -> DataPlane {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(SocketAddr, SocketAddr)> =
+            NAMES.iter().map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = NAMES
+            .iter()
+            .zip(&ports)
+            .enumerate()
+            .map(|(i, (name, (_, peer)))| format!("{}={name}@{peer}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let host_ports = SERVERS
+            .iter()
+            .enumerate()
+            .map(|(p, s)| format!("{}={s}", p + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cabling = SERVERS
+            .iter()
+            .enumerate()
+            .map(|(p, s)| format!("{s}={}", p + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut switches = Vec::new();
+        for unit in &NAMES[..2] {
+            let journal = dir.path().join(format!("{unit}.journal"));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind switch");
+            let addr = listener.local_addr().expect("switch addr");
+            let config = fabric_agent::config::Args {
+                listen: addr,
+                journal: journal.clone(),
+                host_ports: host_ports.clone(),
+                eth_ports: 2,
+                vfs_per_eth_port: 32,
+                fc_ports: 2,
+                npiv_per_fc_port: 32,
+                log_level: "warn".into(),
+                unsafe_disable_watchdog: false,
+            }
+            .resolve()
+            .expect("switch config");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(fabric_agent::server::run(config, listener, async move {
+                let _ = stopped.await;
+            }));
+            switches.push(Switch {
+                unit,
+                addr,
+                journal,
+                stop: Some(stop),
+            });
+        }
+        let mut nodes = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let (api, peer) = ports[i];
+            let data_dir = dir.path().join(name);
+            let mut args: Vec<String> = [
+                "--id",
+                &(i + 1).to_string(),
+                "--name",
+                name,
+                "--data-dir",
+                &data_dir.display().to_string(),
+                "--api-listen",
+                &api.to_string(),
+                "--peer-listen",
+                &peer.to_string(),
+                "--initial-cluster",
+                &initial_cluster,
+                "--request-timeout-ms",
+                "3000",
+                "--log-level",
+                "info",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if i < 2 {
+                args.extend(
+                    [
+                        "--role",
+                        "unit",
+                        "--switch",
+                        &switches[i].addr.to_string(),
+                        "--cabling",
+                        &cabling,
+                    ]
+                    .iter()
+                    .map(|s| s.to_string()),
+                );
+            } else {
+                args.extend(["--role".to_string(), "witness".to_string()]);
+            }
+            let mut node = Node {
+                id: i as u64 + 1,
+                name,
+                api,
+                args,
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+                stopped: false,
+            };
+            node.start();
+            nodes.push(node);
+        }
+        let mut plane = DataPlane {
+            nodes,
+            switches,
+            profiles: Vec::new(),
+            dir: Some(dir),
+        };
+        plane.profiles = plane.create_profiles().await;
+        for unit in ["unit-a", "unit-b"] {
+            plane.wait_presented(unit, &plane.placed_on(unit)).await;
+        }
+        plane
+    }
+
+    fn node(&mut self, name: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("node")
+    }
+
+    /// An API endpoint of a node that is running and not stopped.
+    fn api(&self) -> Channel {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some() && !n.stopped)
+            .expect("a running node");
+        channel(node.api)
+    }
+
+    async fn create_profiles(&self) -> Vec<pb::Profile> {
+        let mut pools = PoolServiceClient::new(self.api());
+        for (name, kind, first, last) in [
+            (
+                "macs",
+                pb::PoolKind::Mac,
+                "02:00:00:00:00:00",
+                "02:00:00:00:ff:ff",
+            ),
+            (
+                "wwns",
+                pb::PoolKind::Wwn,
+                "20:00:00:25:b5:00:00:00",
+                "20:00:00:25:b5:00:ff:ff",
+            ),
+        ] {
+            let pool = pb::Pool {
+                name: name.into(),
+                kind: kind as i32,
+                first: first.into(),
+                last: last.into(),
+                revision: 0,
+            };
+            wait_for(&format!("pool {name} created"), || {
+                let request = pb::CreatePoolRequest {
+                    pool: Some(pool.clone()),
+                };
+                let mut pools = pools.clone();
+                async move {
+                    match pools.create_pool(request).await {
+                        Ok(_) => Some(()),
+                        Err(e) if e.code() == tonic::Code::AlreadyExists => Some(()),
+                        Err(_) => None,
+                    }
+                }
+            })
+            .await;
+        }
+        let _ = &mut pools;
+        let mut created = Vec::new();
+        for (i, server) in SERVERS.iter().enumerate() {
+            let profile = pb::Profile {
+                name: format!("prof-{}", i + 1),
+                server: server.to_string(),
+                vnics: vec![pb::Vnic {
+                    name: "eth0".into(),
+                    network: "prod".into(),
+                    ..Default::default()
+                }],
+                vhbas: vec![pb::Vhba {
+                    name: "fc0".into(),
+                    fabric: "a".into(),
+                    ..Default::default()
+                }],
+                preferred_unit: Some(NAMES[i % 2].into()),
+                failback: pb::FailbackPolicy::Manual as i32,
+                ..Default::default()
+            };
+            let stored = wait_for(&format!("profile {} created", profile.name), || {
+                let request = pb::CreateProfileRequest {
+                    profile: Some(profile.clone()),
+                };
+                let mut client = ProfileServiceClient::new(self.api());
+                async move {
+                    client
+                        .create_profile(request)
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_inner().profile)
+                }
+            })
+            .await;
+            created.push(stored);
+        }
+        created
+    }
+
+    fn placed_on(&self, unit: &str) -> Vec<pb::Profile> {
+        self.profiles
+            .iter()
+            .filter(|p| p.preferred_unit.as_deref() == Some(unit))
+            .cloned()
+            .collect()
+    }
+
+    fn switch(&self, unit: &str) -> &Switch {
+        self.switches
+            .iter()
+            .find(|s| s.unit == unit)
+            .expect("switch")
+    }
+
+    async fn ports(&self, unit: &str) -> BTreeMap<u8, PortProgram> {
+        SimDriver::connect_lazy(&self.switch(unit).addr.to_string())
+            .expect("driver")
+            .state()
+            .await
+            .map(|s| s.ports)
+            .unwrap_or_default()
+    }
+
+    /// Waits until `unit`'s switch presents each of `profiles`, with exactly its identities.
+    async fn wait_presented(&self, unit: &str, profiles: &[pb::Profile]) {
+        let servers: Vec<String> = SERVERS.iter().map(|s| s.to_string()).collect();
+        wait_for(
+            &format!("{unit} presents {} profiles", profiles.len()),
+            || async {
+                let ports = self.ports(unit).await;
+                profiles
+                    .iter()
+                    .all(|p| presents_exactly(&ports, &servers, p))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// How many records `unit`'s journal holds now: a mark to check from.
+    fn journal_mark(&self, unit: &str) -> usize {
+        journal::read(&self.switch(unit).journal)
+            .expect("journal")
+            .len()
+    }
+
+    /// Fails if `unit`'s switch fenced or cleared anything after `mark`.
+    fn assert_no_fence_since(&self, unit: &str, mark: usize, during: &str) {
+        let records = journal::read(&self.switch(unit).journal).expect("journal");
+        let interruptions: Vec<_> = records[mark..]
+            .iter()
+            .filter(|r| matches!(r.event, Event::Fenced { .. } | Event::Cleared { .. }))
+            .collect();
+        assert!(
+            interruptions.is_empty(),
+            "{unit} is healthy but its switch was interrupted during {during}: {interruptions:#?}"
+        );
+    }
+
+    /// The leader every running node agrees on.
+    async fn leader(&self) -> u64 {
+        wait_for("every running node agrees on a running leader", || async {
+            let mut seen = None;
+            for node in self
+                .nodes
+                .iter()
+                .filter(|n| n.child.is_some() && !n.stopped)
+            {
+                let status = ClusterServiceClient::new(channel(node.api))
+                    .get_cluster_status(pb::GetClusterStatusRequest {
+                        consistency: pb::ReadConsistency::Local as i32,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let leader = status.leader_id?;
+                if seen.is_some_and(|s| s != leader) {
+                    return None;
+                }
+                seen = Some(leader);
+            }
+            let leader = seen?;
+            self.nodes
+                .iter()
+                .any(|n| n.id == leader && n.child.is_some() && !n.stopped)
+                .then_some(leader)
+        })
+        .await
+    }
+
+    async fn transfer(&self, to: u64) {
+        wait_for(&format!("leadership moves to node {to}"), || async {
+            let mut client = ClusterServiceClient::new(self.api());
+            client
+                .transfer_leader(pb::TransferLeaderRequest { to_id: to })
+                .await
+                .ok()?;
+            (self.leader().await == to).then_some(())
+        })
+        .await;
+    }
+
+    /// Keeps the logs of a failed run.
+    fn keep_on_panic(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("logs and journals kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.keep_on_panic();
+    }
+}
+
+fn name_of(id: u64) -> &'static str {
+    NAMES[id as usize - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leading_witness_fences_no_unit_and_a_later_unit_death_still_fails_over() {
+    let _serial = SERIAL.lock().await;
+    let mut plane = DataPlane::start().await;
+    plane.transfer(3).await;
+    let marks = [plane.journal_mark("unit-a"), plane.journal_mark("unit-b")];
+    plane.node("witness").kill9();
+    let leader = plane.leader().await;
+    assert_ne!(leader, 3, "a unit leads after the witness died");
+    // Well past a lease and an election: a fence would have happened by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    plane.assert_no_fence_since("unit-a", marks[0], "the leading witness's death");
+    plane.assert_no_fence_since("unit-b", marks[1], "the leading witness's death");
+    // With the witness back, a majority remains when unit-b dies: unit-a takes its profiles.
+    plane.node("witness").start();
+    let mark_a = plane.journal_mark("unit-a");
+    plane.node("unit-b").kill9();
+    plane
+        .wait_presented("unit-a", &plane.profiles.clone())
+        .await;
+    let records = journal::read(&plane.switch("unit-a").journal).expect("journal");
+    assert!(
+        !records[mark_a..]
+            .iter()
+            .any(|r| matches!(r.event, Event::Fenced { .. })),
+        "the survivor was fenced while taking over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_handed_between_every_pair_fences_no_unit() {
+    let _serial = SERIAL.lock().await;
+    let plane = DataPlane::start().await;
+    let marks = [plane.journal_mark("unit-a"), plane.journal_mark("unit-b")];
+    let first = plane.leader().await;
+    // Every ordered pair: from each node to each other node.
+    let mut order = vec![first];
+    for (from, to) in [(1, 2), (2, 3), (3, 1), (1, 3), (3, 2), (2, 1)] {
+        if *order.last().expect("a leader") != from {
+            plane.transfer(from).await;
+            order.push(from);
+        }
+        plane.transfer(to).await;
+        order.push(to);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hops: Vec<&str> = order.iter().map(|id| name_of(*id)).collect();
+    plane.assert_no_fence_since("unit-a", marks[0], &format!("transfers {hops:?}"));
+    plane.assert_no_fence_since("unit-b", marks[1], &format!("transfers {hops:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_for_two_election_timeouts_or_restarted_fences_no_healthy_unit() {
+    let _serial = SERIAL.lock().await;
+    let mut plane = DataPlane::start().await;
+    for leader in [3, 1] {
+        plane.transfer(leader).await;
+        let name = name_of(leader);
+        let healthy: Vec<&str> = ["unit-a", "unit-b"]
+            .into_iter()
+            .filter(|u| *u != name)
+            .collect();
+        let marks: Vec<usize> = healthy.iter().map(|u| plane.journal_mark(u)).collect();
+        plane.node(name).stop();
+        tokio::time::sleep(2 * ELECTION_MAX).await;
+        plane.node(name).resume();
+        plane.leader().await;
+        for (unit, mark) in healthy.iter().zip(&marks) {
+            plane.assert_no_fence_since(unit, *mark, &format!("SIGSTOP of the leader {name}"));
+        }
+        // Restart of the leader: kill -9, start again on the same data.
+        plane.transfer(leader).await;
+        let marks: Vec<usize> = healthy.iter().map(|u| plane.journal_mark(u)).collect();
+        plane.node(name).kill9();
+        plane.node(name).start();
+        plane.leader().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (unit, mark) in healthy.iter().zip(&marks) {
+            plane.assert_no_fence_since(unit, *mark, &format!("restart of the leader {name}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_down_for_thirty_seconds_fences_no_unit() {
+    let _serial = SERIAL.lock().await;
+    let mut plane = DataPlane::start().await;
+    let marks = [plane.journal_mark("unit-a"), plane.journal_mark("unit-b")];
+    plane.node("witness").kill9();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    plane.assert_no_fence_since("unit-a", marks[0], "30 s without the witness");
+    plane.assert_no_fence_since("unit-b", marks[1], "30 s without the witness");
+    // The units kept presenting their own profiles all along, and still do.
+    plane
+        .wait_presented("unit-a", &plane.placed_on("unit-a"))
+        .await;
+    plane
+        .wait_presented("unit-b", &plane.placed_on("unit-b"))
+        .await;
+}
