@@ -42,6 +42,9 @@ pub struct Report {
     /// Kills of a presenting unit after which the peer took over nothing (the unit came back
     /// first).
     pub failovers_without_takeover: usize,
+    /// Identity-time presented by units while they could reach a majority (past the grace
+    /// after each heal), and identity-time lost to interruptions then (ns).
+    pub data_plane: Option<(u64, u64)>,
     /// Test-only unsafe mode (no fencing, no watchdog), named in the reproduce line.
     pub unsafe_disable_fencing: bool,
     /// The forced isolation instead of the seed's schedule, named in the reproduce line.
@@ -99,6 +102,7 @@ impl Report {
             verdicts,
             failovers_ms: Vec::new(),
             failovers_without_takeover: 0,
+            data_plane: None,
             unsafe_disable_fencing: config.unsafe_disable_fencing,
             isolate_presenting_unit: config.scenario == crate::run::Scenario::IsolatePresentingUnit,
             kept_dir: None,
@@ -198,6 +202,22 @@ impl fmt::Display for Report {
                 f,
                 "  {} kill(s) of a presenting unit without a takeover (it came back first)",
                 self.failovers_without_takeover
+            )?;
+        }
+        if let Some((presented, lost)) = self.data_plane {
+            let total = presented + lost;
+            let percent = if total == 0 {
+                100.0
+            } else {
+                presented as f64 * 100.0 / total as f64
+            };
+            writeln!(
+                f,
+                "data-plane availability while a unit could reach a majority (past {} ms after \
+                 each heal): {percent:.3}% ({} identity-s presented, {} identity-s lost)",
+                crate::run::NEEDLESS_FENCE_GRACE_MS,
+                presented / 1_000_000_000,
+                lost / 1_000_000_000
             )?;
         }
         writeln!(f, "checkers:")?;

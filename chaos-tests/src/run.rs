@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::sync::watch;
 
-use crate::checks::{linearizable, liveness, lost_write, presentation, Verdict};
+use crate::checks::{data_plane, linearizable, liveness, lost_write, presentation, Verdict};
 use crate::cluster::{cabling, node_infos, Cluster, ClusterConfig, NODES};
 use crate::fabric::{self, UnitFault};
 use crate::history::{monotonic_now_ns, History, ProfileValue};
@@ -26,6 +26,10 @@ use crate::workload::{self, Recorder, WorkloadConfig};
 /// Generous against the election timeout (300–600 ms): a restarted node, a leader that must be
 /// deposed first, and clients stuck in a timeout toward a node that just went away all fit.
 pub const QUORUM_LIVENESS_BUDGET_MS: u64 = 8_000;
+/// How long after a unit regains a majority (a heal, a restart) a fence is still not needless:
+/// the lease plus its margin (a lease that lapsed before the heal is still lapsed) and half a
+/// second for the renewals that follow, stated in the report.
+pub const NEEDLESS_FENCE_GRACE_MS: u64 = 1_500;
 /// Budget for a write to be accepted after the last heal: every killed node restarts then.
 pub const AFTER_HEAL_LIVENESS_BUDGET_MS: u64 = 15_000;
 /// Concurrent clients by default.
@@ -362,6 +366,33 @@ async fn drive(
     let double_presentation = presentation::check_no_double_presentation(&journals);
     let presentations = presentation::read_presentations(&journals).unwrap_or_default();
     let unit_faults = unit_faults(&executed);
+    let journal_records: Vec<(String, Vec<fabric_agent::journal::Record>)> = journals
+        .iter()
+        .map(|j| {
+            let records = fabric_agent::journal::read(&j.path).unwrap_or_default();
+            (j.switch.clone(), records)
+        })
+        .collect();
+    let unit_records: Vec<data_plane::UnitRecords<'_>> = journal_records
+        .iter()
+        .filter_map(|(switch, records)| {
+            let node = NODES.iter().position(|n| n.name == switch.as_str())?;
+            Some(data_plane::UnitRecords {
+                unit: switch,
+                records,
+                windows: data_plane::connected_windows(
+                    nodes.len(),
+                    node,
+                    &executed,
+                    start_ns,
+                    healed_ns,
+                ),
+            })
+        })
+        .collect();
+    let grace_ns = NEEDLESS_FENCE_GRACE_MS * 1_000_000;
+    let needless_fence = data_plane::check_no_needless_fence(&unit_records, start_ns, grace_ns);
+    let (presented_ns, lost_ns) = data_plane::availability(&unit_records, &presentations, grace_ns);
     let (failovers_ms, failovers_without_takeover) =
         fabric::failover_durations(&presentations, &unit_faults);
     let mut scenario_verdicts = Vec::new();
@@ -442,6 +473,7 @@ async fn drive(
         ("identities preserved", identities_verdict),
         ("every profile presented exactly once", once_verdict),
         ("no double presentation", double_presentation),
+        ("no needless fence", needless_fence),
     ];
     verdicts.extend(scenario_verdicts);
     let mut report = Report::new(
@@ -453,6 +485,7 @@ async fn drive(
         (workload_end_ns - start_ns) / 1_000_000,
     );
     report.failovers_ms = failovers_ms;
+    report.data_plane = Some((presented_ns, lost_ns));
     report.failovers_without_takeover = failovers_without_takeover;
     Ok(report)
 }

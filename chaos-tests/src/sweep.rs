@@ -483,6 +483,7 @@ mod tests {
             verdicts,
             failovers_ms: vec![900, 1200, 4321],
             failovers_without_takeover: 0,
+            data_plane: None,
             unsafe_disable_fencing: false,
             isolate_presenting_unit: false,
             kept_dir: failed.then(|| PathBuf::from("/tmp/vnet-chaos-x")),

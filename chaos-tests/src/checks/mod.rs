@@ -8,10 +8,13 @@
 //! - [`lost_write`]: a final linearizable read finds every acknowledged write (invariant 3).
 //! - [`liveness`]: writes are accepted within a budget whenever a quorum could exist, and
 //!   after the last heal.
+//! - [`data_plane`]: no needless fence — a unit that could reach a majority is never fenced
+//!   (invariant 7) — and the data-plane availability figure.
 //! - [`presentation`]: identities preserved and presented exactly once, over an abstract
 //!   "presented" snapshot (converted from each switch's state), and no double presentation
 //!   (invariant 2) over the switch journals, with `fabric_agent::check`.
 
+pub mod data_plane;
 pub mod linearizable;
 pub mod liveness;
 pub mod lost_write;
