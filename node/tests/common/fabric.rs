@@ -386,6 +386,17 @@ impl Fabric {
         .await;
     }
 
+    /// Stops the witness's vnetd (the API is then reached through a unit: [`Fabric::unit_api`]).
+    pub async fn stop_witness(&mut self) {
+        self.witness.stop().await;
+    }
+
+    /// A unit's API endpoint.
+    pub fn unit_api(&self, unit: &str) -> Channel {
+        let found = self.units.iter().find(|u| u.name == unit).expect("unit");
+        Self::channel(found.api)
+    }
+
     pub async fn stop_node(&mut self, unit: &str) {
         self.unit(unit).node.stop().await;
     }
