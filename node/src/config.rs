@@ -90,6 +90,11 @@ pub struct Args {
     #[arg(long, env = "VNET_PEER_LISTEN", value_name = "ADDR")]
     pub peer_listen: Option<SocketAddr>,
 
+    /// Address for plain-HTTP metrics: /metrics (Prometheus), /health and /readyz. Off unless
+    /// set; keep it on a management network, it has no authentication.
+    #[arg(long, env = "VNET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// API address other nodes and clients should use to reach this node, if it differs from
     /// --api-listen (e.g. when listening on 0.0.0.0).
     #[arg(long, env = "VNET_API_ADVERTISE", value_name = "HOST:PORT")]
@@ -231,6 +236,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub peer_listen: SocketAddr,
+    /// Where to serve /metrics, /health and /readyz; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// `None`: advertise the address the API listener actually bound (port 0 in tests).
     pub api_advertise: Option<String>,
     pub peer_advertise: String,
@@ -309,6 +316,7 @@ impl Args {
             data_dir: self.data_dir.or(file.data_dir),
             api_listen: self.api_listen.or(file.api_listen),
             peer_listen: self.peer_listen.or(file.peer_listen),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             api_advertise: self.api_advertise.or(file.api_advertise),
             peer_advertise: self.peer_advertise.or(file.peer_advertise),
             initial_cluster: self.initial_cluster.or(file.initial_cluster),
@@ -490,6 +498,7 @@ impl Args {
             data_dir,
             api_listen,
             peer_listen,
+            metrics_listen: self.metrics_listen,
             api_advertise: self.api_advertise,
             peer_advertise,
             initial_cluster,

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::lease::{GrantRefused, LeaseTable};
+use crate::metrics::NodeMetrics;
 use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
 use crate::placement::{Health, Policy};
@@ -84,6 +85,7 @@ struct Inner {
     /// Client writes this leader has let through and not yet answered; a transfer waits for
     /// them, since each may still append an entry the target must hold.
     writes_in_flight: std::sync::atomic::AtomicUsize,
+    metrics: Arc<NodeMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +117,12 @@ pub enum StartError {
 }
 
 impl Node {
-    /// Opens the store and starts Raft. Does not bootstrap: call [`Node::bootstrap_if_founder`]
-    /// once the peer server is listening (peers probe each other during bootstrap).
-    pub async fn start(config: Arc<Config>) -> Result<Self, StartError> {
-        let (mut log, state_machine) = raft_store::open(&config.data_dir)?;
+    /// Opens the store and starts Raft, recording into `metrics`. Does not bootstrap: call
+    /// [`Node::bootstrap_if_founder`] once the peer server is listening (peers probe each other
+    /// during bootstrap).
+    pub async fn start(config: Arc<Config>, metrics: Arc<NodeMetrics>) -> Result<Self, StartError> {
+        let (mut log, state_machine) =
+            raft_store::open_observed(&config.data_dir, metrics.clone())?;
         let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
             path: config.data_dir.display().to_string(),
             source,
@@ -150,6 +154,7 @@ impl Node {
                 last_append_at: std::sync::Mutex::new(std::time::Instant::now()),
                 transferring: std::sync::atomic::AtomicBool::new(false),
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+                metrics,
             }),
         })
     }
@@ -172,6 +177,18 @@ impl Node {
 
     pub fn peers(&self) -> &PeerClients {
         &self.inner.peers
+    }
+
+    /// The handle on this node's exported metrics, for whatever records an event.
+    pub fn metrics_handle(&self) -> &Arc<NodeMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Client writes this leader has let through and not yet answered.
+    pub fn writes_in_flight(&self) -> usize {
+        self.inner
+            .writes_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn request_timeout(&self) -> Duration {
@@ -409,6 +426,11 @@ impl Node {
                 let written =
                     tokio::time::timeout(timeout, self.raft().client_write(request)).await;
                 self.inner.writes_in_flight.fetch_sub(1, SeqCst);
+                let proposals = match &written {
+                    Ok(Ok(_)) => &self.inner.metrics.proposals_committed,
+                    _ => &self.inner.metrics.proposals_failed,
+                };
+                proposals.inc();
                 match written {
                     Err(_) => Err(ApiError::Indeterminate {
                         reason: format!("not committed within {} ms", timeout.as_millis()),
