@@ -710,6 +710,7 @@ mod tests {
         .expect("deploy/vnetd.toml resolves");
         assert_eq!(config.name, "unit-a");
         assert_eq!(config.switch.as_deref(), Some("127.0.0.1:7201"));
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:7301".parse().unwrap()));
         assert_eq!(config.initial_cluster.len(), 3);
         assert_eq!(config.lease.ttl_ms, DEFAULT_LEASE_TTL_MS);
         assert_eq!(config.raft.election_max_ms, DEFAULT_ELECTION_MAX_MS);
