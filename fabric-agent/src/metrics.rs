@@ -114,7 +114,7 @@ impl SwitchMetrics {
     /// The gRPC method table for the switch API.
     pub fn methods() -> GrpcMethods {
         // The descriptor set is generated from the same files as the service; a test checks it.
-        GrpcMethods::from_descriptor_set(vnet_proto::FILE_DESCRIPTOR_SET, &SWITCH_SERVICES)
+        GrpcMethods::from_descriptor_sets(&[vnet_proto::FILE_DESCRIPTOR_SET], &SWITCH_SERVICES)
             .unwrap_or_default()
     }
 
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn the_switch_service_is_in_the_descriptor_set() {
-        GrpcMethods::from_descriptor_set(vnet_proto::FILE_DESCRIPTOR_SET, &SWITCH_SERVICES)
+        GrpcMethods::from_descriptor_sets(&[vnet_proto::FILE_DESCRIPTOR_SET], &SWITCH_SERVICES)
             .expect("the switch service is described");
     }
 }

@@ -99,16 +99,23 @@ pub struct GrpcMethods {
 const UNKNOWN: &str = "unknown";
 
 impl GrpcMethods {
-    /// The methods of `services` (full names, `vnet.v1.ProfileService`) as described in an
-    /// encoded `FileDescriptorSet`. Fails if the set does not decode or a service is missing
-    /// from it, which is a build error, not an operating one.
-    pub fn from_descriptor_set(encoded: &[u8], services: &[&str]) -> Result<GrpcMethods, String> {
-        let set = prost_types::FileDescriptorSet::decode(encoded)
-            .map_err(|e| format!("the descriptor set does not decode: {e}"))?;
+    /// The methods of `services` (full names, `vnet.v1.ProfileService`) as described in encoded
+    /// `FileDescriptorSet`s. Fails if a set does not decode or a service is in none of them,
+    /// which is a build error, not an operating one.
+    pub fn from_descriptor_sets(
+        encoded: &[&[u8]],
+        services: &[&str],
+    ) -> Result<GrpcMethods, String> {
+        let mut files = Vec::new();
+        for set in encoded {
+            let set = prost_types::FileDescriptorSet::decode(*set)
+                .map_err(|e| format!("a descriptor set does not decode: {e}"))?;
+            files.extend(set.file);
+        }
         let mut by_path = HashMap::new();
         for wanted in services {
             let mut found = false;
-            for file in &set.file {
+            for file in &files {
                 for service in &file.service {
                     let full_name = match file.package() {
                         "" => service.name().to_owned(),
@@ -394,7 +401,8 @@ mod tests {
     #[test]
     fn labels_come_from_served_methods_only() {
         let methods =
-            GrpcMethods::from_descriptor_set(&descriptor_set(), &["vnet.v1.WatchService"]).unwrap();
+            GrpcMethods::from_descriptor_sets(&[&descriptor_set()], &["vnet.v1.WatchService"])
+                .unwrap();
         let watch = methods.labels("/vnet.v1.WatchService/Watch");
         assert_eq!(
             (
@@ -413,7 +421,9 @@ mod tests {
             (made_up.grpc_service.as_str(), made_up.grpc_method.as_str()),
             ("unknown", "unknown")
         );
-        assert!(GrpcMethods::from_descriptor_set(&descriptor_set(), &["vnet.v1.Nope"]).is_err());
+        assert!(
+            GrpcMethods::from_descriptor_sets(&[&descriptor_set()], &["vnet.v1.Nope"]).is_err()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`api`]: the public `vnet.v1` services.
 //! - [`convert`]: wire <-> model conversions, one file per type.
 //! - [`error`]: [`error::ApiError`] and its gRPC status mapping.
+//! - [`health`]: readiness, told through `/readyz` and the gRPC health service.
 //! - [`metrics`]: every exported metric family, registered in one place, and the refresh that
 //!   sets scrape-time values; served on the optional metrics listener.
 //! - [`telemetry`]: logging setup.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod controller;
 pub mod convert;
 pub mod error;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod node;
@@ -132,6 +134,9 @@ pub async fn run(
         node: node.clone(),
         stopping: stop_rx.clone(),
     };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // The reporter starts out SERVING; nothing is known yet.
+    health::set_all(&health_reporter, tonic_health::ServingStatus::NotServing).await;
     let api_server = Server::builder()
         .layer(GrpcMetricsLayer::new(
             node_metrics.grpc.clone(),
@@ -141,6 +146,9 @@ pub async fn run(
         .add_service(PoolServiceServer::new(api.clone()))
         .add_service(ClusterServiceServer::new(api.clone()))
         .add_service(WatchServiceServer::new(api))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .serve_with_incoming_shutdown(
             fabric_agent::transport::nodelay_incoming(listeners.api),
             stopped(stop_rx.clone()),
@@ -148,6 +156,11 @@ pub async fn run(
     let peer_task = tokio::spawn(peer_server);
     let api_task = tokio::spawn(api_server);
     let leader_changes = tokio::spawn(count_leader_changes(node.clone()));
+    let health_task = tokio::spawn(health::report(
+        node.clone(),
+        health_reporter,
+        stop_rx.clone(),
+    ));
     let metrics_task = listeners.metrics.map(|listener| {
         let refreshed = node.clone();
         let exposition = Arc::new(vnet_metrics::Exposition::new(
@@ -157,8 +170,7 @@ pub async fn run(
             })),
         ));
         let checked = node.clone();
-        let ready: vnet_metrics::http::Readiness =
-            Arc::new(move || NodeMetrics::readiness(&checked));
+        let ready: vnet_metrics::http::Readiness = Arc::new(move || health::readiness(&checked));
         tokio::spawn(vnet_metrics::http::serve(
             listener,
             exposition,
@@ -206,6 +218,7 @@ pub async fn run(
 
     let _ = stop_tx.send(true);
     leader_changes.abort();
+    let _ = health_task.await;
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
     if let Some(task) = metrics_task {
         // Scrapes are short; one still running past the grace period is cut off.
@@ -249,4 +262,19 @@ async fn count_leader_changes(node: Node) {
             return;
         }
     }
+}
+
+/// gRPC reflection over the public API and the health service, so `grpcurl` needs no `.proto`
+/// files. Only the services served on the public port are advertised.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vnet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for service in metrics::PUBLIC_SERVICES
+        .iter()
+        .chain(&["grpc.health.v1.Health"])
+    {
+        builder = builder.with_service_name(*service);
+    }
+    builder
 }

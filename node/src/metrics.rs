@@ -28,7 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 use vnet_metrics::grpc::{GrpcMethods, GrpcServerMetrics};
 use vnet_model::Role;
 
-use crate::node::{placement_status, Node, PlacementStateKind, CAUGHT_UP_LAG_ENTRIES_MAX};
+use crate::node::{placement_status, Node, PlacementStateKind};
 
 /// The services of the public API, as the protobuf files name them.
 pub const PUBLIC_SERVICES: [&str; 4] = [
@@ -36,6 +36,12 @@ pub const PUBLIC_SERVICES: [&str; 4] = [
     "vnet.v1.PoolService",
     "vnet.v1.ClusterService",
     "vnet.v1.WatchService",
+];
+/// The standard services served beside them on the public port (see `health`).
+pub const STANDARD_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 ];
 /// The service of the peer API.
 pub const PEER_SERVICES: [&str; 1] = ["vnet.raft.v1.RaftPeer"];
@@ -285,9 +291,14 @@ impl NodeMetrics {
         Arc::new(m)
     }
 
-    /// The gRPC method table for the public API.
+    /// The gRPC method table for the public port: the public API, health and reflection.
     pub fn public_methods() -> GrpcMethods {
-        methods(&PUBLIC_SERVICES)
+        let services: Vec<&str> = PUBLIC_SERVICES
+            .iter()
+            .chain(&STANDARD_SERVICES)
+            .copied()
+            .collect();
+        methods(&services)
     }
 
     /// The gRPC method table for the peer API.
@@ -412,27 +423,6 @@ impl NodeMetrics {
             }
         });
     }
-
-    /// Whether `node` can serve reads and writes: it knows a leader, Raft runs, and it has
-    /// applied all but a few of the entries it holds.
-    pub fn readiness(node: &Node) -> Result<(), String> {
-        let raft = node.raft().metrics().borrow().clone();
-        if let Err(fatal) = &raft.running_state {
-            return Err(format!("raft stopped: {fatal}"));
-        }
-        if raft.current_leader.is_none() {
-            return Err("no leader is known".to_owned());
-        }
-        let applied = raft.last_applied.map_or(0, |id| id.index);
-        let last = raft.last_log_index.unwrap_or(0);
-        if last.saturating_sub(applied) > CAUGHT_UP_LAG_ENTRIES_MAX {
-            return Err(format!(
-                "applied index {applied} is more than {CAUGHT_UP_LAG_ENTRIES_MAX} entries behind \
-                 the log ({last})"
-            ));
-        }
-        Ok(())
-    }
 }
 
 impl raft_store::StoreObserver for NodeMetrics {
@@ -447,10 +437,18 @@ impl raft_store::StoreObserver for NodeMetrics {
     }
 }
 
+/// Every descriptor set served on this node's ports.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    vnet_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 fn methods(services: &[&str]) -> GrpcMethods {
-    // The descriptor set is generated from the same files as the services, so every name is in
-    // it; a test below checks it.
-    GrpcMethods::from_descriptor_set(vnet_proto::FILE_DESCRIPTOR_SET, services).unwrap_or_default()
+    // The descriptor sets are generated from the same files as the services, so every name is in
+    // them; a test below checks it.
+    GrpcMethods::from_descriptor_sets(&DESCRIPTOR_SETS, services).unwrap_or_default()
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -480,11 +478,22 @@ mod tests {
 
     #[test]
     fn every_served_service_is_in_the_descriptor_set() {
-        for services in [&PUBLIC_SERVICES[..], &PEER_SERVICES[..]] {
-            GrpcMethods::from_descriptor_set(vnet_proto::FILE_DESCRIPTOR_SET, services)
+        for services in [&PUBLIC_SERVICES[..], &STANDARD_SERVICES, &PEER_SERVICES] {
+            GrpcMethods::from_descriptor_sets(&DESCRIPTOR_SETS, services)
                 .expect("every served service is described");
         }
-        let labels = NodeMetrics::public_methods().labels("/vnet.v1.WatchService/Watch");
-        assert_eq!(labels.grpc_type, "server_stream");
+        let public = NodeMetrics::public_methods();
+        assert_eq!(
+            public.labels("/vnet.v1.WatchService/Watch").grpc_type,
+            "server_stream"
+        );
+        let check = public.labels("/grpc.health.v1.Health/Check");
+        assert_eq!(check.grpc_method, "Check");
+        assert_eq!(
+            public
+                .labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+                .grpc_type,
+            "bidi_stream"
+        );
     }
 }
