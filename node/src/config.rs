@@ -168,6 +168,11 @@ pub struct Args {
     #[arg(long, env = "VNET_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 
+    /// Export traces over OTLP/gRPC to this collector, e.g. `http://127.0.0.1:4317`. Off unless
+    /// set.
+    #[arg(long, env = "VNET_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log filter, e.g. `info` or `vnet_node=debug,openraft=warn`. [default: info]
     #[arg(long, env = "VNET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -252,6 +257,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The OTLP/gRPC collector to export traces to; `None`: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +339,7 @@ impl Args {
             drift_margin_ms: self.drift_margin_ms.or(file.drift_margin_ms),
             failback_hold_down_ms: self.failback_hold_down_ms.or(file.failback_hold_down_ms),
             unsafe_disable_fencing: self.unsafe_disable_fencing || file.unsafe_disable_fencing,
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
         }
@@ -471,6 +479,15 @@ impl Args {
                 ),
             ));
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "otlp_endpoint",
+                    endpoint.clone(),
+                    "expected a URL such as http://127.0.0.1:4317",
+                ));
+            }
+        }
         if let Some(switch) = &self.switch {
             if role == Role::Witness {
                 return Err(invalid("switch", switch.clone(), "a witness has no switch"));
@@ -511,6 +528,7 @@ impl Args {
             request_timeout_ms,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
+            otlp_endpoint: self.otlp_endpoint,
         })
     }
 }

@@ -138,6 +138,16 @@ pub async fn run(
     // The reporter starts out SERVING; nothing is known yet.
     health::set_all(&health_reporter, tonic_health::ServingStatus::NotServing).await;
     let api_server = Server::builder()
+        .trace_fn(|request| {
+            // A client that sent a trace context gets this call as a child of its span.
+            let span = tracing::info_span!("grpc", rpc = %request.uri().path());
+            if request.headers().contains_key("traceparent") {
+                let metadata =
+                    tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+                telemetry::continue_trace(&span, &metadata);
+            }
+            span
+        })
         .layer(GrpcMetricsLayer::new(
             node_metrics.grpc.clone(),
             NodeMetrics::public_methods(),

@@ -20,6 +20,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::Instrument;
 use vnet_model::limits::MEMBERS_MAX;
 use vnet_model::{Command, Member, Outcome, Request, Role};
 
@@ -344,6 +345,17 @@ impl Node {
         request: LeaderRequest,
         budget: Duration,
     ) -> Result<LeaderReply, ApiError> {
+        let span = tracing::info_span!("execute", request = request.kind());
+        self.execute_until_done(request, budget)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_until_done(
+        &self,
+        request: LeaderRequest,
+        budget: Duration,
+    ) -> Result<LeaderReply, ApiError> {
         let deadline = Instant::now() + budget;
         let mut metrics = self.raft().metrics();
         let mut last_reason = String::from("no leader is known yet");
@@ -363,7 +375,11 @@ impl Node {
             let result = match (leader, leader_addr) {
                 (Some(id), _) if id == self.id() => self.execute_as_leader(request.clone()).await,
                 (Some(id), Some(addr)) => {
-                    match self.peers().to_leader(&addr, &request, remaining).await {
+                    let forwarding = self
+                        .peers()
+                        .to_leader(&addr, &request, remaining)
+                        .instrument(tracing::info_span!("forward", leader = id));
+                    match forwarding.await {
                         Ok(result) => result,
                         Err(e @ PeerCallError::Unreachable { .. }) if never_sent(&e) => {
                             Err(ApiError::NotLeader { leader: Some(id) })
@@ -423,8 +439,9 @@ impl Node {
                     self.inner.writes_in_flight.fetch_sub(1, SeqCst);
                     return Err(ApiError::NotLeader { leader: None });
                 }
-                let written =
-                    tokio::time::timeout(timeout, self.raft().client_write(request)).await;
+                let written = tokio::time::timeout(timeout, self.raft().client_write(request))
+                    .instrument(tracing::info_span!("raft_write"))
+                    .await;
                 self.inner.writes_in_flight.fetch_sub(1, SeqCst);
                 let proposals = match &written {
                     Ok(Ok(_)) => &self.inner.metrics.proposals_committed,

@@ -150,7 +150,8 @@ impl TestNode {
 /// of an in-process cluster share this process's subscriber.
 pub fn init_test_logging() {
     if let Ok(filter) = std::env::var("VNET_TEST_LOG") {
-        let _ = vnet_node::telemetry::init(&filter, vnet_node::config::LogFormat::Text);
+        // Logs only: there is no trace pipeline to flush.
+        let _ = vnet_node::telemetry::init(&filter, vnet_node::config::LogFormat::Text, None);
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Proc {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub initial_cluster: String,
+    /// Flags and environment variables added to every start.
+    pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
     pub child: Option<Child>,
     /// Set when the process was found to have exited on its own (not killed by the test).
     pub exited_early: Option<ExitStatus>,
@@ -79,6 +82,8 @@ impl Proc {
             .arg("3000")
             .arg("--log-level")
             .arg("info")
+            .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
@@ -147,6 +152,11 @@ pub fn free_ports(n: usize) -> Vec<SocketAddr> {
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// As [`Cluster::start`], giving every node `extra_args` and `extra_env` as well.
+    pub fn start_with(extra_args: &[String], extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(NAMES.len() * 3);
         let initial_cluster = NAMES
@@ -170,6 +180,11 @@ impl Cluster {
                     log_path: data_dir.join("vnetd.log"),
                     data_dir,
                     initial_cluster: initial_cluster.clone(),
+                    extra_args: extra_args.to_vec(),
+                    extra_env: extra_env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                     child: None,
                     exited_early: None,
                 }
