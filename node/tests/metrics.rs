@@ -42,6 +42,36 @@ fn handled(service: &str, method: &str, code: &str) -> String {
     )
 }
 
+/// The metric names (ours, gRPC's and the process's) mentioned in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let is_name_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["vnet_", "grpc_server_", "process_"] {
+        for (at, _) in text.match_indices(prefix) {
+            if text[..at].chars().next_back().is_some_and(is_name_char) {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| is_name_char(*c))
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// Whether a text exposition has a family or a sample called `name`, or, for a name written as
+/// a prefix (`vnet_pool_*`), one that starts with it.
+fn exports(exposition: &str, name: &str) -> bool {
+    exposition.lines().any(|line| {
+        let line = line.strip_prefix("# TYPE ").unwrap_or(line);
+        line.strip_prefix(name).is_some_and(|rest| {
+            name.ends_with('_') || rest.starts_with(' ') || rest.starts_with('{')
+        })
+    })
+}
+
 /// Every sample of `name` as its label text (`{...}`) and value.
 fn series(exposition: &str, name: &str) -> BTreeMap<String, f64> {
     exposition
@@ -138,10 +168,12 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
             == Some(count)
     );
 
+    let mut exported: Vec<String> = scrapes.iter().map(|(_, text)| text.clone()).collect();
     for (unit, programmed) in [(0, count), (1, 0.0)] {
         let text = scrape(fabric.units[unit].switch_metrics)
             .await
             .expect("switch metrics");
+        exported.push(text.clone());
         promtool_check_metrics(&text)
             .unwrap_or_else(|e| panic!("vnet-switchd of {}: {e}", fabric.units[unit].name));
         assert_eq!(
@@ -153,6 +185,22 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
     for (name, addr) in nodes {
         assert_eq!(fetch(addr, "/health").await.unwrap().0, 200, "{name}");
         assert_eq!(fetch(addr, "/readyz").await.unwrap().0, 200, "{name}");
+    }
+
+    // promtool checks the rules' syntax, not that they name metrics that exist: a renamed
+    // family would leave an alert that never fires. Every name they and the dashboard use must
+    // be exported by some endpoint.
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for file in ["prometheus/alerts.yml", "grafana/vnet-ha.json"] {
+        let text = std::fs::read_to_string(deploy.join(file)).expect("read a deploy file");
+        let names = metric_names(&text);
+        assert!(names.len() > 5, "{file} names metrics: {names:?}");
+        for name in names {
+            assert!(
+                exported.iter().any(|e| exports(e, &name)),
+                "{file} uses {name}, which no endpoint exports"
+            );
+        }
     }
     fabric.stop_all().await;
 }
