@@ -41,6 +41,11 @@ pub struct Args {
     )]
     pub listen: SocketAddr,
 
+    /// Address for plain-HTTP metrics: /metrics (Prometheus), /health and /readyz. Off unless
+    /// set.
+    #[arg(long, env = "VNET_SWITCH_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Append-only journal file of every programming event, timestamped with CLOCK_MONOTONIC.
     /// Created if missing. A torn last line is cut off with a warning; any other damage stops
     /// the switch from starting.
@@ -110,6 +115,7 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub journal: PathBuf,
     pub spec: SwitchSpec,
     pub log_level: String,
@@ -159,6 +165,7 @@ impl Args {
         }
         Ok(Config {
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
             journal: self.journal,
             spec: SwitchSpec {
                 cabling,

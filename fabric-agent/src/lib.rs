@@ -12,7 +12,7 @@
 //!   (host ports, adapter slots, watchdog; every method takes the time explicitly and returns
 //!   journal events instead of writing them). [`server`] wraps it: the gRPC service, the
 //!   watchdog thread, and the [`journal`] file every change is written to before it is
-//!   acknowledged. [`config`] is the binary's flags; the binary only parses them and calls
+//!   acknowledged; [`metrics`] is what it exports for Prometheus. [`config`] is the binary's flags; the binary only parses them and calls
 //!   [`server::run`].
 //! - **The checker**, for tests and the chaos harness: [`journal::read`] and
 //!   [`journal::presentations`] turn a switch's journal into intervals during which it presented
@@ -29,8 +29,8 @@
 //! unit failed only after `lease_ttl + drift_margin` without a renewal, so by then that unit's
 //! switch has fenced itself.
 //!
-//! **Architecture invariant:** knows `vnet-model` (identities, profiles) and `vnet-proto` (the
-//! switch API) and nothing else of the workspace: never Raft, sled, `raft-store` or `node`.
+//! **Architecture invariant:** knows `vnet-model` (identities, profiles), `vnet-proto` (the
+//! switch API) and `vnet-metrics` (the generic metrics plumbing) and nothing else of the workspace: never Raft, sled, `raft-store` or `node`.
 //! Leases and placement are decided in `node`, which drives this crate through [`FabricDriver`].
 
 pub mod check;
@@ -39,6 +39,7 @@ pub mod config;
 pub mod convert;
 pub mod driver;
 pub mod journal;
+pub mod metrics;
 pub mod plan;
 pub mod program;
 pub mod server;

@@ -29,6 +29,7 @@ use crate::clock::{monotonic_now_ns, wall_now_ms};
 use crate::config::Config;
 use crate::convert::{function_to_wire, program_from_wire};
 use crate::journal::{self, Event, JournalError, JournalWriter};
+use crate::metrics::SwitchMetrics;
 use crate::switch::{PortView, StateView, Switch, SwitchError, WatchdogMode};
 
 /// How often the watchdog thread checks the deadline. A fence happens at most this long (plus
@@ -53,7 +54,8 @@ pub fn init_logging(filter: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
-/// Runs a switch until `shutdown` completes (or the switch halts), serving on `listener`.
+/// Runs a switch until `shutdown` completes (or the switch halts), serving the switch API on
+/// `listener` and, if given, `/metrics`, `/health` and `/readyz` on `metrics_listener`.
 ///
 /// Opens (and checks) the journal first and refuses to start if it is damaged; records
 /// `Started`; every port starts clear and the watchdog unarmed. Returns an error if the switch
@@ -61,6 +63,7 @@ pub fn init_logging(filter: &str) -> anyhow::Result<()> {
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (journal, report) = JournalWriter::open(&config.journal)
@@ -73,10 +76,13 @@ pub async fn run(
         );
     }
     let instance = format!("{}-{}", std::process::id(), monotonic_now_ns());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = SwitchMetrics::register(&mut registry);
     let shared = Arc::new(Shared::new(
         Switch::new(config.spec.clone()),
         journal,
         instance.clone(),
+        metrics.clone(),
     ));
     shared
         .record_start()
@@ -91,17 +97,54 @@ pub async fn run(
 
     let local_addr = listener.local_addr()?;
     let mut halted = shared.halted_rx.clone();
+    // Tells the metrics listener too when the API server stops.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let stop = async move {
         tokio::select! {
             () = shutdown => {}
             _ = halted.wait_for(|halted| *halted) => {}
         }
+        let _ = stop_tx.send(true);
     };
     let server = tonic::transport::Server::builder()
+        .layer(vnet_metrics::grpc::GrpcMetricsLayer::new(
+            metrics.grpc.clone(),
+            SwitchMetrics::methods(),
+        ))
         .add_service(SwitchServer::new(SwitchService {
             shared: shared.clone(),
         }))
         .serve_with_incoming_shutdown(crate::transport::nodelay_incoming(listener), stop);
+    let metrics_task = metrics_listener.map(|listener| {
+        let refreshed = shared.clone();
+        let exposition = Arc::new(vnet_metrics::Exposition::new(
+            registry,
+            Some(Box::new(move || {
+                // A halted switch refuses calls; its gauges keep their last values.
+                let _ = refreshed.call(|switch, now_mono_ns| {
+                    refreshed
+                        .metrics
+                        .refresh(&switch.state(now_mono_ns), now_mono_ns);
+                    Ok(())
+                });
+            })),
+        ));
+        let checked = shared.clone();
+        let ready: vnet_metrics::http::Readiness =
+            Arc::new(move || match checked.halted_reason() {
+                Some(reason) => Err(format!("switch halted: {reason}")),
+                None => Ok(()),
+            });
+        let mut stopped = stop_rx;
+        tokio::spawn(vnet_metrics::http::serve(
+            listener,
+            exposition,
+            ready,
+            async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            },
+        ))
+    });
     tracing::info!(
         addr = %local_addr,
         journal = %config.journal.display(),
@@ -112,6 +155,14 @@ pub async fn run(
     let task = tokio::spawn(server);
     let abort = task.abort_handle();
     let served = task.await;
+    if let Some(metrics_task) = metrics_task {
+        match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), metrics_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+            Err(_) => tracing::warn!("metrics server did not stop within the grace period"),
+        }
+    }
     let _ = watchdog_stop.send(());
     let _ = tokio::task::spawn_blocking(move || watchdog.join()).await;
     if let Some(reason) = shared.halted_reason() {
@@ -143,10 +194,16 @@ struct Shared {
     instance: String,
     halted_tx: watch::Sender<bool>,
     halted_rx: watch::Receiver<bool>,
+    metrics: Arc<SwitchMetrics>,
 }
 
 impl Shared {
-    fn new(switch: Switch, journal: JournalWriter, instance: String) -> Shared {
+    fn new(
+        switch: Switch,
+        journal: JournalWriter,
+        instance: String,
+        metrics: Arc<SwitchMetrics>,
+    ) -> Shared {
         let (halted_tx, halted_rx) = watch::channel(false);
         Shared {
             journal_path: journal.path().to_owned(),
@@ -158,6 +215,7 @@ impl Shared {
             instance,
             halted_tx,
             halted_rx,
+            metrics,
         }
     }
 
@@ -179,6 +237,7 @@ impl Shared {
             tracing::error!(reason = %reason, "switch halted: every port dropped, every call refused");
             core.switch.halt();
             core.halted = Some(reason);
+            self.metrics.halted.set(1);
             let _ = self.halted_tx.send(true);
         }
     }
@@ -197,7 +256,12 @@ impl Shared {
         let event = Event::Started {
             instance: self.instance.clone(),
         };
-        write_events(&mut core.journal, monotonic_now_ns(), vec![event])
+        write_events(
+            &mut core.journal,
+            monotonic_now_ns(),
+            vec![event],
+            &self.metrics,
+        )
     }
 
     /// Applies `op` to the model at the current time and journals what it changed before
@@ -218,7 +282,7 @@ impl Shared {
         let now_mono_ns = monotonic_now_ns();
         let result = op(&mut core.switch, now_mono_ns);
         let events = core.switch.take_events();
-        if let Err(e) = write_events(&mut core.journal, now_mono_ns, events) {
+        if let Err(e) = write_events(&mut core.journal, now_mono_ns, events, &self.metrics) {
             let reason = format!("the journal cannot be written: {e}");
             self.halt_locked(core, reason.clone());
             return Err(Status::internal(reason));
@@ -232,16 +296,26 @@ fn write_events(
     journal: &mut JournalWriter,
     now_mono_ns: u64,
     events: Vec<Event>,
+    metrics: &SwitchMetrics,
 ) -> Result<(), JournalError> {
     if events.is_empty() {
         return Ok(());
     }
     let wall_ms = wall_now_ms();
     for event in events {
+        if matches!(event, Event::Fenced { .. }) {
+            metrics.fences.inc();
+        }
         let record = journal.append(now_mono_ns, wall_ms, event)?;
+        metrics.journal_records.inc();
         log_record(&record);
     }
-    journal.sync()
+    let started = std::time::Instant::now();
+    let synced = journal.sync();
+    metrics
+        .journal_sync
+        .observe(started.elapsed().as_secs_f64());
+    synced
 }
 
 fn log_record(record: &journal::Record) {

@@ -90,6 +90,11 @@ pub struct Args {
     #[arg(long, env = "VNET_PEER_LISTEN", value_name = "ADDR")]
     pub peer_listen: Option<SocketAddr>,
 
+    /// Address for plain-HTTP metrics: /metrics (Prometheus), /health and /readyz. Off unless
+    /// set; keep it on a management network, it has no authentication.
+    #[arg(long, env = "VNET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// API address other nodes and clients should use to reach this node, if it differs from
     /// --api-listen (e.g. when listening on 0.0.0.0).
     #[arg(long, env = "VNET_API_ADVERTISE", value_name = "HOST:PORT")]
@@ -163,6 +168,11 @@ pub struct Args {
     #[arg(long, env = "VNET_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 
+    /// Export traces over OTLP/gRPC to this collector, e.g. `http://127.0.0.1:4317`. Off unless
+    /// set.
+    #[arg(long, env = "VNET_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log filter, e.g. `info` or `vnet_node=debug,openraft=warn`. [default: info]
     #[arg(long, env = "VNET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -231,6 +241,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub peer_listen: SocketAddr,
+    /// Where to serve /metrics, /health and /readyz; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// `None`: advertise the address the API listener actually bound (port 0 in tests).
     pub api_advertise: Option<String>,
     pub peer_advertise: String,
@@ -245,6 +257,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The OTLP/gRPC collector to export traces to; `None`: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +323,7 @@ impl Args {
             data_dir: self.data_dir.or(file.data_dir),
             api_listen: self.api_listen.or(file.api_listen),
             peer_listen: self.peer_listen.or(file.peer_listen),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             api_advertise: self.api_advertise.or(file.api_advertise),
             peer_advertise: self.peer_advertise.or(file.peer_advertise),
             initial_cluster: self.initial_cluster.or(file.initial_cluster),
@@ -324,6 +339,7 @@ impl Args {
             drift_margin_ms: self.drift_margin_ms.or(file.drift_margin_ms),
             failback_hold_down_ms: self.failback_hold_down_ms.or(file.failback_hold_down_ms),
             unsafe_disable_fencing: self.unsafe_disable_fencing || file.unsafe_disable_fencing,
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
         }
@@ -463,6 +479,15 @@ impl Args {
                 ),
             ));
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "otlp_endpoint",
+                    endpoint.clone(),
+                    "expected a URL such as http://127.0.0.1:4317",
+                ));
+            }
+        }
         if let Some(switch) = &self.switch {
             if role == Role::Witness {
                 return Err(invalid("switch", switch.clone(), "a witness has no switch"));
@@ -490,6 +515,7 @@ impl Args {
             data_dir,
             api_listen,
             peer_listen,
+            metrics_listen: self.metrics_listen,
             api_advertise: self.api_advertise,
             peer_advertise,
             initial_cluster,
@@ -502,6 +528,7 @@ impl Args {
             request_timeout_ms,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
+            otlp_endpoint: self.otlp_endpoint,
         })
     }
 }
@@ -701,6 +728,7 @@ mod tests {
         .expect("deploy/vnetd.toml resolves");
         assert_eq!(config.name, "unit-a");
         assert_eq!(config.switch.as_deref(), Some("127.0.0.1:7201"));
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:7301".parse().unwrap()));
         assert_eq!(config.initial_cluster.len(), 3);
         assert_eq!(config.lease.ttl_ms, DEFAULT_LEASE_TTL_MS);
         assert_eq!(config.raft.election_max_ms, DEFAULT_ELECTION_MAX_MS);

@@ -16,6 +16,9 @@
 //! - [`api`]: the public `vnet.v1` services.
 //! - [`convert`]: wire <-> model conversions, one file per type.
 //! - [`error`]: [`error::ApiError`] and its gRPC status mapping.
+//! - [`health`]: readiness, told through `/readyz` and the gRPC health service.
+//! - [`metrics`]: every exported metric family, registered in one place, and the refresh that
+//!   sets scrape-time values; served on the optional metrics listener.
 //! - [`telemetry`]: logging setup.
 //!
 //! Storage is `raft-store`; the domain and its state machine are `vnet-model`. This crate is the
@@ -27,7 +30,9 @@ pub mod config;
 pub mod controller;
 pub mod convert;
 pub mod error;
+pub mod health;
 pub mod lease;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod placement;
@@ -49,15 +54,19 @@ use vnet_proto::vnet::v1::watch_service_server::WatchServiceServer;
 pub use config::{Args, Config};
 pub use node::Node;
 
+use crate::metrics::NodeMetrics;
+use vnet_metrics::grpc::GrpcMetricsLayer;
+
 use crate::peer::client::PEER_MESSAGE_BYTES_MAX;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
 
-/// The two listeners a node serves on: the public API and peer traffic.
+/// The listeners a node serves on: the public API, peer traffic and, if configured, metrics.
 pub struct Listeners {
     pub api: TcpListener,
     pub peer: TcpListener,
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -74,7 +83,16 @@ impl Listeners {
                 format!("cannot listen on peer_listen {}: {e}", config.peer_listen),
             )
         })?;
-        Ok(Self { api, peer })
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on metrics_listen {addr}: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self { api, peer, metrics })
     }
 }
 
@@ -89,7 +107,9 @@ pub async fn run(
         Some(addr) => addr.clone(),
         None => listeners.api.local_addr()?.to_string(),
     };
-    let node = Node::start(Arc::new(config)).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let node_metrics = NodeMetrics::register(&mut registry);
+    let node = Node::start(Arc::new(config), node_metrics.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_for_tasks = stop_rx.clone();
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -97,6 +117,10 @@ pub async fn run(
     };
 
     let peer_server = Server::builder()
+        .layer(GrpcMetricsLayer::new(
+            node_metrics.grpc.clone(),
+            NodeMetrics::peer_methods(),
+        ))
         .add_service(
             RaftPeerServer::new(peer::service::PeerService::new(node.clone()))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -110,17 +134,60 @@ pub async fn run(
         node: node.clone(),
         stopping: stop_rx.clone(),
     };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // The reporter starts out SERVING; nothing is known yet.
+    health::set_all(&health_reporter, tonic_health::ServingStatus::NotServing).await;
     let api_server = Server::builder()
+        .trace_fn(|request| {
+            // A client that sent a trace context gets this call as a child of its span.
+            let span = tracing::info_span!("grpc", rpc = %request.uri().path());
+            if request.headers().contains_key("traceparent") {
+                let metadata =
+                    tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+                telemetry::continue_trace(&span, &metadata);
+            }
+            span
+        })
+        .layer(GrpcMetricsLayer::new(
+            node_metrics.grpc.clone(),
+            NodeMetrics::public_methods(),
+        ))
         .add_service(ProfileServiceServer::new(api.clone()))
         .add_service(PoolServiceServer::new(api.clone()))
         .add_service(ClusterServiceServer::new(api.clone()))
         .add_service(WatchServiceServer::new(api))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .serve_with_incoming_shutdown(
             fabric_agent::transport::nodelay_incoming(listeners.api),
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         );
     let peer_task = tokio::spawn(peer_server);
     let api_task = tokio::spawn(api_server);
+    let leader_changes = tokio::spawn(count_leader_changes(node.clone()));
+    let health_task = tokio::spawn(health::report(
+        node.clone(),
+        health_reporter,
+        stop_rx.clone(),
+    ));
+    let metrics_task = listeners.metrics.map(|listener| {
+        let refreshed = node.clone();
+        let exposition = Arc::new(vnet_metrics::Exposition::new(
+            registry,
+            Some(Box::new(move || {
+                refreshed.metrics_handle().refresh(&refreshed)
+            })),
+        ));
+        let checked = node.clone();
+        let ready: vnet_metrics::http::Readiness = Arc::new(move || health::readiness(&checked));
+        tokio::spawn(vnet_metrics::http::serve(
+            listener,
+            exposition,
+            ready,
+            stopped(stop_rx.clone()),
+        ))
+    });
 
     let result = match node.bootstrap_if_founder().await {
         Ok(()) => {
@@ -160,7 +227,18 @@ pub async fn run(
     };
 
     let _ = stop_tx.send(true);
+    leader_changes.abort();
+    let _ = health_task.await;
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+    if let Some(task) = metrics_task {
+        // Scrapes are short; one still running past the grace period is cut off.
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+            Err(_) => tracing::warn!("metrics server did not stop within the grace period"),
+        }
+    }
     for (name, task) in [("api", api_task), ("peer", peer_task)] {
         let abort = task.abort_handle();
         match tokio::time::timeout(grace, task).await {
@@ -177,4 +255,36 @@ pub async fn run(
     }
     node.shutdown().await;
     result
+}
+
+/// Counts each change of the leader this node sees (to a known leader other than the last one
+/// known), until Raft stops. Runs as its own task so no change between scrapes goes uncounted.
+async fn count_leader_changes(node: Node) {
+    let mut raft_metrics = node.raft().metrics();
+    let mut last_leader = None;
+    loop {
+        let leader = raft_metrics.borrow_and_update().current_leader;
+        if leader.is_some() && leader != last_leader {
+            node.metrics_handle().leader_changes.inc();
+            last_leader = leader;
+        }
+        if raft_metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// gRPC reflection over the public API and the health service, so `grpcurl` needs no `.proto`
+/// files. Only the services served on the public port are advertised.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vnet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for service in metrics::PUBLIC_SERVICES
+        .iter()
+        .chain(&["grpc.health.v1.Health"])
+    {
+        builder = builder.with_service_name(*service);
+    }
+    builder
 }

@@ -16,9 +16,18 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve() -> anyhow::Result<()> {
     let config = Args::parse().resolve()?;
-    telemetry::init(&config.log_level, config.log_format)?;
+    let traces = config
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| telemetry::TraceExport {
+            endpoint: endpoint.clone(),
+            instance: config.name.clone(),
+        });
+    let telemetry = telemetry::init(&config.log_level, config.log_format, traces.as_ref())?;
     let listeners = Listeners::bind(&config).await?;
-    run(config, listeners, shutdown_signal()).await
+    let served = run(config, listeners, shutdown_signal()).await;
+    telemetry.shutdown();
+    served
 }
 
 async fn shutdown_signal() {

@@ -1,19 +1,178 @@
-//! Logging: `tracing` to stderr, as text or JSON lines, filtered by `--log-level`.
+//! Logging and traces. Logs: `tracing` to stderr, as text or JSON lines, filtered by
+//! `--log-level`. Traces (off unless `--otlp-endpoint` is set): this crate's spans exported over
+//! OTLP/gRPC to a collector, and the W3C trace context (`traceparent`) carried in gRPC metadata,
+//! so a request is one trace from the client through the node it reached to the leader.
+//!
+//! The spans: `grpc` for each public API call (a child of the client's context if it sent one),
+//! `execute` for each request on its way to the leader, `forward` for the hop to the leader,
+//! `leader` where the leader runs a forwarded request, and `raft_write` for a proposal until it
+//! is committed and applied.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Fails if the filter does not parse, naming it.
-pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
+/// Where and as whom to export traces.
+#[derive(Debug, Clone)]
+pub struct TraceExport {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    pub endpoint: String,
+    /// This node's name, exported as the resource's `service.instance.id`.
+    pub instance: String,
+}
+
+/// What must outlive the program's work: the trace pipeline, flushed by [`Telemetry::shutdown`].
+#[must_use = "call shutdown() before exiting, or the last spans are lost"]
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered, then stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("vnetd: traces not flushed at exit: {e}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber: the log layer, and the trace exporter if `traces` is given.
+/// Fails if the filter does not parse (naming it) or the exporter cannot be built. Must run inside
+/// the Tokio runtime when exporting: the gRPC exporter's channel lives there.
+pub fn init(
+    level: &str,
+    format: LogFormat,
+    traces: Option<&TraceExport>,
+) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("invalid log_level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
     }
-    .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+    .with_filter(filter);
+    let (spans, tracer_provider) = match traces {
+        Some(export) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(export.endpoint.clone())
+                .build()
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot export traces to {:?}: {e}", export.endpoint)
+                })?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    Resource::builder()
+                        .with_service_name("vnetd")
+                        .with_attribute(KeyValue::new(
+                            "service.instance.id",
+                            export.instance.clone(),
+                        ))
+                        .build(),
+                )
+                .build();
+            // Only this crate's spans: openraft's and tonic's internals would drown them.
+            let ours = Targets::new().with_target("vnet_node", tracing::Level::INFO);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("vnetd"))
+                .with_filter(ours);
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(Telemetry { tracer_provider })
+}
+
+/// Writes the current span's trace context into outgoing gRPC metadata (`traceparent`). Writes
+/// nothing when traces are off.
+pub fn inject(metadata: &mut MetadataMap) {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataCarrier(metadata))
+    });
+}
+
+/// Makes the trace context found in incoming gRPC metadata, if any, the parent of `span`.
+pub fn continue_trace(span: &tracing::Span, metadata: &MetadataMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&MetadataReader(metadata))
+    });
+    // Fails only when no trace layer is installed, and then there is nothing to link.
+    let _ = span.set_parent(parent);
+}
+
+struct MetadataCarrier<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataCarrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct MetadataReader<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_what_it_wrote() {
+        let mut metadata = MetadataMap::new();
+        MetadataCarrier(&mut metadata).set(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        );
+        let reader = MetadataReader(&metadata);
+        assert_eq!(
+            reader.get("traceparent"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(reader.keys(), vec!["traceparent"]);
+        // A value gRPC metadata cannot carry is dropped, not sent garbled.
+        MetadataCarrier(&mut metadata).set("tracestate", "a=\u{7}".to_owned());
+        assert!(metadata.get("tracestate").is_none());
+    }
 }

@@ -181,13 +181,19 @@ impl DataPlane {
                 npiv_per_fc_port: 32,
                 log_level: "warn".into(),
                 unsafe_disable_watchdog: false,
+                metrics_listen: None,
             }
             .resolve()
             .expect("switch config");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(fabric_agent::server::run(config, listener, async move {
-                let _ = stopped.await;
-            }));
+            tokio::spawn(fabric_agent::server::run(
+                config,
+                listener,
+                None,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
             switches.push(Switch {
                 unit,
                 addr,

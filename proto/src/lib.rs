@@ -4,6 +4,9 @@
 //! - [`vnet::raft::v1`]: the peer API that `vnetd` nodes speak among themselves.
 //! - [`vnet::switch::v1`]: the switch API a unit's fabric agent uses to program its switch.
 //!
+//! - [`FILE_DESCRIPTOR_SET`]: every file above as an encoded `FileDescriptorSet`, for gRPC
+//!   reflection and for naming served methods in metrics.
+//!
 //! Code here is generated from the `.proto` files beside this crate; domain types live in
 //! `vnet-model`, and the conversions between the two live at the edge, in `vnet-node`.
 
@@ -22,3 +25,7 @@ pub mod vnet {
         }
     }
 }
+
+/// Every `.proto` file of this crate, compiled, as an encoded `google.protobuf.FileDescriptorSet`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vnet_descriptor.bin"));

@@ -8,6 +8,8 @@
 //! - [`snapshot_file`]: the snapshot encoding (magic, version, length, CRC-32) and its atomic,
 //!   fsynced replacement on disk.
 //!
+//! - [`observer`]: [`StoreObserver`], told of every log sync and snapshot build (for metrics).
+//!
 //! This crate knows openraft, sled and the model; it knows nothing of gRPC, the network or the
 //! fabric. [`open`] is the one way in: it returns both halves over one data directory.
 
@@ -17,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod observer;
 pub mod snapshot_file;
 pub mod state_machine;
 
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use vnet_model::{Outcome, Rejection, Request};
 
 pub use log_store::LogStore;
+pub use observer::{StoreObserver, Unobserved};
 pub use state_machine::{Applied, Progress, StateMachineStore, StateView};
 
 pub type NodeId = u64;
@@ -91,6 +95,14 @@ pub enum OpenError {
 /// Opens (creating if needed) the store in `data_dir`: `raft-log/` for sled, `snapshots/` for the
 /// snapshot file. A store that cannot be read whole is refused with an error, never half-opened.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    open_observed(data_dir, std::sync::Arc::new(Unobserved))
+}
+
+/// [`open`], telling `observer` of every log sync and snapshot build.
+pub fn open_observed(
+    data_dir: &Path,
+    observer: observer::SharedObserver,
+) -> Result<(LogStore, StateMachineStore), OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
         path: data_dir.to_path_buf(),
         source,
@@ -105,7 +117,7 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
             path: log_path.clone(),
             source,
         })?;
-    let log = LogStore::open(&db).map_err(|source| OpenError::Sled {
+    let log = LogStore::open(&db, observer.clone()).map_err(|source| OpenError::Sled {
         path: log_path,
         source,
     })?;
@@ -117,7 +129,7 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         }
     })?;
     let state_machine =
-        StateMachineStore::open(snapshots).map_err(|source| OpenError::Snapshot {
+        StateMachineStore::open(snapshots, observer).map_err(|source| OpenError::Snapshot {
             path: snapshot_path,
             source,
         })?;

@@ -28,6 +28,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::observer::SharedObserver;
 use crate::{Entry, NodeId, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -40,6 +41,7 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    observer: SharedObserver,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -65,19 +67,26 @@ fn io_err(
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+    pub(crate) fn open(db: &sled::Db, observer: SharedObserver) -> Result<Self, sled::Error> {
         Ok(Self {
             db: db.clone(),
             log: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
+            observer,
         })
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError<NodeId>> {
         let db = self.db.clone();
-        let flushed = tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        let observer = self.observer.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let flushed = db.flush();
+            observer.log_synced(started.elapsed());
+            flushed
+        })
+        .await
+        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         flushed
             .map(|_| ())
             .map_err(|e| io_err(subject, ErrorVerb::Write, e))

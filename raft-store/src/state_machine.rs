@@ -20,6 +20,7 @@ use openraft::{
 use tokio::sync::watch;
 use vnet_model::{Revision, State};
 
+use crate::observer::SharedObserver;
 use crate::snapshot_file::{self, SnapshotBody, SnapshotDir, SnapshotError, SnapshotMeta};
 use crate::{Entry, NodeId, PeerNode, Response, TypeConfig};
 
@@ -93,10 +94,14 @@ pub struct StateMachineStore {
     snapshots: SnapshotDir,
     /// Distinguishes snapshots built at the same log id (openraft requires distinct ids).
     snapshot_seq: Arc<AtomicU64>,
+    observer: SharedObserver,
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(snapshots: SnapshotDir) -> Result<Self, SnapshotError> {
+    pub(crate) fn open(
+        snapshots: SnapshotDir,
+        observer: SharedObserver,
+    ) -> Result<Self, SnapshotError> {
         let applied = match snapshots.read_current()? {
             Some((_, body)) => Applied {
                 last_applied: body.meta.last_log_id,
@@ -111,6 +116,7 @@ impl StateMachineStore {
             progress: Arc::new(watch::channel(progress).0),
             snapshots,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            observer,
         })
     }
 
@@ -135,6 +141,7 @@ fn progress_of(applied: &Applied) -> Progress {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let started = std::time::Instant::now();
         // Clone under the lock and encode outside it, so applying is held off only for a copy.
         let applied = read_lock(&self.applied).clone();
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +168,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| snapshot_err(Some(&meta), ErrorVerb::Write, e))?
         .map_err(|e| snapshot_err(Some(&meta), ErrorVerb::Write, e))?;
+        self.observer
+            .snapshot_built(started.elapsed(), bytes.len() as u64);
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = bytes.len(), "built snapshot");
         Ok(Snapshot {
             meta,

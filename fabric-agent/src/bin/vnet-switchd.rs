@@ -36,7 +36,15 @@ async fn serve() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
-    run(config, listener, shutdown_signal()).await
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    run(config, listener, metrics_listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

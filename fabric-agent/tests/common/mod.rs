@@ -24,6 +24,8 @@ pub const MS_NS: u64 = 1_000_000;
 /// A `vnet-switchd` served by `run` inside the test's runtime, on a port-0 listener.
 pub struct RunningSwitch {
     pub addr: SocketAddr,
+    /// Where the switch serves /metrics, /health and /readyz.
+    pub metrics_addr: SocketAddr,
     pub driver: SimDriver,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -32,6 +34,7 @@ pub struct RunningSwitch {
 pub fn config(journal: &Path, watchdog: WatchdogMode) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         journal: journal.to_owned(),
         spec: SwitchSpec {
             cabling: (1..=4)
@@ -53,13 +56,21 @@ impl RunningSwitch {
     pub async fn start(journal: &Path, watchdog: WatchdogMode) -> RunningSwitch {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config(journal, watchdog), listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(run(
+            config(journal, watchdog),
+            listener,
+            Some(metrics_listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let driver = SimDriver::connect_lazy(&addr.to_string()).unwrap();
         RunningSwitch {
             addr,
+            metrics_addr,
             driver,
             stop: Some(stop),
             task,

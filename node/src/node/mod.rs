@@ -20,6 +20,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::Instrument;
 use vnet_model::limits::MEMBERS_MAX;
 use vnet_model::{Command, Member, Outcome, Request, Role};
 
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::lease::Grants;
+use crate::metrics::NodeMetrics;
 use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
 use crate::placement::Policy;
@@ -91,6 +93,7 @@ struct Inner {
     /// Client writes this leader has let through and not yet answered; a transfer waits for
     /// them, since each may still append an entry the target must hold.
     writes_in_flight: std::sync::atomic::AtomicUsize,
+    metrics: Arc<NodeMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +125,12 @@ pub enum StartError {
 }
 
 impl Node {
-    /// Opens the store and starts Raft. Does not bootstrap: call [`Node::bootstrap_if_founder`]
-    /// once the peer server is listening (peers probe each other during bootstrap).
-    pub async fn start(config: Arc<Config>) -> Result<Self, StartError> {
-        let (mut log, state_machine) = raft_store::open(&config.data_dir)?;
+    /// Opens the store and starts Raft, recording into `metrics`. Does not bootstrap: call
+    /// [`Node::bootstrap_if_founder`] once the peer server is listening (peers probe each other
+    /// during bootstrap).
+    pub async fn start(config: Arc<Config>, metrics: Arc<NodeMetrics>) -> Result<Self, StartError> {
+        let (mut log, state_machine) =
+            raft_store::open_observed(&config.data_dir, metrics.clone())?;
         let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
             path: config.data_dir.display().to_string(),
             source,
@@ -159,6 +164,7 @@ impl Node {
                 unit_view: std::sync::Mutex::new(None),
                 transferring: std::sync::atomic::AtomicBool::new(false),
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+                metrics,
             }),
         })
     }
@@ -181,6 +187,18 @@ impl Node {
 
     pub fn peers(&self) -> &PeerClients {
         &self.inner.peers
+    }
+
+    /// The handle on this node's exported metrics, for whatever records an event.
+    pub fn metrics_handle(&self) -> &Arc<NodeMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Client writes this leader has let through and not yet answered.
+    pub fn writes_in_flight(&self) -> usize {
+        self.inner
+            .writes_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn request_timeout(&self) -> Duration {
@@ -336,6 +354,17 @@ impl Node {
         request: LeaderRequest,
         budget: Duration,
     ) -> Result<LeaderReply, ApiError> {
+        let span = tracing::info_span!("execute", request = request.kind());
+        self.execute_until_done(request, budget)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_until_done(
+        &self,
+        request: LeaderRequest,
+        budget: Duration,
+    ) -> Result<LeaderReply, ApiError> {
         let deadline = Instant::now() + budget;
         let mut metrics = self.raft().metrics();
         let mut last_reason = String::from("no leader is known yet");
@@ -355,7 +384,11 @@ impl Node {
             let result = match (leader, leader_addr) {
                 (Some(id), _) if id == self.id() => self.execute_as_leader(request.clone()).await,
                 (Some(id), Some(addr)) => {
-                    match self.peers().to_leader(&addr, &request, remaining).await {
+                    let forwarding = self
+                        .peers()
+                        .to_leader(&addr, &request, remaining)
+                        .instrument(tracing::info_span!("forward", leader = id));
+                    match forwarding.await {
                         Ok(result) => result,
                         Err(e @ PeerCallError::Unreachable { .. }) if never_sent(&e) => {
                             Err(ApiError::NotLeader { leader: Some(id) })
@@ -415,9 +448,15 @@ impl Node {
                     self.inner.writes_in_flight.fetch_sub(1, SeqCst);
                     return Err(ApiError::NotLeader { leader: None });
                 }
-                let written =
-                    tokio::time::timeout(timeout, self.raft().client_write(request)).await;
+                let written = tokio::time::timeout(timeout, self.raft().client_write(request))
+                    .instrument(tracing::info_span!("raft_write"))
+                    .await;
                 self.inner.writes_in_flight.fetch_sub(1, SeqCst);
+                let proposals = match &written {
+                    Ok(Ok(_)) => &self.inner.metrics.proposals_committed,
+                    _ => &self.inner.metrics.proposals_failed,
+                };
+                proposals.inc();
                 match written {
                     Err(_) => Err(ApiError::Indeterminate {
                         reason: format!("not committed within {} ms", timeout.as_millis()),

@@ -153,7 +153,7 @@ impl Node {
 
     /// The commit index as far as this node can tell: on the leader, the highest index a quorum
     /// of voters has replicated; elsewhere, what it has applied (it cannot know more).
-    pub(super) fn committed_index_hint(&self, metrics: &RaftMetrics<NodeId, PeerNode>) -> u64 {
+    pub(crate) fn committed_index_hint(&self, metrics: &RaftMetrics<NodeId, PeerNode>) -> u64 {
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         let Some(replication) = metrics.replication.as_ref() else {
             return applied;

@@ -133,6 +133,7 @@ impl PeerClients {
         let mut client = self.client(addr)?;
         let mut message = tonic::Request::new(encode(request));
         message.set_timeout(timeout);
+        crate::telemetry::inject(message.metadata_mut());
         let reply = client
             .forward(message)
             .await

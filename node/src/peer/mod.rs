@@ -81,6 +81,22 @@ pub enum LeaderRequest {
     },
 }
 
+impl LeaderRequest {
+    /// What kind of request this is, for span and log fields (never its content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LeaderRequest::Write(_) => "write",
+            LeaderRequest::ReadIndex => "read_index",
+            LeaderRequest::AddLearner { .. } => "add_learner",
+            LeaderRequest::Promote { .. } => "promote",
+            LeaderRequest::Remove { .. } => "remove",
+            LeaderRequest::TransferLeader { .. } => "transfer_leader",
+            LeaderRequest::Status => "status",
+            LeaderRequest::Failover { .. } => "failover",
+        }
+    }
+}
+
 /// The leader's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaderReply {

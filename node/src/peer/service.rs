@@ -4,6 +4,7 @@
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeer;
 use vnet_proto::vnet::raft::v1::RaftMessage;
 
@@ -67,7 +68,14 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let leader_request: LeaderRequest = decode(request.get_ref(), "forward")?;
-        let result: LeaderResult = self.node.execute_as_leader(leader_request).await;
+        // The forwarding node's span is the parent: one trace across both nodes.
+        let span = tracing::info_span!("leader", request = leader_request.kind());
+        crate::telemetry::continue_trace(&span, request.metadata());
+        let result: LeaderResult = self
+            .node
+            .execute_as_leader(leader_request)
+            .instrument(span)
+            .await;
         Ok(Response::new(encode(&result)))
     }
 

@@ -65,6 +65,9 @@ pub struct Unit {
     pub name: String,
     pub api: SocketAddr,
     pub switch_addr: SocketAddr,
+    /// Where this unit's vnetd and its switch serve /metrics, /health and /readyz.
+    pub metrics: SocketAddr,
+    pub switch_metrics: SocketAddr,
     pub journal: PathBuf,
     /// The servers cabled to this unit, host port 1 first.
     pub servers: Vec<String>,
@@ -78,6 +81,7 @@ pub struct Fabric {
     pub units: Vec<Unit>,
     witness: Task,
     witness_api: SocketAddr,
+    pub witness_metrics: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -117,9 +121,11 @@ impl Fabric {
         let mut units = Vec::new();
         let mut witness = None;
         let mut witness_api = None;
+        let mut witness_metrics = None;
         for (i, (name, (api, api_addr, peer, _))) in names.iter().zip(bound).enumerate() {
             let data_dir = dir.path().join(name);
             std::fs::create_dir_all(&data_dir).expect("data dir");
+            let (metrics, metrics_addr) = listener().await;
             let mut args = vnet_node::config::Args {
                 id: Some(i as u64 + 1),
                 name: Some(name.to_string()),
@@ -135,9 +141,15 @@ impl Fabric {
                 args.role = Some(vnet_node::config::RoleArg::Witness);
                 let config = args.resolve().expect("config");
                 witness = Some(spawn(|shutdown| {
-                    vnet_node::run(config, vnet_node::Listeners { api, peer }, shutdown)
+                    let listeners = vnet_node::Listeners {
+                        api,
+                        peer,
+                        metrics: Some(metrics),
+                    };
+                    vnet_node::run(config, listeners, shutdown)
                 }));
                 witness_api = Some(api_addr);
+                witness_metrics = Some(metrics_addr);
                 continue;
             }
             let servers = if *name == "unit-a" {
@@ -147,8 +159,10 @@ impl Fabric {
             };
             let journal_path = data_dir.join("switch.journal");
             let (switch_listener, switch_addr) = listener().await;
+            let (switch_metrics_listener, switch_metrics) = listener().await;
             let switch_config = fabric_agent::config::Args {
                 listen: switch_addr,
+                metrics_listen: Some(switch_metrics),
                 journal: journal_path.clone(),
                 host_ports: servers
                     .iter()
@@ -166,7 +180,12 @@ impl Fabric {
             .resolve()
             .expect("switch config");
             let switch = spawn(|shutdown| {
-                fabric_agent::server::run(switch_config, switch_listener, shutdown)
+                fabric_agent::server::run(
+                    switch_config,
+                    switch_listener,
+                    Some(switch_metrics_listener),
+                    shutdown,
+                )
             });
             args.switch = Some(switch_addr.to_string());
             args.cabling = Some(
@@ -179,12 +198,19 @@ impl Fabric {
             );
             let config = args.resolve().expect("config");
             let node = spawn(|shutdown| {
-                vnet_node::run(config, vnet_node::Listeners { api, peer }, shutdown)
+                let listeners = vnet_node::Listeners {
+                    api,
+                    peer,
+                    metrics: Some(metrics),
+                };
+                vnet_node::run(config, listeners, shutdown)
             });
             units.push(Unit {
                 name: name.to_string(),
                 api: api_addr,
                 switch_addr,
+                metrics: metrics_addr,
+                switch_metrics,
                 journal: journal_path,
                 node,
                 switch,
@@ -196,6 +222,7 @@ impl Fabric {
             units,
             witness: witness.expect("witness"),
             witness_api: witness_api.expect("witness api"),
+            witness_metrics: witness_metrics.expect("witness metrics"),
             _dir: dir,
         }
     }

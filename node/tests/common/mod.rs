@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fabric;
+pub mod processes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -104,7 +105,11 @@ impl TestNode {
         let peer = TcpListener::bind(self.peer_addr)
             .await
             .expect("rebind peer port");
-        self.spawn(Listeners { api, peer });
+        self.spawn(Listeners {
+            api,
+            peer,
+            metrics: None,
+        });
     }
 
     pub async fn channel(&self) -> Channel {
@@ -145,7 +150,8 @@ impl TestNode {
 /// of an in-process cluster share this process's subscriber.
 pub fn init_test_logging() {
     if let Ok(filter) = std::env::var("VNET_TEST_LOG") {
-        let _ = vnet_node::telemetry::init(&filter, vnet_node::config::LogFormat::Text);
+        // Logs only: there is no trace pipeline to flush.
+        let _ = vnet_node::telemetry::init(&filter, vnet_node::config::LogFormat::Text, None);
     }
 }
 
@@ -186,7 +192,11 @@ impl TestCluster {
                 stop: None,
                 task: None,
             };
-            node.spawn(Listeners { api, peer });
+            node.spawn(Listeners {
+                api,
+                peer,
+                metrics: None,
+            });
             nodes.push(node);
         }
         Self { nodes, _dir: dir }
@@ -263,7 +273,11 @@ impl Joiner {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(vnet_node::run(
             config,
-            Listeners { api, peer },
+            Listeners {
+                api,
+                peer,
+                metrics: None,
+            },
             async move {
                 let _ = stopped.await;
             },

@@ -1,0 +1,289 @@
+//! Real `vnetd` processes on loopback: a three-node cluster ([`Cluster`]) whose nodes can be
+//! SIGKILLed and restarted on the same ports and data directories. Every process is killed by
+//! [`Cluster`]'s `Drop`, on success and on panic alike; on panic the data directories (each
+//! holding its node's `vnetd.log`) are kept and their paths printed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint};
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
+
+use super::wait_for;
+
+pub const VNETD: &str = env!("CARGO_BIN_EXE_vnetd");
+/// Client-side bound on any single RPC, so that a request to a dying node cannot hang a writer.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+pub const NAMES: [&str; 3] = ["unit-a", "unit-b", "witness"];
+
+/// One `vnetd` process, restartable on the same ports and data directory.
+pub struct Proc {
+    pub id: u64,
+    pub name: &'static str,
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// Where the node serves /metrics, /health and /readyz.
+    pub metrics_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub initial_cluster: String,
+    /// Flags and environment variables added to every start.
+    pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
+    pub child: Option<Child>,
+    /// Set when the process was found to have exited on its own (not killed by the test).
+    pub exited_early: Option<ExitStatus>,
+}
+
+impl Proc {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the node's log file");
+        let log_err = log.try_clone().expect("clone the log file handle");
+        let mut cmd = Command::new(VNETD);
+        // Flags win over VNET_* variables, but a stray VNET_CONFIG etc. could still add keys.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VNET_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg("--id")
+            .arg(self.id.to_string())
+            .arg("--name")
+            .arg(self.name)
+            .arg("--role")
+            .arg(if self.name == "witness" {
+                "witness"
+            } else {
+                "unit"
+            })
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--api-listen")
+            .arg(self.api_addr.to_string())
+            .arg("--peer-listen")
+            .arg(self.peer_addr.to_string())
+            .arg("--metrics-listen")
+            .arg(self.metrics_addr.to_string())
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--request-timeout-ms")
+            .arg("3000")
+            .arg("--log-level")
+            .arg("info")
+            .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        self.child = Some(cmd.spawn().expect("spawn vnetd"));
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILLs the process and reaps it. Records whether it had already exited by itself.
+    pub fn sigkill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            self.exited_early = Some(status);
+            return;
+        }
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.wait();
+    }
+
+    /// Fails the test if the process exited without being told to.
+    pub fn assert_alive(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.exited_early = Some(status);
+                self.child = None;
+                panic!(
+                    "vnetd {} ({}) exited by itself with {status}; log: {}",
+                    self.id,
+                    self.name,
+                    self.log_path.display()
+                );
+            }
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.api_addr))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(RPC_TIMEOUT)
+            .connect_lazy()
+    }
+}
+
+pub struct Cluster {
+    pub procs: Vec<Proc>,
+    /// `None` once kept for inspection after a failure.
+    pub dir: Option<tempfile::TempDir>,
+}
+
+/// Picks a free loopback port: bind port 0, read it, release it. All ports of a cluster are
+/// held at once while picking, so they are distinct.
+pub fn free_ports(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// As [`Cluster::start`], giving every node `extra_args` and `extra_env` as well.
+    pub fn start_with(extra_args: &[String], extra_env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(NAMES.len() * 3);
+        let initial_cluster = NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{}={}@{}", i + 1, name, ports[3 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let procs = NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let data_dir = dir.path().join(name);
+                std::fs::create_dir_all(&data_dir).expect("create data dir");
+                Proc {
+                    id: i as u64 + 1,
+                    name,
+                    api_addr: ports[3 * i],
+                    metrics_addr: ports[3 * i + 2],
+                    peer_addr: ports[3 * i + 1],
+                    log_path: data_dir.join("vnetd.log"),
+                    data_dir,
+                    initial_cluster: initial_cluster.clone(),
+                    extra_args: extra_args.to_vec(),
+                    extra_env: extra_env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    child: None,
+                    exited_early: None,
+                }
+            })
+            .collect();
+        let mut cluster = Self {
+            procs,
+            dir: Some(dir),
+        };
+        for p in &mut cluster.procs {
+            p.start();
+        }
+        cluster
+    }
+
+    pub fn proc(&self, id: u64) -> &Proc {
+        self.procs.iter().find(|p| p.id == id).expect("node id")
+    }
+
+    pub fn proc_mut(&mut self, id: u64) -> &mut Proc {
+        self.procs.iter_mut().find(|p| p.id == id).expect("node id")
+    }
+
+    pub fn assert_alive(&mut self) {
+        for p in &mut self.procs {
+            p.assert_alive();
+        }
+    }
+
+    /// Waits until every running node reports the same leader, itself running, and returns it.
+    pub async fn leader(&mut self) -> u64 {
+        self.assert_alive();
+        let running: Vec<(u64, Channel)> = self
+            .procs
+            .iter()
+            .filter(|p| p.is_running())
+            .map(|p| (p.id, p.channel()))
+            .collect();
+        let leader = wait_for("all running vnetd agree on a running leader", || {
+            let running = running.clone();
+            async move {
+                let mut leader = None;
+                for (_, channel) in &running {
+                    let status = ClusterServiceClient::new(channel.clone())
+                        .get_cluster_status(pb::GetClusterStatusRequest {
+                            consistency: pb::ReadConsistency::Local as i32,
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    let this = status.leader_id?;
+                    if leader.is_some_and(|l| l != this) {
+                        return None;
+                    }
+                    leader = Some(this);
+                }
+                leader.filter(|l| running.iter().any(|(id, _)| id == l))
+            }
+        })
+        .await;
+        self.assert_alive();
+        leader
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.sigkill();
+        }
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Some(dir) = self.dir.take() {
+            let kept = dir.keep();
+            eprintln!(
+                "crash test failed; data dirs and logs kept under {}",
+                kept.display()
+            );
+        }
+        for p in &self.procs {
+            eprintln!(
+                "--- vnetd {} ({}) api {} peer {}{}: log {}",
+                p.id,
+                p.name,
+                p.api_addr,
+                p.peer_addr,
+                p.exited_early
+                    .map(|s| format!(", EXITED BY ITSELF with {s}"))
+                    .unwrap_or_default(),
+                p.log_path.display()
+            );
+            if let Ok(file) = File::open(&p.log_path) {
+                let lines: Vec<String> =
+                    BufReader::new(file).lines().map_while(Result::ok).collect();
+                for line in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("    {line}");
+                }
+            }
+        }
+    }
+}

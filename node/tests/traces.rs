@@ -1,0 +1,166 @@
+//! Traces across processes: three `vnetd` processes export spans over OTLP to a collector run by
+//! this test (a tonic server for the OTLP trace service), and a write sent to a follower with a
+//! client's trace context is one trace: the client's span, the follower's call, its hop to the
+//! leader, and the leader's Raft write, each the child of the one before, across processes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use common::processes::Cluster;
+use common::{sample_profile, wait_for};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use tokio::net::TcpListener;
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
+
+/// The client's trace and span, as a caller instrumented with OpenTelemetry would send them.
+const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+/// One span as received, with the node (`service.instance.id`) that sent it.
+#[derive(Debug, Clone)]
+struct Received {
+    node: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+}
+
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().expect("collector lock");
+        for resource_spans in request.into_inner().resource_spans {
+            let node = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.instance.id")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        node: node.clone(),
+                        name: span.name,
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector_addr = listener.local_addr().expect("addr");
+    let collector = Collector::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+
+    let mut cluster = Cluster::start_with(
+        &[
+            "--otlp-endpoint".to_owned(),
+            format!("http://{collector_addr}"),
+        ],
+        // Export within 100 ms rather than the default 5 s, so the test waits less.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .procs
+        .iter()
+        .find(|p| p.id != leader)
+        .expect("a follower");
+    let follower_name = follower.name.to_owned();
+    let leader_name = cluster.proc(leader).name.to_owned();
+
+    let mut request = tonic::Request::new(pb::CreateProfileRequest {
+        profile: Some(sample_profile("traced", 1)),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    ProfileServiceClient::new(follower.channel())
+        .create_profile(request)
+        .await
+        .expect("the follower forwards the write to the leader");
+
+    let spans: BTreeMap<&str, Received> = wait_for("the whole trace is exported", || async {
+        let received = collector.spans.lock().expect("collector lock").clone();
+        let in_trace: Vec<&Received> = received
+            .iter()
+            .filter(|s| s.trace_id == CLIENT_TRACE_ID)
+            .collect();
+        let find = |node: &str, name: &str| {
+            in_trace
+                .iter()
+                .find(|s| s.node == node && s.name == name)
+                .map(|s| (*s).clone())
+        };
+        Some(BTreeMap::from([
+            ("grpc", find(&follower_name, "grpc")?),
+            ("execute", find(&follower_name, "execute")?),
+            ("forward", find(&follower_name, "forward")?),
+            ("leader", find(&leader_name, "leader")?),
+            ("raft_write", find(&leader_name, "raft_write")?),
+        ]))
+    })
+    .await;
+
+    // Each span is the child of the one before; the leader's continues the follower's hop.
+    assert_eq!(spans["grpc"].parent_span_id, CLIENT_SPAN_ID);
+    assert_eq!(spans["execute"].parent_span_id, spans["grpc"].span_id);
+    assert_eq!(spans["forward"].parent_span_id, spans["execute"].span_id);
+    assert_eq!(spans["leader"].parent_span_id, spans["forward"].span_id);
+    assert_eq!(spans["raft_write"].parent_span_id, spans["leader"].span_id);
+    assert_ne!(follower_name, leader_name);
+
+    cluster.assert_alive();
+    drop(cluster);
+    let _ = stop.send(());
+    serving
+        .await
+        .expect("collector task")
+        .expect("collector served");
+}
