@@ -8,6 +8,10 @@
 //! - The domain, from this node's applied state (equal on every caught-up replica): profiles by
 //!   placement state, per unit what it presents, has placed, can hold and whether it drains, per
 //!   pool its size, used and free identities.
+//! - Leases: grants and refusals by this voter, revocations and failovers committed by this
+//!   leader, failover duration (from the revocation to the peer reporting every moved profile
+//!   presented), each unit's health as the leader judges it and whether it is revoked, and on a
+//!   unit its own lease (voters granting, time left).
 //! - gRPC: both servers (public and peer) through `vnet_metrics::grpc`.
 //! - The process and the build, through `vnet_metrics::process`.
 //!
@@ -61,6 +65,14 @@ pub struct UnitLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: &'static str,
+}
+
+/// Failovers take about a second; a slow one several.
+const FAILOVER_BUCKETS_SECONDS: [f64; 10] = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PlacementLabels {
     pub state: &'static str,
 }
@@ -106,6 +118,17 @@ pub struct NodeMetrics {
     pool_size: Family<PoolLabels, Gauge>,
     pool_used: Family<PoolLabels, Gauge>,
     pool_free: Family<PoolLabels, Gauge>,
+    // Leases, counted as they happen.
+    pub lease_grants: Counter,
+    pub lease_refusals: Family<RefusalLabels, Counter>,
+    pub lease_revocations: Counter,
+    pub failovers: Counter,
+    pub failover_duration: Histogram,
+    // Leases, set at scrape time.
+    unit_lease_healthy: Family<UnitLabels, Gauge>,
+    unit_lease_revoked: Family<UnitLabels, Gauge>,
+    lease_voters_granting: Family<UnitLabels, Gauge>,
+    lease_remaining: Family<UnitLabels, SecondsGauge>,
     // The servers.
     pub grpc: GrpcServerMetrics,
 }
@@ -144,6 +167,15 @@ impl NodeMetrics {
             pool_size: Family::default(),
             pool_used: Family::default(),
             pool_free: Family::default(),
+            lease_grants: Counter::default(),
+            lease_refusals: Family::default(),
+            lease_revocations: Counter::default(),
+            failovers: Counter::default(),
+            failover_duration: Histogram::new(FAILOVER_BUCKETS_SECONDS),
+            unit_lease_healthy: Family::default(),
+            unit_lease_revoked: Family::default(),
+            lease_voters_granting: Family::default(),
+            lease_remaining: Family::default(),
             grpc,
         };
         let r = registry.sub_registry_with_prefix(vnet_metrics::PREFIX);
@@ -272,6 +304,56 @@ impl NodeMetrics {
             "Draining units that still have profiles placed or presented",
             m.drains_in_progress.clone(),
         );
+        let unit = r.sub_registry_with_prefix("unit");
+        unit.register(
+            "lease_healthy",
+            "On the leader: 1 if a unit's lease has not lapsed at a majority of voters and is not \
+             revoked, else 0",
+            m.unit_lease_healthy.clone(),
+        );
+        unit.register(
+            "lease_revoked",
+            "1 while a unit's lease is revoked (its failover is under way), else 0",
+            m.unit_lease_revoked.clone(),
+        );
+        let lease = r.sub_registry_with_prefix("lease");
+        lease.register(
+            "grants",
+            "Lease renewals this node granted as a voter",
+            m.lease_grants.clone(),
+        );
+        lease.register(
+            "refusals",
+            "Lease renewals this node refused as a voter, by reason",
+            m.lease_refusals.clone(),
+        );
+        lease.register(
+            "revocations",
+            "Unit leases this node revoked as leader",
+            m.lease_revocations.clone(),
+        );
+        lease.register(
+            "voters_granting",
+            "On a unit: voters whose grants it holds now",
+            m.lease_voters_granting.clone(),
+        );
+        lease.register_with_unit(
+            "remaining",
+            "On a unit: time its lease has left (0 when none is held)",
+            Unit::Seconds,
+            m.lease_remaining.clone(),
+        );
+        r.register(
+            "failovers",
+            "Failovers this node committed as leader (profiles moved off a unit whose lease lapsed)",
+            m.failovers.clone(),
+        );
+        r.register_with_unit(
+            "failover_duration",
+            "From a unit's lease revocation to its peers reporting every moved profile presented",
+            Unit::Seconds,
+            m.failover_duration.clone(),
+        );
         let pool = r.sub_registry_with_prefix("pool");
         pool.register(
             "size_identities",
@@ -352,7 +434,46 @@ impl NodeMetrics {
         self.refresh_domain(node);
     }
 
+    fn refresh_leases(&self, node: &Node) {
+        self.unit_lease_healthy.clear();
+        self.unit_lease_revoked.clear();
+        let view = node.lease_view();
+        let failed_after = node.failed_after();
+        node.view().read(|applied| {
+            for member in applied.state.members().filter(|m| m.role == Role::Unit) {
+                let labels = UnitLabels {
+                    unit: member.name.clone(),
+                };
+                let revoked = applied.state.revoked_at(&member.name).is_some();
+                self.unit_lease_revoked
+                    .get_or_create(&labels)
+                    .set(i64::from(revoked));
+                if let Some(view) = &view {
+                    let live =
+                        crate::lease::judge(&view.sets, &view.reports, &member.name, failed_after)
+                            == crate::lease::Judgement::Live;
+                    self.unit_lease_healthy
+                        .get_or_create(&labels)
+                        .set(i64::from(live && !revoked));
+                }
+            }
+        });
+        // Only a unit exports its own lease, labelled with its name.
+        if let Some(own) = node.unit_view() {
+            let labels = UnitLabels {
+                unit: own.unit.clone(),
+            };
+            self.lease_voters_granting
+                .get_or_create(&labels)
+                .set(i64::from(own.voters_granting));
+            self.lease_remaining
+                .get_or_create(&labels)
+                .set(own.lease_left_ms.unwrap_or(0) as f64 / 1e3);
+        }
+    }
+
     fn refresh_domain(&self, node: &Node) {
+        self.refresh_leases(node);
         self.unit_presented.clear();
         self.unit_placed.clear();
         self.unit_capacity.clear();

@@ -159,6 +159,41 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
             assert!(sample(text, &appends) > Some(0.0), "{name}");
         }
     }
+    // Leases: every voter grants both units; the units hold grants from all three voters.
+    for (name, text) in &scrapes {
+        assert!(
+            sample(text, "vnet_lease_grants_total") > Some(0.0),
+            "{name} grants"
+        );
+        assert_eq!(
+            sample(text, "vnet_unit_lease_revoked{unit=\"unit-a\"}"),
+            Some(0.0),
+            "{name}"
+        );
+        let granting = format!("vnet_lease_voters_granting{{unit=\"{name}\"}}");
+        let remaining = format!("vnet_lease_remaining_seconds{{unit=\"{name}\"}}");
+        if *name == "witness" {
+            assert!(
+                !exports(text, "vnet_lease_voters_granting"),
+                "a witness holds no lease"
+            );
+        } else {
+            assert!(
+                sample(text, &granting) >= Some(2.0),
+                "{name} holds a majority"
+            );
+            assert!(sample(text, &remaining) > Some(0.0), "{name}");
+        }
+    }
+    let leader = &scrapes
+        .iter()
+        .find(|(n, _)| *n == leaders[0])
+        .expect("leader")
+        .1;
+    for unit in ["unit-a", "unit-b"] {
+        let healthy = format!("vnet_unit_lease_healthy{{unit=\"{unit}\"}}");
+        assert_eq!(sample(leader, &healthy), Some(1.0), "{unit} on the leader");
+    }
     // The profiles were created through the witness's API.
     let witness = &scrapes[2].1;
     let creates = handled("vnet.v1.ProfileService", "CreateProfile", "OK");

@@ -33,6 +33,10 @@ pub fn voter_sets(metrics: &RaftMetrics<NodeId, PeerNode>) -> VoterSets {
         .clone()
 }
 
+/// Per unit being failed over: when its lease was revoked, and the profiles moved (with their
+/// new units) once the failover committed.
+type FailoversTimed = BTreeMap<String, (std::time::Instant, Option<Vec<(String, String)>>)>;
+
 /// The voters' latest lease reports as this node gathered them while leading.
 #[derive(Debug, Default)]
 pub struct Reports {
@@ -78,6 +82,28 @@ impl Node {
     /// revokes the unit; otherwise recorded, in one critical section with the applied state, so
     /// a revocation applied here is never outrun by a grant (rule 1 of `lease.rs`).
     pub fn grant_lease(&self, unit: &str) -> Result<Grant, GrantRefused> {
+        let granted = self.try_grant_lease(unit);
+        let metrics = self.metrics_handle();
+        match &granted {
+            Ok(_) => {
+                metrics.lease_grants.inc();
+            }
+            Err(refused) => {
+                let reason = match refused {
+                    GrantRefused::NotAUnit { .. } => "not_a_unit",
+                    GrantRefused::Revoked { .. } => "revoked",
+                    GrantRefused::NotAVoter { .. } => "not_a_voter",
+                };
+                metrics
+                    .lease_refusals
+                    .get_or_create(&crate::metrics::RefusalLabels { reason })
+                    .inc();
+            }
+        }
+        granted
+    }
+
+    fn try_grant_lease(&self, unit: &str) -> Result<Grant, GrantRefused> {
         // One metrics snapshot gives both the membership granted under and the last log index:
         // a grant under a membership appended after a revocation names an index past it.
         let metrics = self.metrics();
@@ -136,7 +162,7 @@ impl Node {
         (view.term == metrics.current_term).then(|| view.clone())
     }
 
-    pub(super) fn failed_after(&self) -> Duration {
+    pub fn failed_after(&self) -> Duration {
         let lease = &self.config().lease;
         Duration::from_millis(lease.ttl_ms + lease.drift_margin_ms)
     }
@@ -252,6 +278,9 @@ impl Node {
         let actor = "system/placement";
         let mut caught_up_term = 0;
         let mut membership_seen = None;
+        // Per unit being failed over: when its lease was revoked, and once the failover
+        // committed, the profiles moved and where to.
+        let mut failovers_timed: FailoversTimed = BTreeMap::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
@@ -316,13 +345,66 @@ impl Node {
                 tracing::warn!(unit = %unit, profiles = changes.len(), "a majority of voters attested the lapse; failing over");
             }
             for command in writes.into_commands() {
-                if let Err(e) = self.write_as_leader(actor, command).await {
+                let what = match &command {
+                    Command::RevokeLease { unit } => Some((unit.clone(), None)),
+                    Command::FailOver { unit, changes, .. } => Some((
+                        unit.clone(),
+                        Some(
+                            changes
+                                .iter()
+                                .filter_map(|c| Some((c.profile.clone(), c.unit.clone()?)))
+                                .collect::<Vec<_>>(),
+                        ),
+                    )),
+                    _ => None,
+                };
+                match self.write_as_leader(actor, command).await {
+                    Ok(_) => match what {
+                        Some((unit, None)) => {
+                            self.metrics_handle().lease_revocations.inc();
+                            failovers_timed.insert(unit, (std::time::Instant::now(), None));
+                        }
+                        Some((unit, Some(moved))) => {
+                            self.metrics_handle().failovers.inc();
+                            if let Some(timing) = failovers_timed.get_mut(&unit) {
+                                timing.1 = Some(moved);
+                            }
+                        }
+                        None => {}
+                    },
                     // Decided afresh next pass; a write that commits late is refused or
                     // harmless (a stale failover's epoch no longer matches).
-                    tracing::debug!(error = %e, "placement write not committed; will retry");
+                    Err(e) => {
+                        tracing::debug!(error = %e, "placement write not committed; will retry")
+                    }
                 }
             }
+            self.observe_failovers(&mut failovers_timed);
         }
+    }
+
+    /// Observes the duration of each failover whose moved profiles are all reported presented
+    /// by their new units; forgets those older than a minute (a unit that came back first).
+    fn observe_failovers(&self, timed: &mut FailoversTimed) {
+        self.view().read(|applied| {
+            timed.retain(|_, (since, moved)| {
+                let Some(moved) = moved else {
+                    return since.elapsed() < Duration::from_secs(60);
+                };
+                let done = moved.iter().all(|(profile, unit)| {
+                    applied
+                        .state
+                        .presented_by(unit)
+                        .is_some_and(|p| p.contains_key(profile))
+                });
+                if done {
+                    self.metrics_handle()
+                        .failover_duration
+                        .observe(since.elapsed().as_secs_f64());
+                }
+                !done && since.elapsed() < Duration::from_secs(60)
+            });
+        });
     }
 
     pub(super) async fn write_as_leader(
