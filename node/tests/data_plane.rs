@@ -401,6 +401,14 @@ impl DataPlane {
         .await;
     }
 
+    /// Waits until `unit`'s switch presents nothing.
+    async fn wait_until_fenced(&self, unit: &str) {
+        wait_for(&format!("{unit}'s switch presents nothing"), || async {
+            self.ports(unit).await.is_empty().then_some(())
+        })
+        .await;
+    }
+
     /// How many records `unit`'s journal holds now: a mark to check from.
     fn journal_mark(&self, unit: &str) -> usize {
         journal::read(&self.switch(unit).journal)
@@ -586,4 +594,45 @@ async fn the_leading_witness_down_for_thirty_seconds_fences_no_unit() {
     plane
         .wait_presented("unit-b", &plane.placed_on("unit-b"))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_voters_of_three_gone_the_survivor_fences_and_its_status_says_why() {
+    let _serial = SERIAL.lock().await;
+    let mut plane = DataPlane::start().await;
+    plane.node("witness").kill9();
+    plane.node("unit-b").kill9();
+    // No majority: nothing can fail over, and unit-a, holding one grant of three, fences.
+    let survivor = channel(plane.node("unit-a").api);
+    let status = wait_for("unit-a's status says it holds no lease", || async {
+        let status = ClusterServiceClient::new(survivor.clone())
+            .get_cluster_status(pb::GetClusterStatusRequest {
+                consistency: pb::ReadConsistency::Local as i32,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let unit = status.units.iter().find(|u| u.name == "unit-a")?;
+        (unit.lease_left_ms.is_none() && unit.voters_granting.is_some()).then_some(status)
+    })
+    .await;
+    assert_eq!(status.leader_id, None, "no leader without a majority");
+    let unit = status
+        .units
+        .iter()
+        .find(|u| u.name == "unit-a")
+        .expect("unit-a");
+    assert!(unit.voters_granting < Some(2), "{unit:?}");
+    assert!(unit.note.contains("fewer than a majority"), "{}", unit.note);
+    plane
+        .wait_until_fenced("unit-a")
+        .await;
+    // Nothing was failed over: the profiles stay placed where they were.
+    let placements = status.placements;
+    assert!(
+        placements
+            .iter()
+            .all(|p| p.failed_over_from.is_empty()),
+        "{placements:?}"
+    );
 }
