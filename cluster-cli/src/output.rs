@@ -884,9 +884,9 @@ mod tests {
         ]);
         assert_eq!(
             table,
-            "NAME    LEASE    LEASE AGE  DRAINING  PRESENTED  LOAD/CAPACITY\n\
-             unit-a  healthy  250ms      no        2          2/30\n\
-             unit-b  unknown  -          yes       0          0/30\n"
+            "NAME    LEASE    LEASE AGE  GRANTS  LEASE LEFT  SWITCH  DRAINING  PRESENTED  LOAD/CAPACITY\n\
+             unit-a  healthy  250ms      -       -           -       no        2          2/30\n\
+             unit-b  unknown  -          -       -           -       yes       0          0/30\n"
         );
         assert_eq!(units_table(&[]), "no units\n");
     }

@@ -1066,7 +1066,9 @@ async fn failover_sends_exactly_one_mode_and_reports_the_moves() {
     let table = vnetctl(&live, &["status"]).await;
     let text = stdout(&table);
     assert!(
-        text.contains("unit-b  healthy  100ms      no        2          2/30"),
+        text.contains(
+            "unit-b  healthy  100ms      -       -           -       no        2          2/30"
+        ),
         "{text}"
     );
     assert!(

@@ -625,15 +625,11 @@ async fn with_two_voters_of_three_gone_the_survivor_fences_and_its_status_says_w
         .expect("unit-a");
     assert!(unit.voters_granting < Some(2), "{unit:?}");
     assert!(unit.note.contains("fewer than a majority"), "{}", unit.note);
-    plane
-        .wait_until_fenced("unit-a")
-        .await;
+    plane.wait_until_fenced("unit-a").await;
     // Nothing was failed over: the profiles stay placed where they were.
     let placements = status.placements;
     assert!(
-        placements
-            .iter()
-            .all(|p| p.failed_over_from.is_empty()),
+        placements.iter().all(|p| p.failed_over_from.is_empty()),
         "{placements:?}"
     );
 }
