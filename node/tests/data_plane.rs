@@ -35,6 +35,8 @@ const NAMES: [&str; 3] = ["unit-a", "unit-b", "witness"];
 const SERVERS: [&str; 4] = ["srv-1", "srv-2", "srv-3", "srv-4"];
 /// The longest election timeout `vnetd` runs with by default.
 const ELECTION_MAX: Duration = Duration::from_millis(600);
+/// `vnetd`'s default lease plus drift margin: no lease held at an instant lasts longer past it.
+const LEASE_AND_MARGIN_NS: u64 = (800 + 150) * 1_000_000;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -401,6 +403,24 @@ impl DataPlane {
         .await;
     }
 
+    /// Waits until each of `units` has armed its switch past every lease it could have held at
+    /// `since_mono_ns`. From then on a lapse since that instant is in its journal: the switch
+    /// fences when a deadline passes, and applies a passed deadline before any new one.
+    async fn wait_leases_outlived(&self, units: &[&str], since_mono_ns: u64) {
+        for unit in units {
+            let addr = self.switch(unit).addr.to_string();
+            wait_for(
+                &format!("{unit} renews past its lease at the fault"),
+                || async {
+                    let state = SimDriver::connect_lazy(&addr).ok()?.state().await.ok()?;
+                    let deadline = state.watchdog_deadline_mono_ns?;
+                    (deadline > since_mono_ns + LEASE_AND_MARGIN_NS).then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
     /// Waits until `unit`'s switch presents nothing.
     async fn wait_until_fenced(&self, unit: &str) {
         wait_for(&format!("{unit}'s switch presents nothing"), || async {
@@ -501,8 +521,9 @@ async fn killing_the_leading_witness_fences_no_unit_and_a_later_unit_death_still
     plane.node("witness").kill9();
     let leader = plane.leader().await;
     assert_ne!(leader, 3, "a unit leads after the witness died");
-    // Well past a lease and an election: a fence would have happened by now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    plane
+        .wait_leases_outlived(&["unit-a", "unit-b"], fabric_agent::monotonic_now_ns())
+        .await;
     plane.assert_no_fence_since("unit-a", marks[0], "the leading witness's death");
     plane.assert_no_fence_since("unit-b", marks[1], "the leading witness's death");
     // With the witness back, a majority remains when unit-b dies: unit-a takes its profiles.
@@ -537,7 +558,9 @@ async fn leadership_handed_between_every_pair_fences_no_unit() {
         plane.transfer(to).await;
         order.push(to);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    plane
+        .wait_leases_outlived(&["unit-a", "unit-b"], fabric_agent::monotonic_now_ns())
+        .await;
     let hops: Vec<&str> = order.iter().map(|id| name_of(*id)).collect();
     plane.assert_no_fence_since("unit-a", marks[0], &format!("transfers {hops:?}"));
     plane.assert_no_fence_since("unit-b", marks[1], &format!("transfers {hops:?}"));
@@ -556,9 +579,13 @@ async fn a_leader_stopped_for_two_election_timeouts_or_restarted_fences_no_healt
             .collect();
         let marks: Vec<usize> = healthy.iter().map(|u| plane.journal_mark(u)).collect();
         plane.node(name).stop();
+        // The fault itself: stopped for twice the longest election timeout.
         tokio::time::sleep(2 * ELECTION_MAX).await;
         plane.node(name).resume();
         plane.leader().await;
+        plane
+            .wait_leases_outlived(&healthy, fabric_agent::monotonic_now_ns())
+            .await;
         for (unit, mark) in healthy.iter().zip(&marks) {
             plane.assert_no_fence_since(unit, *mark, &format!("SIGSTOP of the leader {name}"));
         }
@@ -568,7 +595,9 @@ async fn a_leader_stopped_for_two_election_timeouts_or_restarted_fences_no_healt
         plane.node(name).kill9();
         plane.node(name).start();
         plane.leader().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        plane
+            .wait_leases_outlived(&healthy, fabric_agent::monotonic_now_ns())
+            .await;
         for (unit, mark) in healthy.iter().zip(&marks) {
             plane.assert_no_fence_since(unit, *mark, &format!("restart of the leader {name}"));
         }
@@ -583,8 +612,11 @@ async fn the_leading_witness_down_for_thirty_seconds_fences_no_unit() {
     plane.transfer(3).await;
     let marks = [plane.journal_mark("unit-a"), plane.journal_mark("unit-b")];
     plane.node("witness").kill9();
-    // An observation window, not synchronisation: the issue is what happens during it.
+    // The fault itself: the witness stays down for 30 s.
     tokio::time::sleep(Duration::from_secs(30)).await;
+    plane
+        .wait_leases_outlived(&["unit-a", "unit-b"], fabric_agent::monotonic_now_ns())
+        .await;
     plane.assert_no_fence_since("unit-a", marks[0], "30 s without the witness");
     plane.assert_no_fence_since("unit-b", marks[1], "30 s without the witness");
     // The units kept presenting their own profiles all along, and still do.
