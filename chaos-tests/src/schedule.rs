@@ -237,10 +237,12 @@ pub struct Step {
     pub action: Action,
 }
 
-/// Can a healthy majority of the cluster talk with `active` faults in force? A node is
-/// healthy when its process runs unpaused and its host is neither isolated, lossy nor delayed;
-/// two healthy nodes form a quorum of three when no split or one-way loss cuts them apart.
-pub fn quorum_possible(node_count: usize, active: &[Fault]) -> bool {
+/// With `active` faults in force: the nodes that are not healthy (process stopped, host
+/// isolated, lossy or delayed), and the pairs (low, high) a split or a one-way loss cuts apart.
+pub fn unhealthy_and_cut(
+    node_count: usize,
+    active: &[Fault],
+) -> (BTreeSet<usize>, BTreeSet<(usize, usize)>) {
     let mut unhealthy = BTreeSet::new();
     let mut cut: BTreeSet<(usize, usize)> = BTreeSet::new();
     for fault in active {
@@ -263,6 +265,14 @@ pub fn quorum_possible(node_count: usize, active: &[Fault]) -> bool {
             }
         }
     }
+    (unhealthy, cut)
+}
+
+/// Can a healthy majority of the cluster talk with `active` faults in force? A node is
+/// healthy when its process runs unpaused and its host is neither isolated, lossy nor delayed;
+/// two healthy nodes form a quorum of three when no split or one-way loss cuts them apart.
+pub fn quorum_possible(node_count: usize, active: &[Fault]) -> bool {
+    let (unhealthy, cut) = unhealthy_and_cut(node_count, active);
     let healthy: Vec<usize> = (0..node_count).filter(|n| !unhealthy.contains(n)).collect();
     let majority = node_count / 2 + 1;
     // Small clusters only (3 today, MEMBERS_MAX 16 ever): try every healthy subset of

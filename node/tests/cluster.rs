@@ -298,3 +298,61 @@ async fn an_out_of_range_election_control_is_refused() {
     assert_eq!(created.name, "web-01");
     cluster.stop_all().await;
 }
+
+/// The lease RPCs of the peer port against hostile input: a renewal for a megabyte of control
+/// characters, a malformed payload and a witness are refused with clear answers, and a lease
+/// report speaks for the node asked. The node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_lease_requests_are_refused_and_the_node_keeps_serving() {
+    use vnet_node::lease::{Grant, VoterReport};
+    use vnet_node::peer::{decode, encode, LeaseRenewal};
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+    use vnet_proto::vnet::raft::v1::RaftMessage;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
+        .await
+        .expect("connect to the peer API");
+    let huge = LeaseRenewal {
+        unit: "\u{1}".repeat(1_000_000),
+    };
+    let status = peer
+        .grant_lease(encode(&huge))
+        .await
+        .expect_err("a megabyte name");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().len() < 1_000,
+        "the name is not echoed in full"
+    );
+    let garbage = RaftMessage {
+        format: "json/1".into(),
+        payload: b"{not json".to_vec(),
+        data: Vec::new(),
+    };
+    let status = peer
+        .grant_lease(garbage.clone())
+        .await
+        .expect_err("malformed");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let status = peer.lease_report(garbage).await.expect_err("malformed");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // A witness, or a name that is no member, is not granted anything.
+    for unit in ["witness", "nobody"] {
+        let renewal = LeaseRenewal { unit: unit.into() };
+        let reply = peer.grant_lease(encode(&renewal)).await.expect("answered");
+        let answer: Result<Grant, String> = decode(reply.get_ref(), "grant").expect("decodes");
+        let refused = answer.expect_err("not a unit");
+        assert!(refused.contains("not a unit"), "{refused}");
+    }
+    let reply = peer.lease_report(encode(&())).await.expect("answered");
+    let report: VoterReport = decode(reply.get_ref(), "report").expect("decodes");
+    assert_eq!(report.voter, follower, "a report speaks for the node asked");
+    let created = create(cluster.node(follower), sample_profile("web-01", 1))
+        .await
+        .expect("create through the follower");
+    assert_eq!(created.name, "web-01");
+    cluster.stop_all().await;
+}

@@ -47,19 +47,21 @@ fn the_seed_that_caught_the_grant_race_replays_exactly_and_holds() {
     assert!(first.stats.failovers > 0 && first.stats.programs > 0);
 }
 
+/// How many of seeds 0..40 run with `options` end on a violation that `is` recognises.
+fn violations_in_40_seeds(options: &Options, is: impl Fn(&str) -> bool) -> usize {
+    sweep(0..40, 2, options)
+        .iter()
+        .filter(|(_, o)| o.violation.as_deref().is_some_and(&is))
+        .count()
+}
+
 #[test]
 fn without_fencing_the_checks_catch_a_double_presentation() {
     let mut options = Options::default();
     options.config.fencing = false;
-    let results = sweep(0..40, 2, &options);
-    let caught = results
-        .iter()
-        .filter(|(_, o)| {
-            o.violation
-                .as_ref()
-                .is_some_and(|v| v.contains("while") && v.contains("presents it"))
-        })
-        .count();
+    let caught = violations_in_40_seeds(&options, |v| {
+        v.contains("while") && v.contains("presents it")
+    });
     assert!(
         caught > 0,
         "no seed of 40 broke invariant 2 with fencing off"
@@ -72,15 +74,7 @@ fn without_fencing_the_checks_catch_a_double_presentation() {
 fn with_leader_held_leases_the_checks_catch_a_needless_fence() {
     let mut options = Options::default();
     options.config.leader_held_leases = true;
-    let results = sweep(0..40, 2, &options);
-    let caught = results
-        .iter()
-        .filter(|(_, o)| {
-            o.violation
-                .as_ref()
-                .is_some_and(|v| v.starts_with("needless fence"))
-        })
-        .count();
+    let caught = violations_in_40_seeds(&options, |v| v.starts_with("needless fence"));
     println!("leader-held leases: {caught} of 40 seeds fenced a healthy unit");
     assert!(
         caught > 0,

@@ -10,40 +10,17 @@
 //! - [`availability`]: identity-seconds presented inside those windows, against the same plus
 //!   the identity-seconds lost to interruptions there.
 
-use std::collections::BTreeSet;
-
 use fabric_agent::journal::{ClearReason, Event, Presentation, Record};
 
 use crate::checks::Verdict;
-use crate::schedule::{Action, Fault};
+use crate::schedule::{unhealthy_and_cut, Action, Fault};
 
 /// Could `unit` reach a majority of `node_count` voters with `active` faults in force? It must
 /// run unpaused on a host that is neither isolated, lossy nor delayed (a lossy or delayed host
 /// may rightly miss renewals), and so must each peer it counts, with no split or one-way loss
 /// between them.
 pub fn unit_connected(node_count: usize, unit: usize, active: &[Fault]) -> bool {
-    let mut unhealthy = BTreeSet::new();
-    let mut cut: BTreeSet<(usize, usize)> = BTreeSet::new();
-    for fault in active {
-        match *fault {
-            Fault::KillVnetd { node }
-            | Fault::KillUnit { node }
-            | Fault::Pause { node }
-            | Fault::Isolate { node }
-            | Fault::RandomLoss { node, .. }
-            | Fault::Delay { node, .. } => {
-                unhealthy.insert(node);
-            }
-            Fault::Split { minority } => {
-                for other in (0..node_count).filter(|&o| o != minority) {
-                    cut.insert((minority.min(other), minority.max(other)));
-                }
-            }
-            Fault::OneWayLoss { from, to } => {
-                cut.insert((from.min(to), from.max(to)));
-            }
-        }
-    }
+    let (unhealthy, cut) = unhealthy_and_cut(node_count, active);
     if unhealthy.contains(&unit) {
         return false;
     }

@@ -498,15 +498,7 @@ pub fn apply(
         Outcome::Member(member) => Change::MemberPut(member.clone()),
         Outcome::MemberRemoved { id } => Change::MemberRemoved { id: *id },
         Outcome::Placed { profiles } => Change::Placed {
-            placements: profiles
-                .iter()
-                .filter_map(|name| {
-                    state
-                        .placements
-                        .get(name)
-                        .map(|placement| (name.clone(), placement.clone()))
-                })
-                .collect(),
+            placements: placements_of(state, profiles),
         },
         Outcome::Presented { unit } => Change::PresentedPut {
             unit: unit.clone(),
@@ -522,15 +514,7 @@ pub fn apply(
         },
         Outcome::FailedOver { unit, profiles } => Change::FailedOver {
             unit: unit.clone(),
-            placements: profiles
-                .iter()
-                .filter_map(|name| {
-                    state
-                        .placements
-                        .get(name)
-                        .map(|placement| (name.clone(), placement.clone()))
-                })
-                .collect(),
+            placements: placements_of(state, profiles),
         },
     };
     state.revision = revision;
@@ -540,4 +524,17 @@ pub fn apply(
         change,
     });
     Ok(outcome)
+}
+
+/// The placements of `profiles` as they now stand, for an event.
+fn placements_of(state: &State, profiles: &[String]) -> Vec<(String, Placement)> {
+    profiles
+        .iter()
+        .filter_map(|name| {
+            state
+                .placements
+                .get(name)
+                .map(|placement| (name.clone(), placement.clone()))
+        })
+        .collect()
 }
