@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -41,8 +41,7 @@ const LEASE_AND_MARGIN_NS: u64 = (800 + 150) * 1_000_000;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr")
+    common::processes::free_ports(1)[0]
 }
 
 fn channel(addr: SocketAddr) -> Channel {

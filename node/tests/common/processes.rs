@@ -138,16 +138,33 @@ pub struct Cluster {
     pub dir: Option<tempfile::TempDir>,
 }
 
-/// Picks a free loopback port: bind port 0, read it, release it. All ports of a cluster are
-/// held at once while picking, so they are distinct.
+/// Picks `n` distinct free loopback ports for processes this test will start.
+///
+/// The ports come from below the kernel's ephemeral range (32768 and up by default), walking from
+/// a per-process start: a port released here and bound by a child a moment later cannot be taken
+/// in between by another test's `bind(0)` or outgoing connection, which the kernel serves only from
+/// the ephemeral range. Each candidate is bound once to check nothing holds it, and the walk never
+/// hands out the same port twice in one test binary.
 pub fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr"))
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const HIGH: u32 = 32_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = LOW + (std::process::id() * 97) % (HIGH - LOW);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..(HIGH - LOW) {
+        if ports.len() == n {
+            break;
+        }
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (start - LOW + step) % (HIGH - LOW);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            ports.push(addr);
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} free loopback ports below 32000");
+    ports
 }
 
 impl Cluster {
