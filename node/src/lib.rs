@@ -139,13 +139,18 @@ pub async fn run(
     health::set_all(&health_reporter, tonic_health::ServingStatus::NotServing).await;
     let api_server = Server::builder()
         .trace_fn(|request| {
+            let span = tracing::info_span!(
+                "grpc",
+                rpc = %request.uri().path(),
+                trace_id = tracing::field::Empty
+            );
             // A client that sent a trace context gets this call as a child of its span.
-            let span = tracing::info_span!("grpc", rpc = %request.uri().path());
-            if request.headers().contains_key("traceparent") {
-                let metadata =
-                    tonic::metadata::MetadataMap::from_headers(request.headers().clone());
-                telemetry::continue_trace(&span, &metadata);
-            }
+            let metadata = if request.headers().contains_key("traceparent") {
+                tonic::metadata::MetadataMap::from_headers(request.headers().clone())
+            } else {
+                tonic::metadata::MetadataMap::new()
+            };
+            telemetry::continue_trace(&span, &metadata);
             span
         })
         .layer(GrpcMetricsLayer::new(

@@ -9,7 +9,7 @@
 //! is committed and applied.
 
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -114,13 +114,41 @@ pub fn inject(metadata: &mut MetadataMap) {
     });
 }
 
-/// Makes the trace context found in incoming gRPC metadata, if any, the parent of `span`.
+/// Makes the trace context found in incoming gRPC metadata, if any, the parent of `span`, and
+/// records the request's trace id in the span's `trace_id` field, so that every log line written
+/// inside the request names its trace (text and JSON logs print the fields of the spans a line is
+/// in). The id is the exported trace's when traces are on, else the caller's from `traceparent`;
+/// a request with neither has no trace to name and the field stays empty.
 pub fn continue_trace(span: &tracing::Span, metadata: &MetadataMap) {
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&MetadataReader(metadata))
-    });
-    // Fails only when no trace layer is installed, and then there is nothing to link.
-    let _ = span.set_parent(parent);
+    if metadata.contains_key("traceparent") {
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&MetadataReader(metadata))
+        });
+        // Fails only when no trace layer is installed, and then there is nothing to link.
+        let _ = span.set_parent(parent);
+    }
+    let exported = span.context().span().span_context().trace_id();
+    let trace_id = if exported != opentelemetry::trace::TraceId::INVALID {
+        Some(exported.to_string())
+    } else {
+        metadata
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .and_then(traceparent_trace_id)
+    };
+    if let Some(trace_id) = trace_id {
+        span.record("trace_id", trace_id.as_str());
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is one: 32
+/// lowercase hex digits, not all zero.
+fn traceparent_trace_id(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    (trace_id.len() == 32 && trace_id.chars().all(hex) && trace_id.chars().any(|c| c != '0'))
+        .then(|| trace_id.to_owned())
 }
 
 struct MetadataCarrier<'a>(&'a mut MetadataMap);
@@ -174,5 +202,24 @@ mod tests {
         // A value gRPC metadata cannot carry is dropped, not sent garbled.
         MetadataCarrier(&mut metadata).set("tracestate", "a=\u{7}".to_owned());
         assert!(metadata.get("tracestate").is_none());
+    }
+
+    #[test]
+    fn finds_the_trace_id_of_a_traceparent_and_nothing_in_garbage() {
+        assert_eq!(
+            traceparent_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "",
+            "00",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736\n-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(traceparent_trace_id(bad), None, "{bad:?}");
+        }
     }
 }

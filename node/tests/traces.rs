@@ -74,6 +74,23 @@ impl TraceService for Collector {
     }
 }
 
+/// The JSON log lines in `log` written inside a span whose `trace_id` is `trace_id`. Every line
+/// must be JSON: `--log-format json` writes nothing else.
+fn logged_in_trace(log: &std::path::Path, trace_id: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).expect("read the vnetd log");
+    text.lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", log.display()))
+        })
+        .filter(|line| {
+            line["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|span| span["trace_id"] == trace_id))
+        })
+        .collect()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -99,6 +116,10 @@ async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
         &[
             "--otlp-endpoint".to_owned(),
             format!("http://{collector_addr}"),
+            "--log-format".to_owned(),
+            "json".to_owned(),
+            "--log-level".to_owned(),
+            "info,vnet_node=debug".to_owned(),
         ],
         // Export within 100 ms rather than the default 5 s, so the test waits less.
         &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
@@ -110,6 +131,7 @@ async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
         .find(|p| p.id != leader)
         .expect("a follower");
     let follower_name = follower.name.to_owned();
+    let follower_id = follower.id;
     let leader_name = cluster.proc(leader).name.to_owned();
 
     let mut request = tonic::Request::new(pb::CreateProfileRequest {
@@ -155,6 +177,23 @@ async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
     assert_eq!(spans["leader"].parent_span_id, spans["forward"].span_id);
     assert_eq!(spans["raft_write"].parent_span_id, spans["leader"].span_id);
     assert_ne!(follower_name, leader_name);
+
+    // The log lines written inside the request name its trace, on both nodes.
+    for (id, message) in [
+        (follower_id, "request done"),
+        (leader, "forwarded request done"),
+    ] {
+        let log = &cluster.proc(id).log_path;
+        let lines = logged_in_trace(log, CLIENT_TRACE_ID);
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["fields"]["message"] == message),
+            "{}: no JSON log line {message:?} naming trace {CLIENT_TRACE_ID}; lines in the \
+             trace: {lines:?}",
+            log.display()
+        );
+    }
 
     cluster.assert_alive();
     drop(cluster);

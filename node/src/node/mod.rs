@@ -355,9 +355,16 @@ impl Node {
         budget: Duration,
     ) -> Result<LeaderReply, ApiError> {
         let span = tracing::info_span!("execute", request = request.kind());
-        self.execute_until_done(request, budget)
-            .instrument(span)
-            .await
+        async {
+            let result = self.execute_until_done(request, budget).await;
+            match &result {
+                Ok(_) => tracing::debug!("request done"),
+                Err(e) => tracing::debug!(error = %e, "request not done"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     async fn execute_until_done(

@@ -69,13 +69,22 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let leader_request: LeaderRequest = decode(request.get_ref(), "forward")?;
         // The forwarding node's span is the parent: one trace across both nodes.
-        let span = tracing::info_span!("leader", request = leader_request.kind());
+        let span = tracing::info_span!(
+            "leader",
+            request = leader_request.kind(),
+            trace_id = tracing::field::Empty
+        );
         crate::telemetry::continue_trace(&span, request.metadata());
-        let result: LeaderResult = self
-            .node
-            .execute_as_leader(leader_request)
-            .instrument(span)
-            .await;
+        let result: LeaderResult = async {
+            let result = self.node.execute_as_leader(leader_request).await;
+            match &result {
+                Ok(_) => tracing::debug!("forwarded request done"),
+                Err(e) => tracing::debug!(error = %e, "forwarded request not done"),
+            }
+            result
+        }
+        .instrument(span)
+        .await;
         Ok(Response::new(encode(&result)))
     }
 

@@ -80,8 +80,12 @@ impl Proc {
             .arg(&self.initial_cluster)
             .arg("--request-timeout-ms")
             .arg("3000")
-            .arg("--log-level")
-            .arg("info")
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--log-level"))
+                    .then_some(["--log-level", "info"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
