@@ -68,17 +68,19 @@ impl Rejection {
         }
     }
 
+    /// `name` is cut to `VALUE_SHOWN_LEN_MAX` characters, like every echoed value.
     pub(crate) fn not_found(kind: &str, name: impl Into<String>) -> Rejection {
         Rejection::NotFound {
             kind: kind.to_owned(),
-            name: name.into(),
+            name: shown(&name.into()),
         }
     }
 
+    /// `name` is cut to `VALUE_SHOWN_LEN_MAX` characters, like every echoed value.
     pub(crate) fn already_exists(kind: &str, name: &str) -> Rejection {
         Rejection::AlreadyExists {
             kind: kind.to_owned(),
-            name: name.to_owned(),
+            name: shown(name),
         }
     }
 
@@ -168,5 +170,30 @@ mod tests {
             rejection.to_string(),
             "invalid vnics[0].mac \"ff:ff:ff:ff:ff:ff\": is the broadcast address"
         );
+    }
+
+    /// Every variant built from a caller's value cuts it to `VALUE_SHOWN_LEN_MAX` characters, so
+    /// a refused megabyte name never travels whole through an outcome, a log line or a status.
+    #[test]
+    fn echoed_names_are_cut() {
+        use crate::limits::VALUE_SHOWN_LEN_MAX;
+        let huge = "\u{1}".repeat(4_000_000);
+        for rejection in [
+            Rejection::not_found("profile", huge.clone()),
+            Rejection::already_exists("pool", &huge),
+            Rejection::invalid("name", &huge, "is too long"),
+        ] {
+            let value = match &rejection {
+                Rejection::NotFound { name, .. } | Rejection::AlreadyExists { name, .. } => name,
+                Rejection::InvalidArgument { value, .. } => value,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(
+                value.chars().count(),
+                VALUE_SHOWN_LEN_MAX + 1,
+                "{rejection:?}"
+            );
+            assert!(value.ends_with('…'));
+        }
     }
 }

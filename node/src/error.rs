@@ -8,23 +8,20 @@ use tonic::{Code, Status};
 use vnet_model::limits::VALUE_SHOWN_LEN_MAX;
 use vnet_model::Rejection;
 
-/// Characters of a client's value that an error message echoes. A message names the value so an
-/// operator can find the fault, but it travels in the `grpc-message` header: a megabyte value
-/// echoed whole would make the header too large to send (the client would see a transport error
-/// instead of the code) and would fill logs. 64 is a whole name and then some.
-pub const ECHOED_VALUE_CHARS_MAX: usize = 64;
-
 /// `value` as an error message may echo it: whole if short, else its first
-/// [`ECHOED_VALUE_CHARS_MAX`] characters, an ellipsis and its full length. The one place where
-/// echoed values are cut; [`ApiError`]'s conversion to a [`Status`] applies it to every field
-/// that carries a client's value.
+/// `VALUE_SHOWN_LEN_MAX` characters (the model's bound, so the model and the edge cut at the same
+/// place), an ellipsis and its full length. A message names the value so an operator can find the
+/// fault, but it travels in the `grpc-message` header: a megabyte value echoed whole would make the
+/// header too large to send (the client would see a transport error instead of the code) and would
+/// fill logs. The one place where the node cuts echoed values; [`ApiError`]'s conversion to a
+/// [`Status`] applies it to every field that carries a client's value.
 pub fn echoed(value: &str) -> String {
     let mut chars = value.char_indices();
-    let Some((cut_at, _)) = chars.nth(ECHOED_VALUE_CHARS_MAX) else {
+    let Some((cut_at, _)) = chars.nth(VALUE_SHOWN_LEN_MAX) else {
         return value.to_owned();
     };
     let head = &value[..cut_at];
-    let length = ECHOED_VALUE_CHARS_MAX + 1 + chars.count();
+    let length = VALUE_SHOWN_LEN_MAX + 1 + chars.count();
     if length == VALUE_SHOWN_LEN_MAX + 1 && value.ends_with('…') {
         // The model already cut it to its own limit and appended the ellipsis; the full
         // length is no longer known.
@@ -110,6 +107,10 @@ impl ApiError {
                 Rejection::PoolExhausted { pool } => Rejection::PoolExhausted {
                     pool: echoed(&pool),
                 },
+                Rejection::NoPool { kind, field } => Rejection::NoPool {
+                    kind,
+                    field: echoed(&field),
+                },
                 other => other,
             }),
             Self::MemberExists { id, name } => Self::MemberExists {
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn short_values_are_echoed_whole() {
-        let longest = "a".repeat(ECHOED_VALUE_CHARS_MAX);
+        let longest = "a".repeat(VALUE_SHOWN_LEN_MAX);
         assert_eq!(echoed(""), "");
         assert_eq!(echoed("web-01"), "web-01");
         assert_eq!(echoed(&longest), longest);
@@ -173,15 +174,16 @@ mod tests {
     fn long_values_are_cut_with_their_length() {
         let value = format!(
             "{}{}",
-            "é".repeat(ECHOED_VALUE_CHARS_MAX),
+            "é".repeat(VALUE_SHOWN_LEN_MAX),
             "x".repeat(3_000_000)
         );
         let shown = echoed(&value);
         assert_eq!(
             shown,
             format!(
-                "{}… (3000064 characters)",
-                "é".repeat(ECHOED_VALUE_CHARS_MAX)
+                "{}… ({} characters)",
+                "é".repeat(VALUE_SHOWN_LEN_MAX),
+                VALUE_SHOWN_LEN_MAX + 3_000_000
             )
         );
     }
@@ -193,7 +195,7 @@ mod tests {
             echoed(&cut),
             format!(
                 "{}… (more than {VALUE_SHOWN_LEN_MAX} characters)",
-                "a".repeat(ECHOED_VALUE_CHARS_MAX)
+                "a".repeat(VALUE_SHOWN_LEN_MAX)
             )
         );
     }

@@ -11,13 +11,14 @@ pub mod watch;
 
 use vnet_proto::vnet::v1 as pb;
 
+use vnet_model::limits::ACTOR_LEN_MAX;
+
 use crate::error::ApiError;
 use crate::node::{Consistency, Node};
 
-/// Metadata key a client may set to say who it is; recorded with each change it makes.
+/// Metadata key a client may set to say who it is; recorded with each change it makes. At most
+/// `vnet_model::limits::ACTOR_LEN_MAX` characters, the bound the model applies to every actor.
 pub const ACTOR_HEADER: &str = "x-vnet-actor";
-/// Longest actor name accepted from a client.
-pub const ACTOR_LEN_MAX: usize = 128;
 
 /// Who is asking: the client's own name if it gave one, else its address.
 pub fn actor<T>(request: &tonic::Request<T>) -> Result<String, ApiError> {
