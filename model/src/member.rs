@@ -81,14 +81,19 @@ impl Member {
 }
 
 /// Accepts `host:port` or `http(s)://host:port`, with IPv6 hosts in brackets. Resolving names is
-/// the edge's business; this only refuses addresses that cannot possibly be dialled.
-fn validate_addr(field: &str, value: &str) -> Result<(), Rejection> {
+/// the edge's business; this only refuses addresses that cannot possibly be dialled. The API edge
+/// runs it first and adds stricter checks of its own for new members; this rule itself must not
+/// get stricter, since replaying a member record it once accepted must give the same state.
+pub fn validate_addr(field: &str, value: &str) -> Result<(), Rejection> {
     let reject = |reason: &str| Err(Rejection::invalid(field, value, reason));
     if value.is_empty() {
         return reject("must not be empty");
     }
-    if value.chars().count() > ADDR_LEN_MAX {
-        return reject(&format!("is longer than {ADDR_LEN_MAX} characters"));
+    let length = value.chars().count();
+    if length > ADDR_LEN_MAX {
+        return reject(&format!(
+            "is {length} characters long, more than the limit of {ADDR_LEN_MAX}"
+        ));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return reject("must not contain whitespace or control characters");
@@ -115,6 +120,51 @@ fn validate_addr(field: &str, value: &str) -> Result<(), Rejection> {
         return reject("an IPv6 host must be in brackets, like [::1]:7000");
     }
     Ok(())
+}
+
+/// The stricter rule for the address of a member being added: [`validate_addr`], then a host that
+/// is an IPv4 address, a bracketed IPv6 address or a DNS name (labels of `[A-Za-z0-9-]`, at most
+/// 63 characters, not starting or ending with '-'), and, for a peer address (`scheme_allowed`
+/// false), no `http://` prefix, since peers dial `http://{peer_addr}`. Only the API edge and the
+/// leader run this, before the member joins the Raft membership; `apply` keeps [`validate_addr`],
+/// so records accepted before this rule existed still replay the same.
+pub fn validate_new_addr(field: &str, value: &str, scheme_allowed: bool) -> Result<(), Rejection> {
+    validate_addr(field, value)?;
+    let reject = |reason: &str| Err(Rejection::invalid(field, value, reason));
+    let without_scheme = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"));
+    if without_scheme.is_some() && !scheme_allowed {
+        return reject("is host:port, without a scheme");
+    }
+    let authority = without_scheme.unwrap_or(value);
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    // validate_addr found the ':' and a valid port.
+    let host = authority.rsplit_once(':').map_or("", |(host, _)| host);
+    let valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host)
+    };
+    if valid {
+        Ok(())
+    } else {
+        reject("the host must be an IPv4 address, an IPv6 address in brackets or a DNS name")
+    }
+}
+
+fn is_dns_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        // All digits and dots would be a malformed IPv4 address, not a name.
+        && !host.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 #[cfg(test)]
@@ -195,7 +245,7 @@ mod tests {
             (
                 |m| m.peer_addr = "h:1".repeat(100),
                 "peer_addr",
-                "longer than 255",
+                "more than the limit of 255",
             ),
             (
                 |m| {
@@ -255,6 +305,48 @@ mod tests {
                     assert!(actual_reason.contains(reason), "{field}: {actual_reason}");
                 }
                 other => panic!("{field}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn new_member_addresses_must_be_dialable() {
+        for (value, scheme_allowed) in [
+            ("10.0.0.1:7101", false),
+            ("[::1]:7101", false),
+            ("unit-c.example.net:7101", false),
+            ("unit-c:7101", false),
+            ("http://10.0.0.1:7001", true),
+            ("https://unit-c.example.net:7001/", true),
+        ] {
+            assert_eq!(
+                validate_new_addr("addr", value, scheme_allowed),
+                Ok(()),
+                "{value}"
+            );
+        }
+        for (value, scheme_allowed, reason) in [
+            ("http://10.0.0.1:7101", false, "without a scheme"),
+            ("unit_c:7101", false, "DNS name"),
+            ("-unit:7101", false, "DNS name"),
+            ("10.0.0.256:7101", false, "DNS name"),
+            ("[::g]:7101", false, "DNS name"),
+            ("[::1:7101", false, "brackets"),
+            ("a%b:7101", true, "DNS name"),
+            ("10.0.0.1:0", false, "port"),
+            ("10.0.0.1:70000", false, "port"),
+            ("", false, "empty"),
+        ] {
+            match validate_new_addr("addr", value, scheme_allowed) {
+                Err(Rejection::InvalidArgument {
+                    field,
+                    reason: actual,
+                    ..
+                }) => {
+                    assert_eq!(field, "addr");
+                    assert!(actual.contains(reason), "{value}: {actual}");
+                }
+                other => panic!("{value}: expected a refusal, got {other:?}"),
             }
         }
     }

@@ -457,8 +457,9 @@ async fn every_name_is_checked_at_the_edge_before_the_log() {
     cluster.stop_all().await;
 }
 
-/// AddMember refuses an address longer than `ADDR_LEN_MAX`, a missing API address, and a learner
-/// past `MEMBERS_MAX`, before anything reaches the Raft membership.
+/// AddMember refuses an address longer than `ADDR_LEN_MAX`, a missing API address, an address no
+/// peer could dial, a name in use, and a learner past `MEMBERS_MAX`, before anything reaches the
+/// Raft membership.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_member_bounds_addresses_and_the_member_count() {
     use vnet_model::limits::MEMBERS_MAX;
@@ -490,6 +491,59 @@ async fn add_member_bounds_addresses_and_the_member_count() {
         members.add_member(request(10, fine(), String::new())).await,
         Code::InvalidArgument,
         &["api_addr", "required"],
+    );
+    // Addresses a peer could never dial are refused, naming the field.
+    for (peer_addr, api_addr, field, reason) in [
+        (
+            "http://127.0.0.1:1",
+            "127.0.0.1:1",
+            "peer_addr",
+            "without a scheme",
+        ),
+        ("unit_c:1", "127.0.0.1:1", "peer_addr", "DNS name"),
+        ("127.0.0.1:1", "a%b:1", "api_addr", "DNS name"),
+        ("127.0.0.1:0", "127.0.0.1:1", "peer_addr", "port"),
+        ("127.0.0.1", "127.0.0.1:1", "peer_addr", "host:port"),
+    ] {
+        assert_status(
+            members
+                .add_member(request(10, peer_addr.into(), api_addr.into()))
+                .await,
+            Code::InvalidArgument,
+            &[field, reason],
+        );
+    }
+    // A name already held by another member is refused before the learner joins Raft.
+    let node = cluster.node(leader);
+    wait_for("every member has registered its record", || async move {
+        let status = node.status(pb::ReadConsistency::Linearizable).await?;
+        status
+            .members
+            .iter()
+            .all(|m| !m.api_addr.is_empty())
+            .then_some(())
+    })
+    .await;
+    assert_status(
+        members
+            .add_member(pb::AddMemberRequest {
+                name: "unit-b".into(),
+                ..request(10, fine(), fine())
+            })
+            .await,
+        Code::AlreadyExists,
+        &["member name", "unit-b"],
+    );
+    let status = cluster
+        .node(leader)
+        .status(pb::ReadConsistency::Linearizable)
+        .await
+        .expect("status");
+    assert_eq!(
+        status.members.len(),
+        cluster.nodes.len(),
+        "a refused AddMember added nobody: {:?}",
+        status.members
     );
 
     // Fill the cluster with learners that never run (a learner need not be up to be added).

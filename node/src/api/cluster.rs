@@ -5,7 +5,6 @@ use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_server::ClusterService;
 
 use raft_store::PeerNode;
-use vnet_model::limits::ADDR_LEN_MAX;
 
 use super::{consistency, name, optional_name, Api};
 use crate::convert::member::{role_from_wire, status_to_wire, to_wire};
@@ -20,27 +19,20 @@ impl Api {
             .await;
         status.members.iter().find(|m| m.id == id).map(to_wire)
     }
+}
 
-    fn check_addr(field: &str, addr: &str) -> Result<(), ApiError> {
-        // Checked first, so a huge value costs no parsing; the model refuses the same in its
-        // member records, but by then the learner would be in the Raft membership.
-        let length = addr.chars().count();
-        if length > ADDR_LEN_MAX {
-            return Err(ApiError::invalid(
-                field,
-                addr,
-                format!("is {length} characters long, more than the limit of {ADDR_LEN_MAX}"),
-            ));
-        }
-        let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if valid {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(field, addr, "expected host:port"))
-        }
+/// Checks a new member's addresses, before anything reaches the Raft membership: the leader runs
+/// this again for a request forwarded by a peer. The API address is required: clients and units
+/// find a member's API through its record, and a member added without one could be reached only
+/// once it registers itself. Each address is first checked for length, so a huge value costs no
+/// parsing.
+pub fn new_member_addrs(peer_addr: &str, api_addr: &str) -> Result<(), ApiError> {
+    vnet_model::member::validate_new_addr("peer_addr", peer_addr, false)?;
+    if api_addr.is_empty() {
+        return Err(ApiError::invalid("api_addr", "", "is required"));
     }
+    vnet_model::member::validate_new_addr("api_addr", api_addr, true)?;
+    Ok(())
 }
 
 fn membership_index(reply: LeaderReply) -> Result<u64, ApiError> {
@@ -72,13 +64,7 @@ impl ClusterService for Api {
             return Err(ApiError::invalid("id", 0, "member ids start at 1").into());
         }
         name("name", &request.name)?;
-        Self::check_addr("peer_addr", &request.peer_addr)?;
-        // Required: clients and units find a member's API through its record, and a member
-        // added without one could be reached only once it registers itself.
-        if request.api_addr.is_empty() {
-            return Err(ApiError::invalid("api_addr", "", "is required").into());
-        }
-        Self::check_addr("api_addr", &request.api_addr)?;
+        new_member_addrs(&request.peer_addr, &request.api_addr)?;
         let role = role_from_wire("role", request.role)?;
         let reply = self
             .node

@@ -27,8 +27,34 @@ impl Node {
                 limit: MEMBERS_MAX as u64,
             }));
         }
+        // Every check the member record will meet, before the learner joins the Raft
+        // membership: a learner whose record the model then refused would be replicated to with
+        // no record, and the caller told it was added. A peer may have forwarded this request,
+        // so the edge's checks are repeated here.
+        crate::api::name("name", &node.name)?;
+        crate::api::cluster::new_member_addrs(&node.peer_addr, &api_addr)?;
         let name = node.name.clone();
         let peer_addr = node.peer_addr.clone();
+        let member = Member {
+            id,
+            name,
+            role,
+            api_addr,
+            peer_addr,
+            cabling: BTreeMap::new(),
+            capacity: 0,
+        };
+        member.validate()?;
+        if self.view().read(|a| {
+            a.state
+                .members()
+                .any(|m| m.name == member.name && m.id != id)
+        }) {
+            return Err(ApiError::Rejected(vnet_model::Rejection::AlreadyExists {
+                kind: "member name".to_string(),
+                name: member.name,
+            }));
+        }
         // Not blocking: a learner that is not running yet is still a member; it catches up when
         // it starts, and status shows how far it has got.
         let added = tokio::time::timeout(
@@ -42,15 +68,6 @@ impl Node {
         .map_err(client_write_error)?;
         // Record what the caller told us, so status shows the role at once; the member refreshes
         // its own record (cabling, capacity) when it starts.
-        let member = Member {
-            id,
-            name,
-            role,
-            api_addr,
-            peer_addr,
-            cabling: BTreeMap::new(),
-            capacity: 0,
-        };
         let request = Request {
             actor: format!("vnetd/{}", self.config().name),
             command: Command::PutMember(member),
