@@ -23,6 +23,14 @@ pub enum Rejection {
     /// profile `owner`.
     #[error("identity {identity} is already held by profile {owner:?}")]
     IdentityInUse { identity: String, owner: String },
+    /// A new pool's `range` overlaps the range of `pool`, an existing pool of the same kind: the
+    /// identities already exist in another pool (pool.proto: `ALREADY_EXISTS`).
+    #[error("range {range} overlaps pool {pool:?} ({pool_range})")]
+    RangeOverlaps {
+        range: String,
+        pool: String,
+        pool_range: String,
+    },
     #[error("{kind} {name:?} does not exist")]
     NotFound { kind: String, name: String },
     #[error(

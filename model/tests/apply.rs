@@ -647,11 +647,8 @@ fn pool_rules() {
     let mut cluster = with_pools();
     let rejection = cluster.rejected(mac_pool("overlap", 15, 20));
     match rejection {
-        Rejection::InvalidArgument { field, reason, .. } => {
-            assert_eq!(field, "range");
-            assert!(reason.contains("overlaps pool \"macs\""), "{reason}");
-        }
-        other => panic!("expected InvalidArgument, got {other:?}"),
+        Rejection::RangeOverlaps { pool, .. } => assert_eq!(pool, "macs"),
+        other => panic!("expected RangeOverlaps, got {other:?}"),
     }
     // The same numbers as the MAC pool, but WWNs of another NAA: no overlap with any pool.
     cluster.ok(Command::CreatePool(PoolSpec {

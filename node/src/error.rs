@@ -125,9 +125,9 @@ impl ApiError {
         match self {
             Self::Rejected(rejection) => match rejection {
                 Rejection::InvalidArgument { .. } => Code::InvalidArgument,
-                Rejection::AlreadyExists { .. } | Rejection::IdentityInUse { .. } => {
-                    Code::AlreadyExists
-                }
+                Rejection::AlreadyExists { .. }
+                | Rejection::IdentityInUse { .. }
+                | Rejection::RangeOverlaps { .. } => Code::AlreadyExists,
                 Rejection::NotFound { .. } => Code::NotFound,
                 Rejection::RevisionMismatch { .. } => Code::Aborted,
                 Rejection::PoolExhausted { .. }

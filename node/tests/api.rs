@@ -598,3 +598,58 @@ async fn a_huge_value_is_echoed_cut_short() {
     );
     cluster.stop_all().await;
 }
+
+/// Where the contract (`proto/vnet/v1`) says what the server does, the server does it: a
+/// `page_size` above the maximum is lowered to it, `FAILBACK_POLICY_UNSPECIFIED` is auto, and a
+/// pool overlapping another of its kind is `ALREADY_EXISTS` naming that pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_the_documented_contract() {
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let node = cluster.node(leader);
+
+    let mut unspecified = sample_profile("web-01", 1);
+    unspecified.failback = pb::FailbackPolicy::Unspecified as i32;
+    let created = create(node, unspecified).await.expect("create");
+    assert_eq!(created.failback, pb::FailbackPolicy::Auto as i32);
+    create(node, sample_profile("web-02", 2))
+        .await
+        .expect("create");
+
+    let page = node
+        .profiles()
+        .await
+        .list_profiles(pb::ListProfilesRequest {
+            page_size: u32::MAX,
+            ..Default::default()
+        })
+        .await
+        .expect("a page size above the maximum is lowered, not refused")
+        .into_inner();
+    let names: Vec<&str> = page.profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["web-01", "web-02"]);
+    assert_eq!(page.next_page_token, "");
+
+    let pool = |name: &str, first: &str, last: &str| pb::CreatePoolRequest {
+        pool: Some(pb::Pool {
+            name: name.into(),
+            kind: pb::PoolKind::Mac as i32,
+            first: first.into(),
+            last: last.into(),
+            revision: 0,
+        }),
+    };
+    let mut pools = node.pools().await;
+    pools
+        .create_pool(pool("macs", "02:bb:00:00:00:00", "02:bb:00:00:00:ff"))
+        .await
+        .expect("create pool");
+    assert_status(
+        pools
+            .create_pool(pool("other", "02:bb:00:00:00:80", "02:bb:00:00:01:00"))
+            .await,
+        Code::AlreadyExists,
+        &["overlaps pool \"macs\"", "02:bb:00:00:00:80"],
+    );
+    cluster.stop_all().await;
+}

@@ -42,11 +42,11 @@ impl State {
             .values()
             .find(|other| other.range.overlaps(&spec.range))
         {
-            return Err(Rejection::invalid(
-                "range",
-                &spec.range.to_string(),
-                format!("overlaps pool {:?} ({})", other.name, other.range),
-            ));
+            return Err(Rejection::RangeOverlaps {
+                range: spec.range.to_string(),
+                pool: other.name.clone(),
+                pool_range: other.range.to_string(),
+            });
         }
         let pool = Pool {
             name: spec.name.clone(),

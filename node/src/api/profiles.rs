@@ -83,17 +83,10 @@ impl ProfileService for Api {
         let request = request.into_inner();
         optional_name("server", &request.server)?;
         let consistency = consistency("consistency", request.consistency)?;
+        // profile.proto: 0 means the default, and a size above the maximum is lowered to it.
         let page_size = match request.page_size {
             0 => LIST_PAGE_SIZE_DEFAULT,
-            n if n <= LIST_PAGE_SIZE_MAX => n,
-            n => {
-                return Err(ApiError::invalid(
-                    "page_size",
-                    n,
-                    format!("at most {LIST_PAGE_SIZE_MAX}"),
-                )
-                .into())
-            }
+            n => n.min(LIST_PAGE_SIZE_MAX),
         } as usize;
         let after = match request.page_token.as_str() {
             "" => None,

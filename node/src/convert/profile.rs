@@ -11,8 +11,9 @@ pub const VLAN_MAX: u32 = 4094;
 
 pub fn spec_from_wire(wire: pb::Profile) -> Result<ProfileSpec, ApiError> {
     let failback = match pb::FailbackPolicy::try_from(wire.failback) {
-        Ok(pb::FailbackPolicy::Unspecified) | Ok(pb::FailbackPolicy::Manual) => Failback::Manual,
-        Ok(pb::FailbackPolicy::Auto) => Failback::Auto,
+        // types.proto: unspecified is treated as auto, which is also vnetctl's default.
+        Ok(pb::FailbackPolicy::Unspecified) | Ok(pb::FailbackPolicy::Auto) => Failback::Auto,
+        Ok(pb::FailbackPolicy::Manual) => Failback::Manual,
         Err(_) => {
             return Err(ApiError::invalid(
                 "profile.failback",
