@@ -17,6 +17,12 @@ pub struct Request {
     /// The client identity, recorded with the resulting change for audit.
     pub actor: String,
     pub command: Command,
+    /// The W3C `traceparent` of the span that proposed this request, if it was traced: every node
+    /// applies the entry, so work a node does because of it (a unit presenting a profile failed
+    /// over to it) joins the same trace. Observability only; never read by the state machine's
+    /// decisions. Absent in entries written before it existed, and then `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

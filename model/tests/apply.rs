@@ -31,6 +31,7 @@ impl Cluster {
         let request = Request {
             actor: actor.to_owned(),
             command,
+            trace: None,
         };
         let result = apply(&mut self.state, revision, &request);
         match &result {
@@ -822,6 +823,7 @@ fn profile_limit() {
     let request = |name: String| Request {
         actor: "tester".into(),
         command: create(spec(&name, vec![], vec![])),
+        trace: None,
     };
     for i in 0..PROFILES_MAX {
         let revision = i as Revision + 1;
@@ -849,6 +851,7 @@ fn revisions_must_increase_and_actors_are_bounded() {
     let request = Request {
         actor: "alice".into(),
         command: mac_pool("macs", 0, 3),
+        trace: None,
     };
     apply(&mut state, 5, &request).expect("fresh pool");
     let before = state.clone();
@@ -867,6 +870,7 @@ fn revisions_must_increase_and_actors_are_bounded() {
     let long_actor = Request {
         actor: "x".repeat(1000),
         command: mac_pool("other", 10, 11),
+        trace: None,
     };
     assert!(matches!(
         apply(&mut state, 6, &long_actor),
@@ -931,6 +935,7 @@ fn history_is_bounded_and_says_when_it_is_truncated() {
         let request = Request {
             actor: "tester".into(),
             command: Command::PutMember(member(1, &format!("unit-{i}"))),
+            trace: None,
         };
         apply(&mut state, revision, &request).expect("member refresh");
     }

@@ -94,6 +94,7 @@ impl Cluster {
             &Request {
                 actor: "t".into(),
                 command,
+                trace: None,
             },
         );
         if result.is_err() {

@@ -275,6 +275,7 @@ fn run_checked(steps: &[Step]) -> Result<(State, Log), TestCaseError> {
         let request = Request {
             actor: format!("client-{}", position % 3),
             command: resolve(step, &state),
+            trace: None,
         };
         let before = state.clone();
         let result = apply(&mut state, revision, &request);

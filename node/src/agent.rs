@@ -24,6 +24,7 @@ use fabric_agent::{
     plan, Action, FabricDriver, PortMap, PortProgram, RECONCILE_ACTIONS_PER_TICK_MAX,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 use vnet_model::{Command, State};
 
 use crate::lease::{HeldGrants, UnitLease, UnitView};
@@ -314,6 +315,23 @@ fn unit_view(unit: &str, lease: &SharedLease, actual: Option<&PortMap>) -> UnitV
     }
 }
 
+/// The span for presenting `profile` on `port`: the child of the trace of the Raft entry that
+/// placed the profile here (a failover's, or a traced client request's), or no span when that
+/// entry was not traced.
+fn presenting_span(node: &Node, port: u8, profile: &str) -> tracing::Span {
+    let trace = node.view().read(|applied| {
+        let placement = applied.state.placement(profile)?;
+        applied.state.event_at(placement.revision)?.trace.clone()
+    });
+    match trace {
+        Some(trace) => crate::telemetry::span_continuing(
+            Some(&trace),
+            tracing::info_span!(parent: None, "present", profile = %profile, port),
+        ),
+        None => tracing::Span::none(),
+    }
+}
+
 async fn reconcile_loop<D: FabricDriver>(
     node: Node,
     driver: Arc<D>,
@@ -363,6 +381,8 @@ async fn reconcile_loop<D: FabricDriver>(
         if !matches!(decided, Reconcile::ClearAll | Reconcile::Lapsed) {
             lapsed_logged = false;
         }
+        // The span of the first traced presentation of this pass, which the report joins.
+        let mut report_span: Option<tracing::Span> = None;
         let presented = match decided {
             Reconcile::WaitForApply => continue,
             Reconcile::ClearAll => {
@@ -400,7 +420,13 @@ async fn reconcile_loop<D: FabricDriver>(
                     changed = true;
                     let result = match &action {
                         Action::Clear { port } => driver.clear(*port).await,
-                        Action::Program { port, program } => driver.program(*port, program).await,
+                        Action::Program { port, program } => {
+                            let span = presenting_span(&node, *port, &program.profile);
+                            if report_span.is_none() && !span.is_none() {
+                                report_span = Some(span.clone());
+                            }
+                            driver.program(*port, program).instrument(span).await
+                        }
                     };
                     if let Err(e) = result {
                         tracing::warn!(?action, error = %e, "switch refused an action");
@@ -422,7 +448,15 @@ async fn reconcile_loop<D: FabricDriver>(
             .view()
             .read(|a| report(&a.state, &unit, presented, acted_on));
         if let Some(command) = command {
-            if let Err(e) = node.write_within(&actor, command, report_timeout).await {
+            let span = report_span.map_or_else(
+                tracing::Span::none,
+                |presenting| tracing::info_span!(parent: &presenting, "report_presented"),
+            );
+            let reported = node
+                .write_within(&actor, command, report_timeout)
+                .instrument(span)
+                .await;
+            if let Err(e) = reported {
                 tracing::debug!(error = %e, "could not report what the switch presents; will retry");
             }
         }

@@ -209,6 +209,7 @@ mod tests {
             let request = Request {
                 actor: "t".into(),
                 command,
+                trace: None,
             };
             apply(state, index, &request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
         };
@@ -324,6 +325,7 @@ mod tests {
             command: Command::RevokeLease {
                 unit: "unit-a".into(),
             },
+            trace: None,
         };
         apply(&mut state, 100, &request).expect("revoke");
         // Revoked, but the voters have not yet reported applying it: nothing moves.
@@ -365,6 +367,7 @@ mod tests {
             let request = Request {
                 actor: "t".into(),
                 command,
+                trace: None,
             };
             apply(&mut state, 100 + index as u64, &request).expect("applied");
         }

@@ -537,6 +537,7 @@ mod tests {
             let request = Request {
                 actor: "t".into(),
                 command,
+                trace: None,
             };
             apply(&mut self.state, self.revision, &request)
                 .unwrap_or_else(|e| panic!("{request:?}: {e}"));

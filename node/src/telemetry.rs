@@ -6,7 +6,9 @@
 //! The spans: `grpc` for each public API call (a child of the client's context if it sent one),
 //! `execute` for each request on its way to the leader, `forward` for the hop to the leader,
 //! `leader` where the leader runs a forwarded request, and `raft_write` for a proposal until it
-//! is committed and applied.
+//! is committed and applied. A failover is one trace through the Raft log rather than an RPC:
+//! `failover` on the leader (with `revoke_lease` and `commit_failover`), then `present` and
+//! `report_presented` on the unit that takes over (ARCHITECTURE.md, "Traces").
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -112,6 +114,49 @@ pub fn inject(metadata: &mut MetadataMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut MetadataCarrier(metadata))
     });
+}
+
+/// The W3C `traceparent` of the current span, if traces are on and it is in a trace: what a node
+/// writes into a Raft entry so the nodes applying it continue the trace.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut fields = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut fields)
+    });
+    fields.remove("traceparent")
+}
+
+/// Whether `traceparent` is a well-formed W3C trace context of version 00, the only kind a
+/// node writes. A Raft entry's trace that is not is dropped, not propagated.
+pub fn is_traceparent(traceparent: &str) -> bool {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && traceparent_trace_id(traceparent).is_some()
+}
+
+/// Makes `span` (created without a parent) the child of the trace context `traceparent` when
+/// there is one — the trace of the Raft entry that caused the work — and returns it.
+pub fn span_continuing(traceparent: Option<&str>, span: tracing::Span) -> tracing::Span {
+    if let Some(traceparent) = traceparent.filter(|t| is_traceparent(t)) {
+        let mut fields = std::collections::HashMap::new();
+        fields.insert("traceparent".to_owned(), traceparent.to_owned());
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&fields)
+        });
+        // Fails only when no trace layer is installed, and then there is nothing to link.
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// Makes the trace context found in incoming gRPC metadata, if any, the parent of `span`, and
@@ -220,6 +265,16 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736\n-00f067aa0ba902b7-01",
         ] {
             assert_eq!(traceparent_trace_id(bad), None, "{bad:?}");
+            assert!(!is_traceparent(bad), "{bad:?}");
         }
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01"
+        ));
     }
 }

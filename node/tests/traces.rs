@@ -6,18 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
+use common::otlp::{self, Received};
 use common::processes::Cluster;
 use common::{sample_profile, wait_for};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use tokio::net::TcpListener;
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
@@ -25,97 +17,13 @@ use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
-/// One span as received, with the node (`service.instance.id`) that sent it.
-#[derive(Debug, Clone)]
-struct Received {
-    node: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-}
-
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Received>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().expect("collector lock");
-        for resource_spans in request.into_inner().resource_spans {
-            let node = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.instance.id")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(name) => Some(name.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    spans.push(Received {
-                        node: node.clone(),
-                        name: span.name,
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: hex(&span.parent_span_id),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// The JSON log lines in `log` written inside a span whose `trace_id` is `trace_id`. Every line
-/// must be JSON: `--log-format json` writes nothing else.
-fn logged_in_trace(log: &std::path::Path, trace_id: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(log).expect("read the vnetd log");
-    text.lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", log.display()))
-        })
-        .filter(|line| {
-            line["spans"]
-                .as_array()
-                .is_some_and(|spans| spans.iter().any(|span| span["trace_id"] == trace_id))
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let collector_addr = listener.local_addr().expect("addr");
-    let collector = Collector::default();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
-
+    let collector = otlp::Running::start().await;
     let mut cluster = Cluster::start_with(
         &[
             "--otlp-endpoint".to_owned(),
-            format!("http://{collector_addr}"),
+            collector.endpoint.clone(),
             "--log-format".to_owned(),
             "json".to_owned(),
             "--log-level".to_owned(),
@@ -149,7 +57,7 @@ async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
         .expect("the follower forwards the write to the leader");
 
     let spans: BTreeMap<&str, Received> = wait_for("the whole trace is exported", || async {
-        let received = collector.spans.lock().expect("collector lock").clone();
+        let received = collector.spans();
         let in_trace: Vec<&Received> = received
             .iter()
             .filter(|s| s.trace_id == CLIENT_TRACE_ID)
@@ -196,10 +104,21 @@ async fn a_forwarded_write_is_one_trace_across_follower_and_leader() {
     }
 
     cluster.assert_alive();
-    drop(cluster);
-    let _ = stop.send(());
-    serving
-        .await
-        .expect("collector task")
-        .expect("collector served");
+}
+
+/// The JSON log lines in `log` written inside a span whose `trace_id` is `trace_id`. Every line
+/// must be JSON: `--log-format json` writes nothing else.
+fn logged_in_trace(log: &std::path::Path, trace_id: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).expect("read the vnetd log");
+    text.lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", log.display()))
+        })
+        .filter(|line| {
+            line["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|span| span["trace_id"] == trace_id))
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ fn create_pool(name: &str, first: &str, last: &str) -> Request {
                 last: last.parse().expect("mac"),
             },
         }),
+        trace: None,
     }
 }
 

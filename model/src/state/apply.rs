@@ -522,6 +522,7 @@ pub fn apply(
         revision,
         actor: request.actor.clone(),
         change,
+        trace: request.trace.clone(),
     });
     Ok(outcome)
 }

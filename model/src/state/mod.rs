@@ -28,6 +28,9 @@ pub struct Event {
     pub revision: Revision,
     pub actor: String,
     pub change: Change,
+    /// The `traceparent` of the request that made the change, if it was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +235,16 @@ impl State {
         }
         let start = self.events.partition_point(|event| event.revision < from);
         Ok(self.events.range(start..))
+    }
+
+    /// The retained event at `revision`, if there is one.
+    pub fn event_at(&self, revision: Revision) -> Option<&Event> {
+        let at = self
+            .events
+            .partition_point(|event| event.revision < revision);
+        self.events
+            .get(at)
+            .filter(|event| event.revision == revision)
     }
 
     /// The lowest `from` that `events_since` serves in full: 0 until the history first overflows,

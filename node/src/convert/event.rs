@@ -116,6 +116,7 @@ mod tests {
                     revision: 5,
                     actor: "alice".into(),
                     change,
+                    trace: None,
                 })
             })
             .collect();

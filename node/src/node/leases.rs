@@ -33,9 +33,18 @@ pub fn voter_sets(metrics: &RaftMetrics<NodeId, PeerNode>) -> VoterSets {
         .clone()
 }
 
-/// Per unit being failed over: when its lease was revoked, and the profiles moved (with their
-/// new units) once the failover committed.
-type FailoversTimed = BTreeMap<String, (std::time::Instant, Option<Vec<(String, String)>>)>;
+/// A unit being failed over, as the leader follows it from the revocation of its lease.
+struct FailoverInFlight {
+    since: std::time::Instant,
+    /// The failover's trace: its root span, open until the moved profiles are all reported
+    /// presented. The revocation and failover writes are its children, and each unit that
+    /// presents a moved profile continues it from the failover's Raft entry.
+    span: tracing::Span,
+    /// The profiles moved, with their new units, once the failover committed.
+    moved: Option<Vec<(String, String)>>,
+}
+
+type FailoversTimed = BTreeMap<String, FailoverInFlight>;
 
 /// The voters' latest lease reports as this node gathered them while leading.
 #[derive(Debug, Default)]
@@ -358,19 +367,39 @@ impl Node {
                     )),
                     _ => None,
                 };
-                match self.write_as_leader(actor, command).await {
-                    Ok(_) => match what {
-                        Some((unit, None)) => {
+                // A failover is one trace, rooted at the revocation (or at the failover
+                // itself when this leader did not see the revocation).
+                let failover_span = what.as_ref().map(|(unit, _)| {
+                    failovers_timed
+                        .get(unit)
+                        .map(|f| f.span.clone())
+                        .filter(|_| matches!(command, Command::FailOver { .. }))
+                        .unwrap_or_else(
+                            || tracing::info_span!(parent: None, "failover", unit = %unit),
+                        )
+                });
+                let step = match (&failover_span, &command) {
+                    (Some(root), Command::RevokeLease { .. }) => {
+                        tracing::info_span!(parent: root, "revoke_lease")
+                    }
+                    (Some(root), _) => tracing::info_span!(parent: root, "commit_failover"),
+                    (None, _) => tracing::Span::none(),
+                };
+                match self.write_as_leader(actor, command).instrument(step).await {
+                    Ok(_) => match (what, failover_span) {
+                        (Some((unit, None)), Some(span)) => {
                             self.metrics_handle().lease_revocations.inc();
-                            failovers_timed.insert(unit, (std::time::Instant::now(), None));
+                            let since = std::time::Instant::now();
+                            let moved = None;
+                            failovers_timed.insert(unit, FailoverInFlight { since, span, moved });
                         }
-                        Some((unit, Some(moved))) => {
+                        (Some((unit, Some(moved))), _) => {
                             self.metrics_handle().failovers.inc();
-                            if let Some(timing) = failovers_timed.get_mut(&unit) {
-                                timing.1 = Some(moved);
+                            if let Some(failover) = failovers_timed.get_mut(&unit) {
+                                failover.moved = Some(moved);
                             }
                         }
-                        None => {}
+                        _ => {}
                     },
                     // Decided afresh next pass; a write that commits late is refused or
                     // harmless (a stale failover's epoch no longer matches).
@@ -387,7 +416,7 @@ impl Node {
     /// by their new units; forgets those older than a minute (a unit that came back first).
     fn observe_failovers(&self, timed: &mut FailoversTimed) {
         self.view().read(|applied| {
-            timed.retain(|_, (since, moved)| {
+            timed.retain(|_, FailoverInFlight { since, moved, .. }| {
                 let Some(moved) = moved else {
                     return since.elapsed() < Duration::from_secs(60);
                 };
@@ -415,6 +444,7 @@ impl Node {
         let request = Request {
             actor: actor.to_string(),
             command,
+            trace: None,
         };
         match self
             .execute_as_leader(LeaderRequest::Write(request))

@@ -71,6 +71,7 @@ impl Node {
         let request = Request {
             actor: format!("vnetd/{}", self.config().name),
             command: Command::PutMember(member),
+            trace: None,
         };
         match Box::pin(self.execute_as_leader(LeaderRequest::Write(request))).await {
             Ok(_) => {}
@@ -160,6 +161,7 @@ impl Node {
             let request = Request {
                 actor: format!("vnetd/{}", self.config().name),
                 command: Command::RemoveMember { id },
+                trace: None,
             };
             // Removing ourselves makes us step down; the record is then removed by a later
             // leader's view of the world only if someone asks. Log, don't fail: the membership

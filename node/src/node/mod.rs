@@ -280,6 +280,7 @@ impl Node {
         let request = Request {
             actor: actor.to_string(),
             command,
+            trace: None,
         };
         match self.execute(LeaderRequest::Write(request)).await? {
             LeaderReply::Applied { outcome, revision } => Ok((outcome, revision)),
@@ -297,6 +298,7 @@ impl Node {
         let request = Request {
             actor: actor.to_string(),
             command,
+            trace: None,
         };
         match self
             .execute_within(LeaderRequest::Write(request), budget)
@@ -446,8 +448,14 @@ impl Node {
         match request {
             // Nothing was appended: the caller retries toward whoever leads next.
             LeaderRequest::Write(_) if transferring => Err(ApiError::NotLeader { leader: None }),
-            LeaderRequest::Write(request) => {
+            LeaderRequest::Write(mut request) => {
                 use std::sync::atomic::Ordering::SeqCst;
+                // The entry carries the trace of the span proposing it; a trace from a peer
+                // that is not a well-formed traceparent is dropped, never propagated.
+                request.trace = request
+                    .trace
+                    .filter(|t| crate::telemetry::is_traceparent(t))
+                    .or_else(crate::telemetry::current_traceparent);
                 // Count ourselves in before the second look at the flag: a transfer that sets it
                 // either sees this write in flight and waits, or this write sees the flag.
                 self.inner.writes_in_flight.fetch_add(1, SeqCst);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fabric;
+pub mod otlp;
 pub mod processes;
 
 use std::future::Future;

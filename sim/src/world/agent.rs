@@ -253,6 +253,7 @@ impl World {
                 let request = Request {
                     actor: format!("vnetd/{}", self.nodes[i].name),
                     command,
+                    trace: None,
                 };
                 let timeout = self.config.lease_ttl_ns;
                 self.call(

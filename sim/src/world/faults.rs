@@ -75,6 +75,7 @@ impl World {
                         unit: UNITS[unit].into(),
                         draining,
                     },
+                    trace: None,
                 };
                 self.operator(Call::Write(request));
             }

@@ -94,6 +94,7 @@ impl World {
                         let request = Request {
                             actor: "system/failover".into(),
                             command: Command::Place { changes },
+                            trace: None,
                         };
                         self.propose(i, request, waiter)
                     }
@@ -295,6 +296,7 @@ impl World {
             let request = Request {
                 actor: "system/placement".into(),
                 command,
+                trace: None,
             };
             self.propose(i, request, Waiter::Controller);
             return;

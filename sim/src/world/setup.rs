@@ -101,6 +101,7 @@ fn genesis() -> Vec<Entry> {
             request: Some(Request {
                 actor: "sim/setup".into(),
                 command,
+                trace: None,
             }),
         })
         .collect()
