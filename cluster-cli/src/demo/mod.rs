@@ -204,8 +204,8 @@ async fn start_all(
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             CliError::Local(anyhow::anyhow!("creating {}: {e}", data_dir.display()))
         })?;
-        if let Some(switch) = &node.switch_addr {
-            let args = switchd_args(switch, &data_dir.join("switch.journal"));
+        if let (Some(switch), Some(metrics)) = (&node.switch_addr, &node.switch_metrics_addr) {
+            let args = switchd_args(switch, metrics, &data_dir.join("switch.journal"));
             let log = data_dir.join("switch.log");
             running.push(spawn(
                 binaries.switchd,

@@ -25,12 +25,17 @@ pub struct NodePlan {
     pub role: &'static str,
     pub api_addr: String,
     pub peer_addr: String,
+    /// Where the node serves `/metrics`, `/health` and `/readyz`.
+    pub metrics_addr: String,
     /// The unit's switch; `None` for the witness.
     pub switch_addr: Option<String>,
+    /// Where the unit's switch serves `/metrics`; `None` for the witness.
+    pub switch_metrics_addr: Option<String>,
 }
 
-/// The three nodes: API ports base+1..base+3, peer ports base+101..base+103, and for the two
-/// units switch ports base+201 and base+202.
+/// The three nodes: API ports base+1..base+3, peer ports base+101..base+103, metrics ports
+/// base+301..base+303, and for the two units switch ports base+201 and base+202 with their
+/// switches' metrics on base+401 and base+402.
 pub fn plan(base_port: u16) -> Result<Vec<NodePlan>, String> {
     let nodes = [
         (1, "unit-a", "unit"),
@@ -51,8 +56,13 @@ pub fn plan(base_port: u16) -> Result<Vec<NodePlan>, String> {
                 role,
                 api_addr: format!("127.0.0.1:{}", port(id)?),
                 peer_addr: format!("127.0.0.1:{}", port(100 + id)?),
+                metrics_addr: format!("127.0.0.1:{}", port(300 + id)?),
                 switch_addr: match role {
                     "unit" => Some(format!("127.0.0.1:{}", port(200 + id)?)),
+                    _ => None,
+                },
+                switch_metrics_addr: match role {
+                    "unit" => Some(format!("127.0.0.1:{}", port(400 + id)?)),
                     _ => None,
                 },
             })
@@ -104,6 +114,8 @@ pub fn vnetd_args(node: &NodePlan, data_dir: &Path, initial_cluster: &str) -> Ve
         node.api_addr.clone(),
         "--peer-listen".into(),
         node.peer_addr.clone(),
+        "--metrics-listen".into(),
+        node.metrics_addr.clone(),
         "--initial-cluster".into(),
         initial_cluster.into(),
     ];
@@ -125,10 +137,12 @@ pub fn vnetd_args(node: &NodePlan, data_dir: &Path, initial_cluster: &str) -> Ve
 }
 
 /// The vnet-switchd command line for a unit's switch.
-pub fn switchd_args(listen: &str, journal: &Path) -> Vec<String> {
+pub fn switchd_args(listen: &str, metrics: &str, journal: &Path) -> Vec<String> {
     vec![
         "--listen".into(),
         listen.into(),
+        "--metrics-listen".into(),
+        metrics.into(),
         "--journal".into(),
         journal.display().to_string(),
         "--host-ports".into(),
@@ -147,9 +161,16 @@ pub fn switchd_args(listen: &str, journal: &Path) -> Vec<String> {
 /// Fails with the first port of the plan that something already listens on.
 pub(super) fn check_ports_free(nodes: &[NodePlan], base_port: u16) -> Result<(), CliError> {
     for node in nodes {
-        let mut addresses = vec![("api", &node.api_addr), ("peer", &node.peer_addr)];
+        let mut addresses = vec![
+            ("api", &node.api_addr),
+            ("peer", &node.peer_addr),
+            ("metrics", &node.metrics_addr),
+        ];
         if let Some(switch) = &node.switch_addr {
             addresses.push(("switch", switch));
+        }
+        if let Some(metrics) = &node.switch_metrics_addr {
+            addresses.push(("switch metrics", metrics));
         }
         for (what, address) in addresses {
             // Binding and releasing leaves a small window, but it turns the common case (an
@@ -223,8 +244,8 @@ mod tests {
 
     #[test]
     fn plan_refuses_ports_past_65535() {
-        assert!(plan(65_334).unwrap_err().contains("above 65535"));
-        assert!(plan(65_333).is_ok());
+        assert!(plan(65_134).unwrap_err().contains("above 65535"));
+        assert!(plan(65_133).is_ok());
     }
 
     #[test]
@@ -235,7 +256,7 @@ mod tests {
             args.join(" "),
             "--id 3 --name witness --role witness --data-dir /tmp/d/witness \
              --api-listen 127.0.0.1:9003 --peer-listen 127.0.0.1:9103 \
-             --initial-cluster CLUSTER --log-format text --log-level info"
+             --metrics-listen 127.0.0.1:9303 --initial-cluster CLUSTER --log-format text --log-level info"
         );
     }
 
@@ -257,10 +278,14 @@ mod tests {
 
     #[test]
     fn switchd_gets_exactly_the_agreed_flags() {
-        let args = switchd_args("127.0.0.1:7201", Path::new("/d/unit-a/switch.journal"));
+        let args = switchd_args(
+            "127.0.0.1:7201",
+            "127.0.0.1:7401",
+            Path::new("/d/unit-a/switch.journal"),
+        );
         assert_eq!(
             args.join(" "),
-            "--listen 127.0.0.1:7201 --journal /d/unit-a/switch.journal \
+            "--listen 127.0.0.1:7201 --metrics-listen 127.0.0.1:7401 --journal /d/unit-a/switch.journal \
              --host-ports 1=rack1-srv01,2=rack1-srv02,3=rack1-srv03,4=rack1-srv04,\
              5=rack1-srv05,6=rack1-srv06 --eth-ports 2 --vfs-per-eth-port 32 --fc-ports 2 \
              --npiv-per-fc-port 32"
@@ -281,7 +306,9 @@ mod tests {
             role: "unit",
             api_addr: free(),
             peer_addr: free(),
+            metrics_addr: free(),
             switch_addr: Some(taken.clone()),
+            switch_metrics_addr: Some(free()),
         }];
         let error = check_ports_free(&nodes, 7000).unwrap_err().to_string();
         assert!(

@@ -66,14 +66,17 @@ impl Render for DemoView {
                 out.push_str(&format!("  switch {switch}"));
             }
             out.push_str(&format!(
-                "\n    vnetd  (pid {}) log: {}\n",
-                node.pid, node.log
+                "\n    vnetd  (pid {}) log: {}\n           metrics: http://{}/metrics\n",
+                node.pid, node.log, node.plan.metrics_addr
             ));
             if let Some(switch) = &node.switch {
                 out.push_str(&format!(
                     "    switch (pid {}) log: {}\n",
                     switch.pid, switch.log
                 ));
+                if let Some(metrics) = &node.plan.switch_metrics_addr {
+                    out.push_str(&format!("           metrics: http://{metrics}/metrics\n"));
+                }
             }
         }
         out.push_str(&format!("\nendpoints: {}\n", self.endpoints));
@@ -186,7 +189,21 @@ mod tests {
             endpoints: "127.0.0.1:7001".into(),
             data_dir: "/d".into(),
             profiles_presented: 6,
-            nodes: vec![],
+            nodes: crate::demo::plan::plan(7000)
+                .unwrap()
+                .into_iter()
+                .map(|plan| DemoNodeView {
+                    switch: plan.switch_addr.as_ref().map(|_| DemoSwitchView {
+                        log: "/d/switch.log".into(),
+                        journal: "/d/switch.journal".into(),
+                        pid: 20,
+                    }),
+                    plan,
+                    data_dir: "/d".into(),
+                    log: "/d/vnetd.log".into(),
+                    pid: 10,
+                })
+                .collect(),
             setup: Some("export VNET_ENDPOINTS=127.0.0.1:9001".into()),
             try_commands: try_commands(),
             planned_moves: planned_moves(),
@@ -215,6 +232,12 @@ mod tests {
             "vnetctl failover db-01 --to unit-a",
             "vnetctl failover --from unit-b",
             "failed_over on unit-b",
+            // Every vnetd's and every switch's metrics, to point Prometheus at.
+            "metrics: http://127.0.0.1:7301/metrics",
+            "metrics: http://127.0.0.1:7302/metrics",
+            "metrics: http://127.0.0.1:7303/metrics",
+            "metrics: http://127.0.0.1:7401/metrics",
+            "metrics: http://127.0.0.1:7402/metrics",
         ] {
             assert!(text.contains(command), "{command} missing from:\n{text}");
         }
