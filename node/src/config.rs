@@ -36,6 +36,32 @@ pub const LOG_KEPT_BEHIND_SNAPSHOT_ENTRIES: u64 = 1_000;
 /// Snapshot bytes sent per install-snapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
 
+// Server limits (invariant 8 and "Server limits" in ARCHITECTURE.md). Each default leaves a
+// two-core appliance able to keep leading while every limit is used up at once: a watcher that
+// reads nothing costs about 11 KiB (4,096 of them: ~45 MiB), and both ports' connections fit a
+// 4,096 open-file limit with room for the store.
+pub const DEFAULT_API_CONNECTIONS_MAX: usize = 1_024;
+/// Peers are at most `MEMBERS_MAX` nodes, each with one channel to every other; the rest is
+/// room for reconnects while old sockets close.
+pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = 128;
+pub const DEFAULT_STREAMS_PER_CONNECTION_MAX: u32 = 128;
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_WATCHERS_MAX: usize = 4_096;
+pub const DEFAULT_WATCH_BUFFER_EVENTS: usize = 64;
+pub const DEFAULT_WATCH_STALL_TIMEOUT_MS: u64 = 5_000;
+/// Upper bounds on what the server-limit keys accept: past these, a typo rather than a choice.
+pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+pub const STREAMS_PER_CONNECTION_LIMIT: u32 = 10_000;
+pub const WATCHERS_MAX_LIMIT: usize = 1_000_000;
+/// Margin of the server's own deadline past the node's request timeout, so that a request the
+/// node gives up on is answered with the node's own error rather than cut off.
+pub const REQUEST_DEADLINE_MARGIN_MS: u64 = 1_000;
+/// Election timeouts a leader transfer may take (replication wait plus campaign, each up to
+/// four), which the server deadline must leave room for.
+pub const TRANSFER_ELECTION_TIMEOUTS_MAX: u64 = 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoleArg {
@@ -173,6 +199,53 @@ pub struct Args {
     #[arg(long, env = "VNET_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
 
+    /// Concurrent connections the public API port accepts; past it a new connection is closed at
+    /// once and a line is logged. [default: 1024]
+    #[arg(long, env = "VNET_API_CONNECTIONS_MAX", value_name = "N")]
+    pub api_connections_max: Option<usize>,
+
+    /// Concurrent connections the peer port accepts. [default: 128]
+    #[arg(long, env = "VNET_PEER_CONNECTIONS_MAX", value_name = "N")]
+    pub peer_connections_max: Option<usize>,
+
+    /// HTTP/2 streams (concurrent calls) per connection, on both ports. [default: 128]
+    #[arg(long, env = "VNET_STREAMS_PER_CONNECTION_MAX", value_name = "N")]
+    pub streams_per_connection_max: Option<u32>,
+
+    /// How often the servers send an HTTP/2 PING on a connection. [default: 10000]
+    #[arg(long, env = "VNET_KEEPALIVE_INTERVAL_MS", value_name = "MS")]
+    pub keepalive_interval_ms: Option<u64>,
+
+    /// How long a PING may go unanswered before the connection is closed. [default: 10000]
+    #[arg(long, env = "VNET_KEEPALIVE_TIMEOUT_MS", value_name = "MS")]
+    pub keepalive_timeout_ms: Option<u64>,
+
+    /// A connection that sends nothing for this long (not even a PING answer) is closed. At
+    /// least twice keepalive_interval_ms. [default: 30000]
+    #[arg(long, env = "VNET_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// Every call on either port ends with DEADLINE_EXCEEDED after this long, whatever deadline
+    /// the client asked for. [default: the larger of request_timeout_ms + 1000 and ten
+    /// election_max_ms + 1000]
+    #[arg(long, env = "VNET_REQUEST_DEADLINE_MS", value_name = "MS")]
+    pub request_deadline_ms: Option<u64>,
+
+    /// Watch streams this node serves at once; past it Watch answers RESOURCE_EXHAUSTED.
+    /// [default: 4096]
+    #[arg(long, env = "VNET_WATCHERS_MAX", value_name = "N")]
+    pub watchers_max: Option<usize>,
+
+    /// Events buffered per watcher for a client that reads slower than changes come.
+    /// [default: 64]
+    #[arg(long, env = "VNET_WATCH_BUFFER_EVENTS", value_name = "N")]
+    pub watch_buffer_events: Option<usize>,
+
+    /// A watcher whose buffer stays full this long is cut off with OUT_OF_RANGE, naming the
+    /// revision to resume from. [default: 5000]
+    #[arg(long, env = "VNET_WATCH_STALL_TIMEOUT_MS", value_name = "MS")]
+    pub watch_stall_timeout_ms: Option<u64>,
+
     /// Log filter, e.g. `info` or `vnet_node=debug,openraft=warn`. [default: info]
     #[arg(long, env = "VNET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -232,6 +305,22 @@ impl LeaseTiming {
     }
 }
 
+/// What the servers accept (invariant 8 in ARCHITECTURE.md); see `connections` and
+/// `api::watch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub api_connections_max: usize,
+    pub peer_connections_max: usize,
+    pub streams_per_connection_max: u32,
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub request_deadline_ms: u64,
+    pub watchers_max: usize,
+    pub watch_buffer_events: usize,
+    pub watch_stall_timeout_ms: u64,
+}
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -255,6 +344,7 @@ pub struct Config {
     pub switch: Option<String>,
     pub unsafe_disable_fencing: bool,
     pub request_timeout_ms: u64,
+    pub limits: ServerLimits,
     pub log_level: String,
     pub log_format: LogFormat,
     /// The OTLP/gRPC collector to export traces to; `None`: no traces.
@@ -340,12 +430,29 @@ impl Args {
             failback_hold_down_ms: self.failback_hold_down_ms.or(file.failback_hold_down_ms),
             unsafe_disable_fencing: self.unsafe_disable_fencing || file.unsafe_disable_fencing,
             otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
+            api_connections_max: self.api_connections_max.or(file.api_connections_max),
+            peer_connections_max: self.peer_connections_max.or(file.peer_connections_max),
+            streams_per_connection_max: self
+                .streams_per_connection_max
+                .or(file.streams_per_connection_max),
+            keepalive_interval_ms: self.keepalive_interval_ms.or(file.keepalive_interval_ms),
+            keepalive_timeout_ms: self.keepalive_timeout_ms.or(file.keepalive_timeout_ms),
+            idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
+            request_deadline_ms: self.request_deadline_ms.or(file.request_deadline_ms),
+            watchers_max: self.watchers_max.or(file.watchers_max),
+            watch_buffer_events: self.watch_buffer_events.or(file.watch_buffer_events),
+            watch_stall_timeout_ms: self.watch_stall_timeout_ms.or(file.watch_stall_timeout_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
         }
     }
 
     fn validate(self) -> Result<Config, ConfigError> {
+        let limits = self.server_limits(
+            self.request_timeout_ms
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            self.election_max_ms.unwrap_or(DEFAULT_ELECTION_MAX_MS),
+        )?;
         let id = self.id.ok_or(ConfigError::Missing {
             key: "id",
             flag: "id",
@@ -526,9 +633,132 @@ impl Args {
             switch: self.switch,
             unsafe_disable_fencing: self.unsafe_disable_fencing,
             request_timeout_ms,
+            limits,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             otlp_endpoint: self.otlp_endpoint,
+        })
+    }
+}
+
+impl Args {
+    fn server_limits(
+        &self,
+        request_timeout_ms: u64,
+        election_max_ms: u64,
+    ) -> Result<ServerLimits, ConfigError> {
+        fn within<T: PartialOrd + std::fmt::Display + Copy>(
+            key: &'static str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<T, ConfigError> {
+            if value < min || value > max {
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    format!("must be in {min}..={max}"),
+                ));
+            }
+            Ok(value)
+        }
+        let limits = ServerLimits {
+            api_connections_max: within(
+                "api_connections_max",
+                self.api_connections_max
+                    .unwrap_or(DEFAULT_API_CONNECTIONS_MAX),
+                1,
+                CONNECTIONS_MAX_LIMIT,
+            )?,
+            peer_connections_max: within(
+                "peer_connections_max",
+                self.peer_connections_max
+                    .unwrap_or(DEFAULT_PEER_CONNECTIONS_MAX),
+                1,
+                CONNECTIONS_MAX_LIMIT,
+            )?,
+            streams_per_connection_max: within(
+                "streams_per_connection_max",
+                self.streams_per_connection_max
+                    .unwrap_or(DEFAULT_STREAMS_PER_CONNECTION_MAX),
+                1,
+                STREAMS_PER_CONNECTION_LIMIT,
+            )?,
+            keepalive_interval_ms: within(
+                "keepalive_interval_ms",
+                self.keepalive_interval_ms
+                    .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL_MS),
+                100,
+                3_600_000,
+            )?,
+            keepalive_timeout_ms: within(
+                "keepalive_timeout_ms",
+                self.keepalive_timeout_ms
+                    .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT_MS),
+                100,
+                3_600_000,
+            )?,
+            idle_timeout_ms: within(
+                "idle_timeout_ms",
+                self.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+                200,
+                86_400_000,
+            )?,
+            request_deadline_ms: 0,
+            watchers_max: within(
+                "watchers_max",
+                self.watchers_max.unwrap_or(DEFAULT_WATCHERS_MAX),
+                0,
+                WATCHERS_MAX_LIMIT,
+            )?,
+            watch_buffer_events: within(
+                "watch_buffer_events",
+                self.watch_buffer_events
+                    .unwrap_or(DEFAULT_WATCH_BUFFER_EVENTS),
+                1,
+                vnet_model::limits::EVENT_HISTORY_MAX,
+            )?,
+            watch_stall_timeout_ms: within(
+                "watch_stall_timeout_ms",
+                self.watch_stall_timeout_ms
+                    .unwrap_or(DEFAULT_WATCH_STALL_TIMEOUT_MS),
+                10,
+                3_600_000,
+            )?,
+        };
+        // A live client answers each PING at once, so it sends something at least once per
+        // keepalive interval; twice that leaves room for a slow answer before it counts as idle.
+        if limits.idle_timeout_ms < 2 * limits.keepalive_interval_ms {
+            return Err(invalid(
+                "idle_timeout_ms",
+                limits.idle_timeout_ms.to_string(),
+                format!(
+                    "must be at least twice keepalive_interval_ms ({}), or live clients that \
+                     only answer PINGs are cut off as idle",
+                    limits.keepalive_interval_ms
+                ),
+            ));
+        }
+        // The server's deadline must not cut off what the node itself still waits for: a
+        // request (request_timeout_ms) or a leader transfer (up to ten election timeouts).
+        let deadline_min = request_timeout_ms
+            .max(election_max_ms.saturating_mul(TRANSFER_ELECTION_TIMEOUTS_MAX))
+            .saturating_add(REQUEST_DEADLINE_MARGIN_MS);
+        let request_deadline_ms = self.request_deadline_ms.unwrap_or(deadline_min);
+        if request_deadline_ms < deadline_min || request_deadline_ms > 3_600_000 {
+            return Err(invalid(
+                "request_deadline_ms",
+                request_deadline_ms.to_string(),
+                format!(
+                    "must be in {deadline_min}..=3600000: at least request_timeout_ms \
+                     ({request_timeout_ms}) and ten election_max_ms ({election_max_ms}), plus \
+                     {REQUEST_DEADLINE_MARGIN_MS}"
+                ),
+            ));
+        }
+        Ok(ServerLimits {
+            request_deadline_ms,
+            ..limits
         })
     }
 }
@@ -715,6 +945,79 @@ mod tests {
             .resolve()
             .expect_err("a lease shorter than four heartbeats");
         assert!(err.to_string().contains("lease_ttl_ms"), "{err}");
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_are_checked() {
+        let limits = base().resolve().expect("valid").limits;
+        assert_eq!(limits.api_connections_max, DEFAULT_API_CONNECTIONS_MAX);
+        assert_eq!(limits.watchers_max, DEFAULT_WATCHERS_MAX);
+        assert_eq!(
+            limits.request_deadline_ms,
+            DEFAULT_REQUEST_TIMEOUT_MS.max(10 * DEFAULT_ELECTION_MAX_MS) + 1_000
+        );
+        let cases: Vec<(Args, &str)> = vec![
+            (
+                Args {
+                    api_connections_max: Some(0),
+                    ..base()
+                },
+                "api_connections_max",
+            ),
+            (
+                Args {
+                    peer_connections_max: Some(CONNECTIONS_MAX_LIMIT + 1),
+                    ..base()
+                },
+                "peer_connections_max",
+            ),
+            (
+                Args {
+                    streams_per_connection_max: Some(0),
+                    ..base()
+                },
+                "streams_per_connection_max",
+            ),
+            (
+                Args {
+                    keepalive_interval_ms: Some(20_000),
+                    ..base()
+                },
+                "idle_timeout_ms",
+            ),
+            (
+                Args {
+                    keepalive_timeout_ms: Some(5),
+                    ..base()
+                },
+                "keepalive_timeout_ms",
+            ),
+            (
+                Args {
+                    watch_buffer_events: Some(0),
+                    ..base()
+                },
+                "watch_buffer_events",
+            ),
+            (
+                Args {
+                    watch_buffer_events: Some(vnet_model::limits::EVENT_HISTORY_MAX + 1),
+                    ..base()
+                },
+                "watch_buffer_events",
+            ),
+            (
+                Args {
+                    request_deadline_ms: Some(DEFAULT_REQUEST_TIMEOUT_MS),
+                    ..base()
+                },
+                "request_deadline_ms",
+            ),
+        ];
+        for (args, key) in cases {
+            let err = args.resolve().expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

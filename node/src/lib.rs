@@ -4,6 +4,7 @@
 //!
 //! How the modules fit:
 //! - [`config`]: flags, `VNET_*` variables and the TOML file, merged and validated.
+//! - [`connections`]: what each server port accepts: a connection cap and an idle timeout.
 //! - [`node`]: the Raft instance and the request paths to the leader (forwarding, read
 //!   barriers, membership, leader transfer, bootstrap).
 //! - [`agent`]: a unit's fabric agent: lease renewal and switch reconciliation.
@@ -27,6 +28,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod connections;
 pub mod controller;
 pub mod convert;
 pub mod error;
@@ -107,6 +109,36 @@ pub async fn run(
         Some(addr) => addr.clone(),
         None => listeners.api.local_addr()?.to_string(),
     };
+    let limits = config.limits.clone();
+    let open_files = connections::raise_open_file_limit(
+        limits.api_connections_max,
+        limits.peer_connections_max,
+    )?;
+    tracing::debug!(open_files, "open-file limit");
+    let port_limits =
+        |port: &'static str, max_key: &'static str, max: usize| connections::PortLimits {
+            port,
+            max_key,
+            max,
+            idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
+        };
+    let api_incoming = connections::limited_incoming(
+        listeners.api,
+        port_limits("api", "api_connections_max", limits.api_connections_max),
+    );
+    let peer_incoming = connections::limited_incoming(
+        listeners.peer,
+        port_limits("peer", "peer_connections_max", limits.peer_connections_max),
+    );
+    // Both servers: a bounded number of calls per connection, PINGs that keep live connections
+    // busy (see `connections`), and a deadline on every call whatever the client asked for.
+    let server = || {
+        Server::builder()
+            .timeout(Duration::from_millis(limits.request_deadline_ms))
+            .max_concurrent_streams(limits.streams_per_connection_max)
+            .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
+            .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let node_metrics = NodeMetrics::register(&mut registry);
     let node = Node::start(Arc::new(config), node_metrics.clone()).await?;
@@ -116,7 +148,7 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let peer_server = Server::builder()
+    let peer_server = server()
         .layer(GrpcMetricsLayer::new(
             node_metrics.grpc.clone(),
             NodeMetrics::peer_methods(),
@@ -126,18 +158,16 @@ pub async fn run(
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(
-            fabric_agent::transport::nodelay_incoming(listeners.peer),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));
     let api = api::Api {
         node: node.clone(),
         stopping: stop_rx.clone(),
+        watchers: Arc::new(tokio::sync::Semaphore::new(limits.watchers_max)),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // The reporter starts out SERVING; nothing is known yet.
     health::set_all(&health_reporter, tonic_health::ServingStatus::NotServing).await;
-    let api_server = Server::builder()
+    let api_server = server()
         .trace_fn(|request| {
             let span = tracing::info_span!(
                 "grpc",
@@ -164,10 +194,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .serve_with_incoming_shutdown(
-            fabric_agent::transport::nodelay_incoming(listeners.api),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(api_incoming, stopped(stop_rx.clone()));
     let peer_task = tokio::spawn(peer_server);
     let api_task = tokio::spawn(api_server);
     let leader_changes = tokio::spawn(count_leader_changes(node.clone()));

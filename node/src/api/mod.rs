@@ -72,10 +72,12 @@ pub fn consistency(field: &str, value: i32) -> Result<Consistency, ApiError> {
     }
 }
 
-/// Shared by every service: the node they serve, and a signal that the node is stopping (so
-/// long-lived watch streams end and let the server shut down).
+/// Shared by every service: the node they serve, a signal that the node is stopping (so
+/// long-lived watch streams end and let the server shut down), and the node's watcher slots
+/// (`watchers_max`).
 #[derive(Clone)]
 pub struct Api {
     pub node: Node,
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
 }
