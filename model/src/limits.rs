@@ -43,3 +43,14 @@ pub const ACTOR_LEN_MAX: usize = 255;
 
 /// Characters of an offending value that an error message echoes before cutting it short.
 pub const VALUE_SHOWN_LEN_MAX: usize = 80;
+
+/// Bytes of one log entry's command (a `Request`: actor and command) in the log's JSON encoding;
+/// the leader refuses a larger one before proposing it, as etcd's `--max-request-bytes` (1.5 MiB
+/// by default) does. A client's command is bounded field by field (names, counts, the actor), so
+/// the largest is about 5 KB; the largest the system builds is a placement batch or failover
+/// moving every one of `PROFILES_MAX` profiles with names and reason at their limits, about
+/// 2.4 MB (`model/tests/limits.rs` builds both and checks they fit). 4 MiB is the next power of two
+/// above that, so no command the model accepts is ever refused by size; the bound is the backstop
+/// that keeps a field without its own bound (or a bug) from putting an entry in the log that
+/// followers cannot take in within an AppendEntries timeout (ARCHITECTURE.md, "Limits").
+pub const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;

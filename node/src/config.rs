@@ -35,6 +35,15 @@ pub const HOST_PORTS_MAX: u8 = 30;
 pub const LOG_KEPT_BEHIND_SNAPSHOT_ENTRIES: u64 = 1_000;
 /// Snapshot bytes sent per install-snapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+/// How long one install-snapshot chunk may take to be sent and written by the follower.
+/// openraft's default, 200 ms, is about what a 1 MiB chunk needs at 50 Mb/s with nothing left
+/// for the disk, and a chunk that misses it is sent again from its start; a second carries a
+/// chunk over a 10 Mb/s link. A longer timeout only delays noticing a follower that died
+/// mid-snapshot, which the next chunk's connection error shows anyway.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 1_000;
+/// Entries per AppendEntries at most (openraft's default, made explicit); the byte budget,
+/// `peer::client::APPEND_BATCH_BYTES_MAX`, usually binds first.
+pub const APPEND_ENTRIES_MAX: u64 = 300;
 
 // Server limits (invariant 8 and "Server limits" in ARCHITECTURE.md). Each default leaves a
 // two-core appliance able to keep leading while every limit is used up at once: a watcher that
@@ -282,6 +291,8 @@ impl RaftTiming {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT_ENTRIES,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES_MAX,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+            max_payload_entries: APPEND_ENTRIES_MAX,
             ..Default::default()
         }
         .validate()

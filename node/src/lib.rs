@@ -187,10 +187,26 @@ pub async fn run(
             node_metrics.grpc.clone(),
             NodeMetrics::public_methods(),
         ))
-        .add_service(ProfileServiceServer::new(api.clone()))
-        .add_service(PoolServiceServer::new(api.clone()))
-        .add_service(ClusterServiceServer::new(api.clone()))
-        .add_service(WatchServiceServer::new(api))
+        .add_service(
+            ProfileServiceServer::new(api.clone())
+                .max_decoding_message_size(api::PUBLIC_REQUEST_BYTES_MAX)
+                .max_encoding_message_size(api::PUBLIC_RESPONSE_BYTES_MAX),
+        )
+        .add_service(
+            PoolServiceServer::new(api.clone())
+                .max_decoding_message_size(api::PUBLIC_REQUEST_BYTES_MAX)
+                .max_encoding_message_size(api::PUBLIC_RESPONSE_BYTES_MAX),
+        )
+        .add_service(
+            ClusterServiceServer::new(api.clone())
+                .max_decoding_message_size(api::PUBLIC_REQUEST_BYTES_MAX)
+                .max_encoding_message_size(api::PUBLIC_RESPONSE_BYTES_MAX),
+        )
+        .add_service(
+            WatchServiceServer::new(api)
+                .max_decoding_message_size(api::PUBLIC_REQUEST_BYTES_MAX)
+                .max_encoding_message_size(api::PUBLIC_RESPONSE_BYTES_MAX),
+        )
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

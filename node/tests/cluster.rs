@@ -299,8 +299,103 @@ async fn an_out_of_range_election_control_is_refused() {
     cluster.stop_all().await;
 }
 
-/// The lease RPCs of the peer port against hostile input: a renewal for a megabyte of control
-/// characters, a malformed payload and a witness are refused with clear answers, and a lease
+/// A hold as long as a peer may ask (`PEER_DURATION_MS_MAX`, ten minutes) on every voter but the
+/// leader, and then the leader gone: the voters stand again after at most
+/// `ELECTION_CONTROL_TIMEOUTS_MAX` election timeouts and elect a new leader, instead of staying
+/// silent for the whole hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_election_hold_does_not_outlive_its_bound() {
+    use vnet_node::peer::{encode, ElectionControl, PEER_DURATION_MS_MAX};
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    for node in cluster.nodes.iter().filter(|n| n.id != leader) {
+        let mut peer = RaftPeerClient::connect(format!("http://{}", node.peer_addr))
+            .await
+            .expect("connect to the peer API");
+        peer.trigger_election(encode(&ElectionControl::Hold {
+            duration_ms: PEER_DURATION_MS_MAX,
+        }))
+        .await
+        .expect("a hold within PEER_DURATION_MS_MAX is accepted");
+    }
+    let stopped = std::time::Instant::now();
+    cluster.node_mut(leader).stop().await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    println!(
+        "new leader {new_leader} {} ms after the old one stopped, under a {PEER_DURATION_MS_MAX} \
+         ms hold",
+        stopped.elapsed().as_millis()
+    );
+    cluster.stop_all().await;
+}
+
+/// A write forwarded over the peer port skips the public edge, so the leader checks its size
+/// itself: a command whose log entry would pass `ENTRY_BYTES_MAX` is refused before it is
+/// proposed, naming the size, and a peer message past `PEER_MESSAGE_BYTES_MAX` is refused by the
+/// port. Writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_refuses_an_entry_past_the_size_limit() {
+    use vnet_model::limits::ENTRY_BYTES_MAX;
+    use vnet_model::{Command, Request};
+    use vnet_node::error::ApiError;
+    use vnet_node::peer::client::PEER_MESSAGE_BYTES_MAX;
+    use vnet_node::peer::{decode, encode, encoded_len, LeaderRequest, LeaderResult};
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(leader).peer_addr))
+        .await
+        .expect("connect to the peer API")
+        .max_encoding_message_size(usize::MAX);
+    // JSON writes U+0001 as six bytes: 750,000 of them make an entry of about 4.5 MB, past
+    // ENTRY_BYTES_MAX but within the peer port's message limit.
+    let oversize = |chars: usize| {
+        LeaderRequest::Write(Request {
+            actor: "peer".into(),
+            command: Command::DeleteProfile {
+                name: "\u{1}".repeat(chars),
+                expected_revision: None,
+            },
+            trace: None,
+        })
+    };
+    let request = oversize(750_000);
+    let message = encode(&request);
+    assert!(encoded_len(&request) > ENTRY_BYTES_MAX);
+    assert!(message.payload.len() < PEER_MESSAGE_BYTES_MAX);
+    let reply = peer.forward(message).await.expect("answered");
+    let result: LeaderResult = decode(reply.get_ref(), "forward reply").expect("decodes");
+    match result {
+        Err(refused @ ApiError::Rejected(_)) => {
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+            let text = refused.to_string();
+            assert!(
+                text.contains("request") && text.contains("for one log entry"),
+                "{text}"
+            );
+        }
+        other => panic!("expected the size refusal, got {other:?}"),
+    }
+
+    let status = peer
+        .forward(encode(&oversize(1_000_000)))
+        .await
+        .expect_err("a message past PEER_MESSAGE_BYTES_MAX");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    let created = create(cluster.node(leader), sample_profile("web-01", 1))
+        .await
+        .expect("a write after the refusals");
+    assert_eq!(created.name, "web-01");
+    cluster.stop_all().await;
+}
+
+/// The lease RPCs of the peer port against hostile input: a renewal for half a million control
+/// characters (3 MB of JSON, within the peer port's message limit), a malformed payload and a witness are refused with clear answers, and a lease
 /// report speaks for the node asked. The node keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_lease_requests_are_refused_and_the_node_keeps_serving() {
@@ -316,12 +411,12 @@ async fn hostile_lease_requests_are_refused_and_the_node_keeps_serving() {
         .await
         .expect("connect to the peer API");
     let huge = LeaseRenewal {
-        unit: "\u{1}".repeat(1_000_000),
+        unit: "\u{1}".repeat(500_000),
     };
     let status = peer
         .grant_lease(encode(&huge))
         .await
-        .expect_err("a megabyte name");
+        .expect_err("a huge name");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(
         status.message().len() < 1_000,

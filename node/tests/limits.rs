@@ -78,3 +78,115 @@ async fn a_four_million_character_name_is_refused_at_the_edge_and_writes_go_on()
     );
     cluster.assert_alive();
 }
+
+/// A profile with every name at `NAME_LEN_MAX` and the most vNICs and vHBAs, identities given
+/// (distinct for each `n`), so its log entry is about as large as a client's can be (~5 KB).
+fn largest_profile(n: u16) -> pb::Profile {
+    use vnet_model::limits::{NAME_LEN_MAX, VHBAS_PER_PROFILE_MAX, VNICS_PER_PROFILE_MAX};
+    let long = |tag: &str| {
+        let head = format!("{tag}-{n}-");
+        format!("{head}{}", "x".repeat(NAME_LEN_MAX - head.len()))
+    };
+    let [hi, lo] = n.to_be_bytes();
+    pb::Profile {
+        name: long("p"),
+        server: long("s"),
+        vnics: (0..VNICS_PER_PROFILE_MAX)
+            .map(|i| pb::Vnic {
+                name: long(&format!("eth{i}")),
+                mac: format!("02:aa:{hi:02x}:{lo:02x}:00:{i:02x}"),
+                network: long(&format!("net{i}")),
+                vlan: 4094,
+                pool: None,
+            })
+            .collect(),
+        vhbas: (0..VHBAS_PER_PROFILE_MAX)
+            .map(|i| pb::Vhba {
+                name: long(&format!("fc{i}")),
+                wwpn: format!("20:00:{hi:02x}:{lo:02x}:00:00:01:{i:02x}"),
+                wwnn: format!("20:00:{hi:02x}:{lo:02x}:00:00:02:{i:02x}"),
+                fabric: long(&format!("fab{i}")),
+                pool: None,
+            })
+            .collect(),
+        preferred_unit: None,
+        failback: pb::FailbackPolicy::Manual as i32,
+        revision: 0,
+        created_revision: 0,
+    }
+}
+
+/// A follower that missed 600 writes of the largest entries a client can make (about 3 MB of
+/// log) catches up: the leader sends the backlog in AppendEntries of at most
+/// `APPEND_BATCH_BYTES_MAX`, each of which fits openraft's AppendEntries timeout (the heartbeat
+/// interval), instead of 300-entry batches that time out and are sent again from the same place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_on_large_entries_catches_up() {
+    const WRITES: u16 = 600;
+    common::init_test_logging();
+    let mut cluster = Cluster::start();
+    let leader = cluster.leader().await;
+    let behind = cluster
+        .procs
+        .iter()
+        .find(|p| p.id != leader)
+        .expect("a follower")
+        .id;
+    cluster.proc_mut(behind).sigkill();
+
+    let channel = cluster.proc(leader).channel();
+    let mut writers = tokio::task::JoinSet::new();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    for _ in 0..16 {
+        let mut profiles = ProfileServiceClient::new(channel.clone());
+        let next = next.clone();
+        writers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= WRITES {
+                    return;
+                }
+                profiles
+                    .create_profile(pb::CreateProfileRequest {
+                        profile: Some(largest_profile(n)),
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("create {n}: {e:?}"));
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+
+    let restarted = std::time::Instant::now();
+    cluster.proc_mut(behind).start();
+    let mut follower = ProfileServiceClient::new(cluster.proc(behind).channel());
+    let last = largest_profile(WRITES - 1).name;
+    common::wait_for("the restarted follower has applied the last write", || {
+        let mut follower = follower.clone();
+        let last = last.clone();
+        async move {
+            follower
+                .get_profile(pb::GetProfileRequest {
+                    name: last,
+                    consistency: pb::ReadConsistency::Local as i32,
+                })
+                .await
+                .ok()
+        }
+    })
+    .await;
+    println!(
+        "follower caught up on {WRITES} writes of {} wire bytes each in {} ms",
+        prost::Message::encoded_len(&largest_profile(0)),
+        restarted.elapsed().as_millis()
+    );
+    follower
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(sample_profile("after", 1)),
+        })
+        .await
+        .expect("a write through the caught-up follower");
+    cluster.assert_alive();
+}

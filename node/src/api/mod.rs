@@ -16,6 +16,18 @@ use vnet_model::limits::ACTOR_LEN_MAX;
 use crate::error::ApiError;
 use crate::node::{Consistency, Node};
 
+/// Largest request the public port decodes. A valid request is at most a few kilobytes (a
+/// profile with every field at its limit); the rest is refused field by field at the edge with
+/// `INVALID_ARGUMENT` naming the field. The bound stays at gRPC's usual 4 MiB so that an over-long
+/// value (a name, a page token) meets that named refusal rather than a bare transport error, and
+/// so a request cannot carry more than one log entry's worth (`ENTRY_BYTES_MAX`) anyway.
+pub const PUBLIC_REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest response the public port encodes: a `ListProfiles` page of `LIST_PAGE_SIZE_MAX`
+/// profiles with every field at its limit is 3.97 MB (tested in `profiles.rs`), and a status
+/// of `PROFILES_MAX` placements is smaller; twice the page leaves room without being unbounded.
+pub const PUBLIC_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// Metadata key a client may set to say who it is; recorded with each change it makes. At most
 /// `vnet_model::limits::ACTOR_LEN_MAX` characters, the bound the model applies to every actor.
 pub const ACTOR_HEADER: &str = "x-vnet-actor";

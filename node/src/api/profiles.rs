@@ -155,3 +155,52 @@ impl ProfileService for Api {
         Ok(Response::new(pb::DeleteProfileResponse { revision }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use vnet_model::limits::{NAME_LEN_MAX, VHBAS_PER_PROFILE_MAX, VNICS_PER_PROFILE_MAX};
+
+    use super::*;
+    use crate::api::PUBLIC_RESPONSE_BYTES_MAX;
+
+    /// The largest page the server can send fits the public port's response bound.
+    #[test]
+    fn a_full_page_of_the_largest_profiles_fits_a_response() {
+        let name = || "n".repeat(NAME_LEN_MAX);
+        let profile = pb::Profile {
+            name: name(),
+            server: name(),
+            vnics: (0..VNICS_PER_PROFILE_MAX)
+                .map(|_| pb::Vnic {
+                    name: name(),
+                    mac: "02:00:00:00:00:01".into(),
+                    network: name(),
+                    vlan: 4094,
+                    pool: Some(name()),
+                })
+                .collect(),
+            vhbas: (0..VHBAS_PER_PROFILE_MAX)
+                .map(|_| pb::Vhba {
+                    name: name(),
+                    wwpn: "20:00:00:00:00:00:00:01".into(),
+                    wwnn: "20:00:00:00:00:00:00:02".into(),
+                    fabric: name(),
+                    pool: Some(name()),
+                })
+                .collect(),
+            preferred_unit: Some(name()),
+            failback: pb::FailbackPolicy::Manual as i32,
+            revision: u64::MAX,
+            created_revision: u64::MAX,
+        };
+        let page = pb::ListProfilesResponse {
+            profiles: vec![profile; LIST_PAGE_SIZE_MAX as usize],
+            next_page_token: format!("{PAGE_TOKEN_PREFIX}{}", name()),
+            revision: u64::MAX,
+        };
+        let size = page.encoded_len();
+        println!("largest page: {size} bytes (limit {PUBLIC_RESPONSE_BYTES_MAX})");
+        assert!(size <= PUBLIC_RESPONSE_BYTES_MAX);
+    }
+}

@@ -309,13 +309,27 @@ impl Node {
     pub fn election_control(&self, control: ElectionControl) {
         // The peer service refused anything longer already; this only keeps a caller that skipped
         // that check from arithmetic that could overflow.
-        let duration = match control.duration() {
+        let requested = match control.duration() {
             Ok(duration) => duration,
             Err(refused) => {
                 tracing::warn!(%refused, "ignoring an election control");
                 return;
             }
         };
+        let longest = Duration::from_millis(
+            self.config()
+                .raft
+                .election_max_ms
+                .saturating_mul(crate::peer::ELECTION_CONTROL_TIMEOUTS_MAX),
+        );
+        if requested > longest {
+            tracing::info!(
+                requested_ms = requested.as_millis() as u64,
+                granted_ms = longest.as_millis() as u64,
+                "shortening an election control to ELECTION_CONTROL_TIMEOUTS_MAX election timeouts"
+            );
+        }
+        let duration = requested.min(longest);
         let raft = self.raft().clone();
         let id = self.id();
         match control {

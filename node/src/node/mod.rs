@@ -374,6 +374,10 @@ impl Node {
         request: LeaderRequest,
         budget: Duration,
     ) -> Result<LeaderReply, ApiError> {
+        if let LeaderRequest::Write(write) = &request {
+            // Refused here too, so an oversize request is not shipped to the leader first.
+            crate::peer::check_entry_size(write)?;
+        }
         let deadline = Instant::now() + budget;
         let mut metrics = self.raft().metrics();
         let mut last_reason = String::from("no leader is known yet");
@@ -456,6 +460,9 @@ impl Node {
                     .trace
                     .filter(|t| crate::telemetry::is_traceparent(t))
                     .or_else(crate::telemetry::current_traceparent);
+                // Whoever sent it (a client here, a peer's forward, the controller), nothing
+                // larger than an entry may be proposed (ARCHITECTURE.md, "Limits").
+                crate::peer::check_entry_size(&request)?;
                 // Count ourselves in before the second look at the flag: a transfer that sets it
                 // either sees this write in flight and waits, or this write sees the flag.
                 self.inner.writes_in_flight.fetch_add(1, SeqCst);
