@@ -126,6 +126,10 @@ pub enum Command {
     /// that is cut off from the leader: vnetctl status --local --endpoints 127.0.0.1:7003
     Status,
 
+    /// Ask every endpoint on its own: is it healthy, and what does it see.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+
     /// List, add, promote and remove cluster members.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -223,6 +227,29 @@ pub enum Command {
     /// profiles created for them. Every profile created is deleted at the end, also after
     /// Ctrl-C. Prints ops/s and p50/p99/max latency per concurrency level.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// The standard gRPC health check of every endpoint, all at once.
+    ///
+    /// Example: vnetctl endpoint health --endpoints 10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001
+    ///
+    /// An endpoint is healthy when its node knows a leader and has applied up to it (the
+    /// grpc.health.v1 service reports SERVING; grpc_health_probe sees the same). Prints one row
+    /// per endpoint with the time the check took and, when not healthy, why. Exits 1 if any
+    /// endpoint is unhealthy or does not answer within --timeout.
+    #[command(verbatim_doc_comment)]
+    Health,
+    /// Each endpoint's own view: id, name, version, data directory size, leader, term, commit
+    /// and applied index, revision.
+    ///
+    /// Example: vnetctl endpoint status -o json
+    ///
+    /// Read locally on each node (not through the leader), so it works without a quorum and
+    /// shows how far each node lags. Exits 1 if any endpoint does not answer within --timeout.
+    #[command(verbatim_doc_comment)]
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

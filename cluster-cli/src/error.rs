@@ -4,8 +4,9 @@ use std::fmt;
 
 /// The request was carried out (or the command ran to its end).
 pub const EXIT_OK: u8 = 0;
-/// A server answered with an error status (its code and message are printed), or a wait for
-/// the cluster to reach a state (`drain --wait`) gave up at its deadline.
+/// A server answered with an error status (its code and message are printed), a wait for the
+/// cluster to reach a state (`drain --wait`) gave up at its deadline, or `endpoint health` /
+/// `endpoint status` found an endpoint unhealthy or unreachable.
 pub const EXIT_REJECTED: u8 = 1;
 /// The command line (or a `--file` given on it) is invalid; nothing was sent.
 pub const EXIT_USAGE: u8 = 2;
@@ -39,6 +40,9 @@ pub enum CliError {
     /// The cluster answered, but did not reach the state waited for (`drain --wait`) before the
     /// deadline. The message says what is still missing.
     Timeout(String),
+    /// Some endpoints answered `endpoint health` or `endpoint status` as unhealthy or not at
+    /// all; the table printed on stdout says which. The message counts them.
+    Unhealthy(String),
 }
 
 impl CliError {
@@ -52,7 +56,7 @@ impl CliError {
             CliError::Rejected { .. } => EXIT_REJECTED,
             CliError::Unreachable { .. } => EXIT_UNREACHABLE,
             CliError::Local(_) => EXIT_LOCAL,
-            CliError::Timeout(_) => EXIT_REJECTED,
+            CliError::Timeout(_) | CliError::Unhealthy(_) => EXIT_REJECTED,
         }
     }
 
@@ -78,6 +82,7 @@ impl CliError {
             CliError::Unreachable { .. } => ("unreachable", None, self.to_string()),
             CliError::Local(error) => ("local", None, format!("{error:#}")),
             CliError::Timeout(message) => ("timeout", None, message.clone()),
+            CliError::Unhealthy(message) => ("unhealthy", None, message.clone()),
         };
         let mut error = serde_json::json!({ "kind": kind, "message": message });
         if let Some(code) = code {
@@ -107,7 +112,7 @@ impl fmt::Display for CliError {
                 Ok(())
             }
             CliError::Local(error) => write!(f, "{error:#}"),
-            CliError::Timeout(message) => write!(f, "{message}"),
+            CliError::Timeout(message) | CliError::Unhealthy(message) => write!(f, "{message}"),
         }
     }
 }

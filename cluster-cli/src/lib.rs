@@ -5,7 +5,8 @@
 //! - [`cli`]: the command line (clap), with the help texts, exit codes and JSON shapes.
 //! - [`run`] dispatches a parsed command to its module: [`cluster`] (status, members, leader),
 //!   [`placement`] (drain, undrain, failover), [`profile`], [`pool`], [`watch`], [`demo`] (a
-//!   local three-node cluster with simulated switches) and [`bench`].
+//!   local three-node cluster with simulated switches), [`bench`] and [`endpoint`] (each
+//!   endpoint asked on its own).
 //! - [`session`] opens gRPC channels; [`failover`] decides which endpoint a request goes to
 //!   and when to try the next one (pure policy, tested without a server).
 //! - [`spec`] parses and checks what the operator typed (endpoints, `--vnic`/`--vhba` specs,
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod demo;
+pub mod endpoint;
 pub mod error;
 pub mod failover;
 pub mod output;
@@ -57,6 +59,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Demo(args) = cli.command {
         return demo::run(&context, args, cli.timeout).await;
     }
+    if let Command::Endpoint(command) = cli.command {
+        return endpoint::run(&context, &cli.endpoints, cli.timeout, command).await;
+    }
     let mut session = session::open(&cli.endpoints, cli.timeout);
     match cli.command {
         Command::Status => cluster::status(&mut session, &context).await,
@@ -69,7 +74,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pool(command) => pool::run(&mut session, &context, command).await,
         Command::Watch(args) => watch::run(&mut session, &context, args).await,
         Command::Bench(args) => bench::run(session, &context, args).await,
-        Command::Demo(_) => unreachable!("handled above, before a session is opened"),
+        Command::Demo(_) | Command::Endpoint(_) => {
+            unreachable!("handled above, before a session is opened")
+        }
     }
 }
 

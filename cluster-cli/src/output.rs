@@ -720,6 +720,8 @@ mod tests {
             applied_index: 39,
             revision: 39,
             responder_id: 2,
+            version: "0.1.0".into(),
+            data_dir_bytes: 4096,
             members: vec![pb::Member {
                 id: 3,
                 name: "witness".into(),

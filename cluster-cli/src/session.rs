@@ -13,6 +13,13 @@ pub struct GrpcConnector {
     connect_timeout: Duration,
 }
 
+impl GrpcConnector {
+    /// Connections that give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        GrpcConnector { connect_timeout }
+    }
+}
+
 impl Connector for GrpcConnector {
     type Conn = Channel;
 
@@ -36,13 +43,7 @@ impl Connector for GrpcConnector {
 pub type Session = Failover<GrpcConnector>;
 
 pub fn open(endpoints: &Endpoints, timeout: Duration) -> Session {
-    Failover::new(
-        GrpcConnector {
-            connect_timeout: timeout,
-        },
-        endpoints.0.clone(),
-        timeout,
-    )
+    Failover::new(GrpcConnector::new(timeout), endpoints.0.clone(), timeout)
 }
 
 /// An error and its causes on one line: tonic's own message is only "transport error", and the

@@ -240,3 +240,70 @@ async fn update_by_flags_keeps_the_mac_and_is_conditional_on_what_it_read() {
     assert_eq!(stale.status.code(), Some(1));
     assert!(stderr(&stale).contains("ABORTED"), "{}", stderr(&stale));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_commands_ask_every_endpoint_and_fail_if_any_is_unwell() {
+    let state = Arc::new(Mutex::new(State::default()));
+    let healthy = serve(node(&state)).await.to_string();
+    let unavailable = serve(FakeNode {
+        unavailable: true,
+        ..node(&state)
+    })
+    .await
+    .to_string();
+    let dead = dead_address();
+    let all = format!("{healthy},{unavailable},{dead}");
+
+    let health = vnetctl(&all, &["-o", "json", "endpoint", "health"]).await;
+    assert_eq!(health.status.code(), Some(1), "{}", stderr(&health));
+    let rows: serde_json::Value = serde_json::from_slice(&health.stdout).expect("JSON");
+    let rows = rows["endpoints"].as_array().expect("endpoints").clone();
+    let healthy_of = |endpoint: &str| {
+        rows.iter()
+            .find(|r| r["endpoint"] == endpoint)
+            .unwrap_or_else(|| panic!("no row for {endpoint}: {rows:?}"))["healthy"]
+            .clone()
+    };
+    assert_eq!(healthy_of(&healthy), true);
+    assert_eq!(healthy_of(&unavailable), false);
+    assert_eq!(healthy_of(&dead), false);
+    assert!(
+        stderr(&health).contains("2 of 3 endpoint(s) unhealthy"),
+        "{}",
+        stderr(&health)
+    );
+
+    let only_healthy = vnetctl(&healthy, &["endpoint", "health"]).await;
+    assert_eq!(
+        only_healthy.status.code(),
+        Some(0),
+        "{}",
+        stderr(&only_healthy)
+    );
+
+    let status = vnetctl(&all, &["-o", "json", "endpoint", "status"]).await;
+    assert_eq!(status.status.code(), Some(1), "{}", stderr(&status));
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let rows = rows["endpoints"].as_array().expect("endpoints");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0]["endpoint"], healthy.as_str());
+    assert_eq!(rows[0]["version"], "fake");
+    assert_eq!(rows[0]["data_dir_bytes"], 8192);
+    assert_eq!(rows[0]["is_leader"], true);
+    assert!(rows[0]["error"].is_null(), "{rows:?}");
+    assert!(
+        rows[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UNAVAILABLE")),
+        "{rows:?}"
+    );
+    assert!(rows[2]["error"].is_string(), "{rows:?}");
+
+    let table = vnetctl(&healthy, &["endpoint", "status"]).await;
+    assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("VERSION") && text.contains("8.0 KiB") && text.contains("self"),
+        "{text}"
+    );
+}

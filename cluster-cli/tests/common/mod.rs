@@ -353,6 +353,8 @@ impl ClusterService for FakeNode {
             responder_id: 1,
             units: state.units_to_wire(),
             placements: state.placements_to_wire(),
+            version: "fake".into(),
+            data_dir_bytes: 8192,
         }))
     }
 
@@ -538,8 +540,17 @@ impl WatchService for FakeNode {
 pub async fn serve(node: FakeNode) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    // The standard health service, SERVING unless the fake plays an unavailable node.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let serving = if node.unavailable {
+        tonic_health::ServingStatus::NotServing
+    } else {
+        tonic_health::ServingStatus::Serving
+    };
+    reporter.set_service_status("", serving).await;
     tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(health)
             .add_service(ProfileServiceServer::new(node.clone()))
             .add_service(ClusterServiceServer::new(node.clone()))
             .add_service(WatchServiceServer::new(node))

@@ -71,6 +71,8 @@ pub fn status_to_wire(status: &ClusterStatus) -> pb::GetClusterStatusResponse {
         responder_id: status.responder_id,
         units: status.units.iter().map(unit_to_wire).collect(),
         placements: status.placements.iter().map(placement_to_wire).collect(),
+        version: status.version.clone(),
+        data_dir_bytes: status.data_dir_bytes,
     }
 }
 

@@ -731,6 +731,12 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     pub units: Vec<UnitStatus>,
     pub placements: Vec<PlacementStatus>,
+    /// The answering node's `vnetd` version.
+    #[serde(default)]
+    pub version: String,
+    /// Bytes the answering node's data directory takes on disk.
+    #[serde(default)]
+    pub data_dir_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
