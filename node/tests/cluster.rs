@@ -394,6 +394,70 @@ async fn the_leader_refuses_an_entry_past_the_size_limit() {
     cluster.stop_all().await;
 }
 
+/// A snapshot stream started by a chunk announcing 100 bytes, then a chunk at offset 2^60 (where
+/// openraft would grow its buffer until the allocation aborts the process) and one past the
+/// announced length: both are refused with `INVALID_ARGUMENT` before openraft sees them, and the
+/// node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_chunk_past_its_bounds_is_refused() {
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{SnapshotMeta, Vote};
+    use raft_store::snapshot_file::HEADER_LEN;
+    use raft_store::TypeConfig;
+    use vnet_node::peer::encode;
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let term = cluster
+        .node(leader)
+        .status(pb::ReadConsistency::Linearizable)
+        .await
+        .expect("status")
+        .term;
+    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
+        .await
+        .expect("connect to the peer API");
+    // Chunks as the current leader would send them, so openraft takes the first one.
+    let chunk = |offset: u64, data: Vec<u8>| {
+        let mut message = encode(&InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(term, leader),
+            meta: SnapshotMeta {
+                snapshot_id: "hostile".into(),
+                ..Default::default()
+            },
+            offset,
+            data: Vec::new(),
+            done: false,
+        });
+        message.data = data;
+        message
+    };
+    // A header (magic, version, body length, checksum) announcing a 100-byte body.
+    let mut first = b"VNETSNAP".to_vec();
+    first.extend_from_slice(&1u32.to_be_bytes());
+    first.extend_from_slice(&100u64.to_be_bytes());
+    first.extend_from_slice(&0u32.to_be_bytes());
+    assert_eq!(first.len(), HEADER_LEN);
+    peer.install_snapshot(chunk(0, first))
+        .await
+        .expect("the first chunk of a stream within its bounds is taken");
+    for (offset, why) in [(1u64 << 60, "limit"), (HEADER_LEN as u64 + 100, "announce")] {
+        let status = peer
+            .install_snapshot(chunk(offset, vec![0; 16]))
+            .await
+            .expect_err("a chunk past its bounds");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(why), "{status:?}");
+    }
+    let created = create(cluster.node(follower), sample_profile("web-01", 1))
+        .await
+        .expect("a write through the follower");
+    assert_eq!(created.name, "web-01");
+    cluster.stop_all().await;
+}
+
 /// The lease RPCs of the peer port against hostile input: a renewal for half a million control
 /// characters (3 MB of JSON, within the peer port's message limit), a malformed payload and a witness are refused with clear answers, and a lease
 /// report speaks for the node asked. The node keeps serving.
