@@ -138,6 +138,10 @@ pub enum Command {
     #[command(subcommand)]
     Leader(LeaderCommand),
 
+    /// Back up the whole replicated state to a file, or check a backup file.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+
     /// Create, read, update and delete server profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -304,6 +308,28 @@ pub struct MemberAddArgs {
 pub enum RoleArg {
     Unit,
     Witness,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a consistent backup from the cluster into FILE: it holds every write acknowledged
+    /// before the command began. Written to a temporary file, fsynced, then renamed into place.
+    ///
+    /// Example: vnetctl snapshot save /var/backups/vnet-$(date +%F).snap
+    ///
+    /// Restore it into a new cluster with `vnetd restore --snapshot FILE ...` on each new member.
+    Save {
+        /// Where to write the backup.
+        file: std::path::PathBuf,
+    },
+    /// Print a backup's revision, counts of profiles, pools and members, its size, and whether
+    /// its checksum verifies (exit 4 if it does not). Reads only the file.
+    ///
+    /// Example: vnetctl snapshot status /var/backups/vnet-2026-12-06.snap
+    Status {
+        /// The backup file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,7 @@ pub mod placement;
 pub mod pool;
 pub mod profile;
 pub mod session;
+pub mod snapshot;
 pub mod spec;
 pub mod view;
 pub mod watch;
@@ -62,11 +63,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Endpoint(command) = cli.command {
         return endpoint::run(&context, &cli.endpoints, cli.timeout, command).await;
     }
+    if let Command::Snapshot(cli::SnapshotCommand::Status { file }) = &cli.command {
+        return snapshot::status(&context, file);
+    }
     let mut session = session::open(&cli.endpoints, cli.timeout);
     match cli.command {
         Command::Status => cluster::status(&mut session, &context).await,
         Command::Member(command) => cluster::member(&mut session, &context, command).await,
         Command::Leader(command) => cluster::leader(&mut session, &context, command).await,
+        Command::Snapshot(cli::SnapshotCommand::Save { file }) => {
+            snapshot::save(&mut session, &context, &file).await
+        }
+        Command::Snapshot(cli::SnapshotCommand::Status { .. }) => {
+            unreachable!("handled above, before a session is opened")
+        }
         Command::Drain(args) => placement::drain(&mut session, &context, args).await,
         Command::Undrain { unit } => placement::undrain(&mut session, &context, unit).await,
         Command::Failover(args) => placement::failover(&mut session, &context, args).await,

@@ -525,6 +525,13 @@ impl WatchEventView {
             ChangeView::MembershipSettled { log_index } => {
                 format!("membership settled (log index {log_index})")
             }
+            ChangeView::Recovered { survivor, lost } => format!(
+                "recovered       {survivor} is the only voter; lost {} (refused from now on)",
+                lost.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             ChangeView::Placements { placements } => format!(
                 "placements      {}",
                 placements

@@ -600,6 +600,10 @@ pub enum ChangeView {
     MembershipSettled {
         log_index: u64,
     },
+    Recovered {
+        survivor: u64,
+        lost: Vec<u64>,
+    },
     /// An event kind newer than this CLI.
     Unknown,
 }
@@ -632,6 +636,10 @@ impl From<&pb::WatchEvent> for WatchEventView {
             Some(Change::LeaseRevoked(unit)) => ChangeView::LeaseRevoked { unit: unit.clone() },
             Some(Change::MembershipSettled(log_index)) => ChangeView::MembershipSettled {
                 log_index: *log_index,
+            },
+            Some(Change::Recovered(recovered)) => ChangeView::Recovered {
+                survivor: recovered.survivor,
+                lost: recovered.lost.clone(),
             },
             None => ChangeView::Unknown,
         };

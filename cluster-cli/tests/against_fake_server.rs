@@ -307,3 +307,92 @@ async fn endpoint_commands_ask_every_endpoint_and_fail_if_any_is_unwell() {
         "{text}"
     );
 }
+
+/// A backup file in the server's layout (see `SaveSnapshot` in cluster.proto) around `body`.
+fn backup_file(body: &str) -> Vec<u8> {
+    let mut bytes = b"VNETSNAP".to_vec();
+    bytes.extend_from_slice(&1u32.to_be_bytes());
+    bytes.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(body.as_bytes()).to_be_bytes());
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_save_writes_a_verified_file_and_status_reads_it_back() {
+    let body = r#"{"meta":{},"state":{},"summary":{"revision":41,"applied_index":44,"profiles":6,"pools":2,"members":3}}"#;
+    let file = backup_file(body);
+    let state = Arc::new(Mutex::new(State::default()));
+    {
+        let mut s = state.lock().unwrap();
+        s.backup_header = vnet_proto::vnet::v1::SnapshotHeader {
+            revision: 41,
+            applied_index: 44,
+            profiles: 6,
+            pools: 2,
+            members: 3,
+            size: file.len() as u64,
+            crc32: crc32fast::hash(&file),
+        };
+        s.backup = file.clone();
+    }
+    let live = serve(node(&state)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vnet.snap");
+    let path_arg = path.to_str().unwrap();
+
+    let saved = vnetctl(&live.to_string(), &["snapshot", "save", path_arg]).await;
+    assert_eq!(saved.status.code(), Some(0), "{}", stderr(&saved));
+    println!("{}", stdout(&saved));
+    assert!(
+        stdout(&saved).contains("revision  41"),
+        "{}",
+        stdout(&saved)
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), file);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file is left behind"
+    );
+
+    // status needs no server.
+    let status = vnetctl(
+        &dead_address().to_string(),
+        &["-o", "json", "snapshot", "status", path_arg],
+    )
+    .await;
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(json["revision"], 41);
+    assert_eq!(json["profiles"], 6);
+    assert_eq!(json["pools"], 2);
+    assert_eq!(json["members"], 3);
+    assert_eq!(json["size"], file.len() as u64);
+    assert_eq!(json["verified"], true);
+
+    // A damaged file does not verify, and says why.
+    let mut damaged = file.clone();
+    let last = damaged.len() - 3;
+    damaged[last] ^= 0x20;
+    std::fs::write(&path, &damaged).unwrap();
+    let status = vnetctl(&live.to_string(), &["snapshot", "status", path_arg]).await;
+    assert_eq!(status.status.code(), Some(4), "{}", stdout(&status));
+    assert!(stdout(&status).contains("verified  NO: checksum mismatch"));
+
+    // A stream that arrives damaged writes nothing.
+    state.lock().unwrap().backup = damaged;
+    let other = dir.path().join("other.snap");
+    let saved = vnetctl(
+        &live.to_string(),
+        &["snapshot", "save", other.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(saved.status.code(), Some(4), "{}", stdout(&saved));
+    assert!(
+        stderr(&saved).contains("arrived damaged"),
+        "{}",
+        stderr(&saved)
+    );
+    assert!(!other.exists());
+}

@@ -82,6 +82,15 @@ pub enum Command {
     SettleMembership {
         log_index: u64,
     },
+    /// Records a recovery without a quorum: `survivor` was made the only voter from its own
+    /// data, and the operator confirmed each of `lost` powered off or cut off. Their member
+    /// records go, and their ids are remembered as removed: a node under one of them is refused
+    /// by every member ever after, so a lost member comes back only under a new id
+    /// (ARCHITECTURE.md, "Operating through bad days").
+    Recover {
+        survivor: u64,
+        lost: std::collections::BTreeSet<u64>,
+    },
     /// Move profiles off a unit whose lease was revoked at `epoch`, once a majority of voters
     /// attested that their grants to it have lapsed; ends the revocation. Refused unless the
     /// revocation in force for `unit` is the one at `epoch`, so a late duplicate changes nothing.
@@ -107,4 +116,5 @@ pub enum Outcome {
     LeaseRevoked { unit: String, epoch: Revision },
     MembershipSettled { log_index: u64 },
     FailedOver { unit: String, profiles: Vec<String> },
+    Recovered { survivor: u64, lost: Vec<u64> },
 }

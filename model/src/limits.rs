@@ -20,6 +20,8 @@ pub const POOL_SIZE_MAX: u64 = 1 << 24;
 
 /// Raft members (units and witnesses).
 pub const MEMBERS_MAX: usize = 16;
+/// Most member ids a cluster remembers as removed by recoveries (each refused ever after).
+pub const REMOVED_IDS_MAX: usize = 1024;
 
 /// Events kept for `Watch` and audit; older ones are dropped, oldest first.
 pub const EVENT_HISTORY_MAX: usize = 4096;

@@ -5,8 +5,12 @@
 //! How the modules fit:
 //! - [`config`]: flags, `VNET_*` variables and the TOML file, merged and validated.
 //! - [`connections`]: what each server port accepts: a connection cap and an idle timeout.
+//! - [`data_file`]: `vnet-data.json`, the data directory's format version, node id and cluster
+//!   id.
 //! - [`node`]: the Raft instance and the request paths to the leader (forwarding, read
 //!   barriers, membership, leader transfer, bootstrap).
+//! - [`offline`]: `vnetd restore` and `vnetd recover`, run on a data directory while no node
+//!   serves it.
 //! - [`agent`]: a unit's fabric agent: lease renewal and switch reconciliation.
 //! - [`lease`]: unit leases and the leader's lease table (with the no-double-presentation
 //!   safety argument).
@@ -31,11 +35,13 @@ pub mod config;
 pub mod connections;
 pub mod controller;
 pub mod convert;
+pub mod data_file;
 pub mod error;
 pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod offline;
 pub mod peer;
 pub mod placement;
 pub mod telemetry;

@@ -1,17 +1,114 @@
-//! `vnetd`: parse configuration, set up logging, serve until SIGINT or SIGTERM.
+//! `vnetd`: parse configuration, set up logging, serve until SIGINT or SIGTERM. `vnetd restore`
+//! and `vnetd recover` are offline operations on a data directory (`vnet_node::offline`).
+
+use std::path::PathBuf;
 
 use clap::Parser;
 use vnet_node::{config::Args, run, telemetry, Listeners};
 
+/// Offline operations on a data directory; run them while no vnetd serves it.
+#[derive(Debug, Parser)]
+#[command(name = "vnetd")]
+enum Offline {
+    /// Build a new member's data directory from a backup (`vnetctl snapshot save`), for a new
+    /// cluster with a new cluster id: run it once per new member, with the same --snapshot,
+    /// --initial-cluster and --cluster-token, then start each vnetd with that --id, --name and
+    /// --initial-cluster.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// The new member's data directory; must be empty or absent.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Every member of the new cluster, id=name@host:port,...
+        #[arg(long)]
+        initial_cluster: String,
+        /// Which member of --initial-cluster this directory is for.
+        #[arg(long)]
+        name: String,
+        /// Mixed into the new cluster id: restoring the same backup into the same members twice
+        /// gives two distinct clusters only if their tokens differ.
+        #[arg(long, default_value = "")]
+        cluster_token: String,
+    },
+    /// Make this surviving voter the only voter of its cluster, from its own data, after losing
+    /// the quorum for good. Refused unless every other member is named in --confirm-lost, and
+    /// if any of them answers. The lost ids are refused from then on: they come back only as
+    /// new members with new ids.
+    Recover {
+        /// This node's data directory (vnetd must not be running on it).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Every other member, by id, each confirmed powered off or cut off for good.
+        #[arg(long, value_delimiter = ',', required = true)]
+        confirm_lost: Vec<u64>,
+        /// Who confirmed it, recorded as the actor of the recovery in the history.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match serve().await {
+    let offline = std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "restore" || first == "recover");
+    let result = if offline {
+        run_offline(Offline::parse()).await
+    } else {
+        serve().await
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vnetd: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn run_offline(command: Offline) -> anyhow::Result<()> {
+    match command {
+        Offline::Restore {
+            snapshot,
+            data_dir,
+            initial_cluster,
+            name,
+            cluster_token,
+        } => {
+            let seeded = vnet_node::offline::restore(
+                &snapshot,
+                &data_dir,
+                &initial_cluster,
+                &name,
+                &cluster_token,
+            )?;
+            println!("restored {seeded}");
+            println!(
+                "start it with: vnetd --id {} --name {name} --data-dir {} --initial-cluster \
+                 {initial_cluster:?} (and this member's other flags)",
+                seeded.node_id,
+                data_dir.display()
+            );
+        }
+        Offline::Recover {
+            data_dir,
+            confirm_lost,
+            operator,
+        } => {
+            vnet_model::name::validate_name("operator", &operator)?;
+            let lost = confirm_lost.into_iter().collect();
+            let seeded = vnet_node::offline::recover(&data_dir, &lost, &operator).await?;
+            println!("recovered {seeded}");
+            println!(
+                "node {} is now the only voter; start vnetd on it as before. Lost ids are \
+                 refused from now on: bring replacements in with new ids (`vnetctl member add`)",
+                seeded.node_id
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

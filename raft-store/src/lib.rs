@@ -92,6 +92,43 @@ pub enum OpenError {
     },
 }
 
+/// Makes `data_dir` hold exactly `body` and nothing after it: the snapshot file first, then a log
+/// emptied down to a purge point at the snapshot's position, with `vote`. For offline tools (a
+/// restore, a recovery without a quorum), never while a node runs on the directory (sled's lock
+/// refuses a second opener). A crash between the two steps leaves the new snapshot and the old
+/// log, which openraft reconciles on open by purging the log up to the snapshot; running the
+/// tool again finishes the job.
+pub fn seed(
+    data_dir: &Path,
+    body: &snapshot_file::SnapshotBody,
+    vote: &openraft::Vote<NodeId>,
+) -> Result<(), SeedError> {
+    let Some(last) = body.meta.last_log_id else {
+        return Err(SeedError::NoPosition);
+    };
+    let bytes = snapshot_file::encode(body).map_err(SeedError::Snapshot)?;
+    let (log, _state_machine) = open(data_dir).map_err(SeedError::Open)?;
+    let snapshot_path = data_dir.join("snapshots");
+    snapshot_file::SnapshotDir::open(snapshot_path)
+        .and_then(|dir| dir.write_current(&bytes))
+        .map_err(SeedError::Snapshot)?;
+    log.reset_to_snapshot(last, vote)
+        .map_err(|e| SeedError::Log(e.to_string()))
+}
+
+/// Why [`seed`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("the snapshot has no log position to start from")]
+    NoPosition,
+    #[error(transparent)]
+    Open(OpenError),
+    #[error("cannot write the snapshot: {0}")]
+    Snapshot(snapshot_file::SnapshotError),
+    #[error("cannot reset the Raft log: {0}")]
+    Log(String),
+}
+
 /// Opens (creating if needed) the store in `data_dir`: `raft-log/` for sled, `snapshots/` for the
 /// snapshot file. A store that cannot be read whole is refused with an error, never half-opened.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {

@@ -144,6 +144,28 @@ impl LogStore {
         Ok(entry)
     }
 
+    /// Empties the log and leaves only a purge point at `last`, with `last` committed and `vote`
+    /// as the vote, all fsynced: the store of a node whose whole state is a snapshot at `last`
+    /// (a restore from a backup, or a recovery without a quorum). On open, openraft finds the
+    /// log ending where the snapshot does and starts from there. Offline use only: nothing may
+    /// have the store open for Raft.
+    pub fn reset_to_snapshot(
+        &self,
+        last: LogId<NodeId>,
+        vote: &Vote<NodeId>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.log
+            .clear()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.write_meta(KEY_LAST_PURGED, &last, ErrorSubject::Logs)?;
+        self.write_meta(KEY_COMMITTED, &Some(last), ErrorSubject::Store)?;
+        self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)?;
+        self.db
+            .flush()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
     /// Is anything at all on disk? A pristine store is the only kind a node may bootstrap.
     pub fn is_pristine(&self) -> Result<bool, StorageError<NodeId>> {
         let has_vote = self

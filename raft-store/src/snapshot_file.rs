@@ -44,6 +44,47 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 pub struct SnapshotBody {
     pub meta: SnapshotMeta,
     pub state: State,
+    /// What a reader that does not know the model needs to describe the snapshot (`vnetctl
+    /// snapshot status` reads only this object of the body). Absent in snapshots written before
+    /// it existed; checked against the state when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+}
+
+/// The counts a snapshot's body announces beside the state, as a stable, model-free object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The model revision (log index of the last change).
+    pub revision: u64,
+    /// The Raft log index the snapshot reflects.
+    pub applied_index: u64,
+    pub profiles: u64,
+    pub pools: u64,
+    pub members: u64,
+}
+
+impl Summary {
+    pub fn of(meta: &SnapshotMeta, state: &State) -> Self {
+        Self {
+            revision: state.revision(),
+            applied_index: meta.last_log_id.map_or(0, |id| id.index),
+            profiles: state.profiles().count() as u64,
+            pools: state.pools().count() as u64,
+            members: state.members().count() as u64,
+        }
+    }
+}
+
+impl SnapshotBody {
+    /// A body with its summary.
+    pub fn new(meta: SnapshotMeta, state: State) -> Self {
+        let summary = Some(Summary::of(&meta, &state));
+        Self {
+            meta,
+            state,
+            summary,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +168,14 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
         .state
         .check_invariants()
         .map_err(SnapshotError::Invariant)?;
+    if let Some(summary) = decoded.summary {
+        let actual = Summary::of(&decoded.meta, &decoded.state);
+        if summary != actual {
+            return Err(SnapshotError::Invariant(format!(
+                "the summary says {summary:?} but the state holds {actual:?}"
+            )));
+        }
+    }
     Ok(decoded)
 }
 
@@ -244,8 +293,8 @@ mod tests {
     use super::*;
 
     fn sample() -> SnapshotBody {
-        SnapshotBody {
-            meta: SnapshotMeta {
+        SnapshotBody::new(
+            SnapshotMeta {
                 last_log_id: Some(openraft::LogId::new(
                     openraft::CommittedLeaderId::new(3, 1),
                     42,
@@ -253,8 +302,20 @@ mod tests {
                 last_membership: Default::default(),
                 snapshot_id: "3-42-1".to_string(),
             },
-            state: State::default(),
-        }
+            State::default(),
+        )
+    }
+
+    #[test]
+    fn a_summary_that_does_not_match_the_state_is_refused() {
+        let mut body = sample();
+        assert_eq!(body.summary.map(|s| s.applied_index), Some(42));
+        body.summary = Some(Summary {
+            profiles: 7,
+            ..body.summary.unwrap_or_default()
+        });
+        let refused = decode(&encode(&body).unwrap()).unwrap_err();
+        assert!(matches!(refused, SnapshotError::Invariant(_)), "{refused}");
     }
 
     #[test]

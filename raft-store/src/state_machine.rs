@@ -154,10 +154,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: applied.membership,
             snapshot_id,
         };
-        let body = SnapshotBody {
-            meta: meta.clone(),
-            state: applied.state,
-        };
+        let body = SnapshotBody::new(meta.clone(), applied.state);
         let snapshots = self.snapshots.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let bytes = snapshot_file::encode(&body)?;

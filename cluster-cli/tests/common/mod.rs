@@ -32,6 +32,9 @@ pub struct State {
     pub placements: BTreeMap<String, FakePlacement>,
     /// Every Drain, Undrain and Failover request received, in order.
     pub requests: Vec<String>,
+    /// What SaveSnapshot streams: the file's bytes, and the header's counts.
+    pub backup: Vec<u8>,
+    pub backup_header: pb::SnapshotHeader,
 }
 
 #[derive(Default)]
@@ -334,6 +337,29 @@ impl ProfileService for FakeNode {
 
 #[tonic::async_trait]
 impl ClusterService for FakeNode {
+    type SaveSnapshotStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::SaveSnapshotResponse, Status>> + Send>,
+    >;
+
+    async fn save_snapshot(
+        &self,
+        _request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        self.check()?;
+        use pb::save_snapshot_response::Part;
+        let state = self.lock();
+        let mut parts = vec![Ok(pb::SaveSnapshotResponse {
+            part: Some(Part::Header(state.backup_header)),
+        })];
+        // Small chunks, so the client reassembles several.
+        parts.extend(state.backup.chunks(16).map(|chunk| {
+            Ok(pb::SaveSnapshotResponse {
+                part: Some(Part::Chunk(chunk.to_vec())),
+            })
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(parts))))
+    }
+
     async fn get_cluster_status(
         &self,
         _request: Request<pb::GetClusterStatusRequest>,

@@ -1,13 +1,15 @@
 //! [`apply`] and the handler of each command: every handler checks everything before its
 //! first mutation, so a refused command leaves the state exactly as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Change, Event, State};
 use crate::command::{Command, Outcome, Request};
 use crate::error::Rejection;
 use crate::identity::Identity;
-use crate::limits::{ACTOR_LEN_MAX, EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX};
+use crate::limits::{
+    ACTOR_LEN_MAX, EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX, REMOVED_IDS_MAX,
+};
 use crate::member::{Member, Role};
 use crate::name::validate_name;
 use crate::placement::{Placement, PlacementChange};
@@ -171,6 +173,42 @@ impl State {
         self.presented_as_of.remove(&removed.name);
         self.draining.remove(&removed.name);
         Ok(Outcome::MemberRemoved { id })
+    }
+
+    fn recover(&mut self, survivor: u64, lost: &BTreeSet<u64>) -> Result<Outcome, Rejection> {
+        if lost.is_empty() {
+            return Err(Rejection::invalid(
+                "lost",
+                "",
+                "names no member; a recovery confirms at least one lost member",
+            ));
+        }
+        if lost.contains(&survivor) {
+            return Err(Rejection::invalid(
+                "lost",
+                &survivor.to_string(),
+                "is the survivor itself",
+            ));
+        }
+        let removed = self.removed_ids.union(lost).count();
+        if removed > REMOVED_IDS_MAX {
+            return Err(Rejection::LimitExceeded {
+                what: "removed member ids".to_string(),
+                limit: REMOVED_IDS_MAX as u64,
+            });
+        }
+        for id in lost {
+            // Not every lost node has a record (a learner that never started); those that do
+            // go the way of `remove_member`.
+            if self.members.contains_key(id) {
+                self.remove_member(*id)?;
+            }
+            self.removed_ids.insert(*id);
+        }
+        Ok(Outcome::Recovered {
+            survivor,
+            lost: lost.iter().copied().collect(),
+        })
     }
 
     /// The unit named `unit`, if it is one (a member with the unit role).
@@ -489,6 +527,7 @@ pub fn apply(
             epoch,
             changes,
         } => state.fail_over(revision, unit, *epoch, changes)?,
+        Command::Recover { survivor, lost } => state.recover(*survivor, lost)?,
     };
     let change = match &outcome {
         Outcome::Pool(pool) => Change::PoolPut(pool.clone()),
@@ -515,6 +554,10 @@ pub fn apply(
         Outcome::FailedOver { unit, profiles } => Change::FailedOver {
             unit: unit.clone(),
             placements: placements_of(state, profiles),
+        },
+        Outcome::Recovered { survivor, lost } => Change::Recovered {
+            survivor: *survivor,
+            lost: lost.clone(),
         },
     };
     state.revision = revision;

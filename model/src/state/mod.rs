@@ -72,6 +72,12 @@ pub enum Change {
         unit: String,
         placements: Vec<(String, Placement)>,
     },
+    /// A recovery without a quorum made `survivor` the only voter; `lost` were confirmed gone
+    /// by the operator (the event's actor) and their ids are refused from now on.
+    Recovered {
+        survivor: u64,
+        lost: Vec<u64>,
+    },
 }
 
 /// Everything the cluster agrees on. Changed only by `apply`, so every replica that applies the
@@ -97,6 +103,8 @@ pub struct State {
     revoked: BTreeMap<String, Revision>,
     /// The log index of the newest voter membership recorded as settled (0 if none).
     settled_membership: u64,
+    /// Member ids removed by a recovery without a quorum: refused on the peer API for good.
+    removed_ids: BTreeSet<u64>,
     /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
     events: VecDeque<Event>,
     /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
@@ -118,6 +126,16 @@ impl State {
     /// In name order.
     pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
         self.profiles.values()
+    }
+
+    /// Whether `id` was removed by a recovery without a quorum (and so is refused for good).
+    pub fn is_removed_id(&self, id: u64) -> bool {
+        self.removed_ids.contains(&id)
+    }
+
+    /// In id order.
+    pub fn removed_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.removed_ids.iter().copied()
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
@@ -282,6 +300,11 @@ impl State {
         over("pools", self.pools.len(), POOLS_MAX)?;
         over("members", self.members.len(), MEMBERS_MAX)?;
         over("events", self.events.len(), EVENT_HISTORY_MAX)?;
+        over(
+            "removed member ids",
+            self.removed_ids.len(),
+            crate::limits::REMOVED_IDS_MAX,
+        )?;
 
         for (name, profile) in &self.profiles {
             if *name != profile.name {
@@ -391,6 +414,8 @@ struct SnapshotRef<'a> {
     presented_as_of: &'a BTreeMap<String, Revision>,
     revoked: &'a BTreeMap<String, Revision>,
     settled_membership: u64,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    removed_ids: &'a BTreeSet<u64>,
     events: &'a VecDeque<Event>,
 }
 
@@ -414,6 +439,8 @@ struct Snapshot {
     revoked: BTreeMap<String, Revision>,
     #[serde(default)]
     settled_membership: u64,
+    #[serde(default)]
+    removed_ids: BTreeSet<u64>,
     events: VecDeque<Event>,
 }
 
@@ -431,6 +458,7 @@ impl Serialize for State {
             presented_as_of: &self.presented_as_of,
             revoked: &self.revoked,
             settled_membership: self.settled_membership,
+            removed_ids: &self.removed_ids,
             events: &self.events,
         }
         .serialize(serializer)
@@ -484,6 +512,7 @@ impl State {
             presented_as_of: snapshot.presented_as_of,
             revoked: snapshot.revoked,
             settled_membership: snapshot.settled_membership,
+            removed_ids: snapshot.removed_ids,
             events: snapshot.events,
             index: IdentityIndex::default(),
         };

@@ -32,6 +32,10 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
         }),
         Change::LeaseRevoked { unit } => Wire::LeaseRevoked(unit.clone()),
         Change::MembershipSettled { log_index } => Wire::MembershipSettled(*log_index),
+        Change::Recovered { survivor, lost } => Wire::Recovered(pb::Recovered {
+            survivor: *survivor,
+            lost: lost.clone(),
+        }),
         Change::FailedOver { placements, .. } => Wire::Placements(pb::PlacementChanges {
             placements: placements
                 .iter()

@@ -18,6 +18,14 @@ impl Node {
                 name: existing.name.clone(),
             });
         }
+        if self.view().read(|a| a.state.is_removed_id(id)) {
+            return Err(ApiError::FailedPrecondition {
+                reason: format!(
+                    "id {id} was removed by a recovery without a quorum and is never used again; \
+                     give the node a new id"
+                ),
+            });
+        }
         // The model keeps at most MEMBERS_MAX member records; a learner past that would be in
         // the Raft membership with no record the model accepts.
         let members = metrics.membership_config.membership().nodes().count();
@@ -54,6 +62,27 @@ impl Node {
                 kind: "member name".to_string(),
                 name: member.name,
             }));
+        }
+        // A node already in another cluster would refuse every entry sent to it: say so now,
+        // while the operator is looking, rather than add a learner that can never catch up. A
+        // node that does not answer yet is added as before.
+        let probe = self
+            .peers()
+            .probe(
+                &member.peer_addr,
+                std::time::Duration::from_millis(super::BOOTSTRAP_PROBE_TIMEOUT_MS),
+            )
+            .await;
+        if let Err(crate::peer::client::PeerCallError::Refused { status, .. }) = &probe {
+            if status.code() == tonic::Code::FailedPrecondition {
+                return Err(ApiError::FailedPrecondition {
+                    reason: format!(
+                        "node {id} at {} cannot be added: {}",
+                        member.peer_addr,
+                        status.message()
+                    ),
+                });
+            }
         }
         // Not blocking: a learner that is not running yet is still a member; it catches up when
         // it starts, and status shows how far it has got.

@@ -94,10 +94,14 @@ struct Inner {
     /// them, since each may still append an entry the target must hold.
     writes_in_flight: std::sync::atomic::AtomicUsize,
     metrics: Arc<NodeMetrics>,
+    /// This node's `vnet-data.json`; the lock also serializes its rewrites.
+    data_file: std::sync::Mutex<crate::data_file::DataFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] crate::data_file::DataFileError),
     #[error(transparent)]
     Store(#[from] raft_store::OpenError),
     #[error("cannot read the Raft log in {path}: {source}")]
@@ -129,6 +133,9 @@ impl Node {
     /// [`Node::bootstrap_if_founder`] once the peer server is listening (peers probe each other
     /// during bootstrap).
     pub async fn start(config: Arc<Config>, metrics: Arc<NodeMetrics>) -> Result<Self, StartError> {
+        // Before the store is opened: a directory of a newer format or of another node is refused
+        // untouched.
+        let data_file = crate::data_file::open_for(&config.data_dir, config.id)?;
         let (mut log, state_machine) =
             raft_store::open_observed(&config.data_dir, metrics.clone())?;
         let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
@@ -138,7 +145,7 @@ impl Node {
         // Keep the log handle's sled db alive only through openraft; `log` moves into Raft.
         let _ = &mut log;
         let view = state_machine.view();
-        let peers = PeerClients::default();
+        let peers = PeerClients::new(config.id, data_file.cluster_id.clone());
         let raft_config = config.raft.to_openraft()?;
         let raft = Raft::new(
             config.id,
@@ -165,8 +172,37 @@ impl Node {
                 transferring: std::sync::atomic::AtomicBool::new(false),
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
                 metrics,
+                data_file: std::sync::Mutex::new(data_file),
             }),
         })
+    }
+
+    /// The id of the cluster this node belongs to, once it has founded or learnt one.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.peers().cluster_id()
+    }
+
+    /// Adopts `cluster_id` if this node has none yet, persisting it before any call carries it;
+    /// an id already held is never replaced. Returns the id this node now holds.
+    pub fn adopt_cluster_id(
+        &self,
+        cluster_id: &str,
+    ) -> Result<String, crate::data_file::DataFileError> {
+        let mut data = self
+            .inner
+            .data_file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(held) = &data.cluster_id {
+            return Ok(held.clone());
+        }
+        let mut updated = data.clone();
+        updated.cluster_id = Some(cluster_id.to_string());
+        crate::data_file::store(&self.config().data_dir, &updated)?;
+        *data = updated;
+        self.peers().set_cluster_id(cluster_id.to_string());
+        tracing::info!(cluster_id, "this node belongs to cluster {cluster_id}");
+        Ok(cluster_id.to_string())
     }
 
     pub fn id(&self) -> NodeId {
@@ -241,6 +277,13 @@ impl Node {
                     tracing::info!(peer = member.id, error = %e, "peer not reachable during bootstrap")
                 }
             }
+        }
+        // The founder draws the cluster's id; every other member learns it from the first call
+        // this node's leader makes to it (`PeerService`), before it holds any of the log.
+        if self.cluster_id().is_none() {
+            let drawn = crate::data_file::new_cluster_id()
+                .map_err(|e| StartError::Initialize(format!("cannot draw a cluster id: {e}")))?;
+            self.adopt_cluster_id(&drawn)?;
         }
         let members: BTreeMap<NodeId, PeerNode> = config
             .initial_cluster

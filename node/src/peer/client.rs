@@ -93,11 +93,25 @@ impl PeerCallError {
     }
 }
 
-/// Shared connections to peers, and when each peer last answered.
+/// The metadata key naming the caller's cluster on every peer call (absent while the caller has
+/// none yet: a fresh node before it founds or joins a cluster).
+pub const CLUSTER_ID_HEADER: &str = "x-vnet-cluster-id";
+/// The metadata key naming the calling node's id on every peer call.
+pub const NODE_ID_HEADER: &str = "x-vnet-node-id";
+
+/// Who this node is on the peer wire: its id and, once known, its cluster's id.
 #[derive(Debug, Clone, Default)]
+struct Identity {
+    node_id: NodeId,
+    cluster_id: Option<String>,
+}
+
+/// Shared connections to peers, and when each peer last answered.
+#[derive(Debug, Clone)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    identity: Arc<Mutex<Identity>>,
 }
 
 // These locks guard plain maps with no invariants spanning calls; a panic while holding one
@@ -107,6 +121,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PeerClients {
+    /// Clients for node `node_id`, which belongs to `cluster_id` if it knows it yet.
+    pub fn new(node_id: NodeId, cluster_id: Option<String>) -> Self {
+        Self {
+            channels: Arc::default(),
+            last_contact: Arc::default(),
+            identity: Arc::new(Mutex::new(Identity {
+                node_id,
+                cluster_id,
+            })),
+        }
+    }
+
+    /// The cluster id every call carries, once this node has one.
+    pub fn cluster_id(&self) -> Option<String> {
+        lock(&self.identity).cluster_id.clone()
+    }
+
+    pub fn set_cluster_id(&self, cluster_id: String) {
+        lock(&self.identity).cluster_id = Some(cluster_id);
+    }
+
+    /// A call carrying this node's identity (every peer call goes through here), with a deadline.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let identity = lock(&self.identity).clone();
+        let metadata = request.metadata_mut();
+        if let Ok(value) = identity.node_id.to_string().parse() {
+            metadata.insert(NODE_ID_HEADER, value);
+        }
+        // A cluster id is validated ([0-9a-z-]) before it is kept, so it is always a valid
+        // header value.
+        if let Some(Ok(value)) = identity.cluster_id.map(|id| id.parse()) {
+            metadata.insert(CLUSTER_ID_HEADER, value);
+        }
+        request
+    }
+
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, PeerCallError> {
         let mut channels = lock(&self.channels);
         let channel = match channels.get(addr) {
@@ -156,8 +208,7 @@ impl PeerClients {
         timeout: Duration,
     ) -> Result<LeaderResult, PeerCallError> {
         let mut client = self.client(addr)?;
-        let mut message = tonic::Request::new(encode(request));
-        message.set_timeout(timeout);
+        let mut message = self.request(encode(request), timeout);
         crate::telemetry::inject(message.metadata_mut());
         let reply = client
             .forward(message)
@@ -171,8 +222,7 @@ impl PeerClients {
 
     pub async fn probe(&self, addr: &str, timeout: Duration) -> Result<ProbeReply, PeerCallError> {
         let mut client = self.client(addr)?;
-        let mut message = tonic::Request::new(encode(&()));
-        message.set_timeout(timeout);
+        let message = self.request(encode(&()), timeout);
         let reply = client
             .probe(message)
             .await
@@ -191,8 +241,7 @@ impl PeerClients {
         timeout: Duration,
     ) -> Result<Result<Grant, String>, PeerCallError> {
         let mut client = self.client(addr)?;
-        let mut message = tonic::Request::new(encode(renewal));
-        message.set_timeout(timeout);
+        let message = self.request(encode(renewal), timeout);
         let reply = client
             .grant_lease(message)
             .await
@@ -210,8 +259,7 @@ impl PeerClients {
         timeout: Duration,
     ) -> Result<VoterReport, PeerCallError> {
         let mut client = self.client(addr)?;
-        let mut message = tonic::Request::new(encode(&()));
-        message.set_timeout(timeout);
+        let message = self.request(encode(&()), timeout);
         let reply = client
             .lease_report(message)
             .await
@@ -229,8 +277,7 @@ impl PeerClients {
         timeout: Duration,
     ) -> Result<(), PeerCallError> {
         let mut client = self.client(addr)?;
-        let mut message = tonic::Request::new(encode(control));
-        message.set_timeout(timeout);
+        let message = self.request(encode(control), timeout);
         client
             .trigger_election(message)
             .await
@@ -281,8 +328,7 @@ impl PeerConnection {
             .peers
             .client(&self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(option.hard_ttl());
+        let request = self.peers.request(message, option.hard_ttl());
         let reply = match rpc {
             RpcKind::AppendEntries => client.append_entries(request).await,
             RpcKind::Vote => client.vote(request).await,

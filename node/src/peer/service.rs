@@ -11,9 +11,11 @@ use vnet_proto::vnet::raft::v1::RaftMessage;
 use raft_store::{NodeId, TypeConfig};
 
 use super::chunks::ChunkCheck;
+use super::client::{CLUSTER_ID_HEADER, NODE_ID_HEADER};
 use super::{
     decode, encode, ElectionControl, LeaderRequest, LeaderResult, LeaseRenewal, ProbeReply,
 };
+use crate::data_file::validate_cluster_id;
 use crate::node::Node;
 
 pub struct PeerService {
@@ -28,6 +30,60 @@ impl PeerService {
             chunks: ChunkCheck::default(),
         }
     }
+
+    /// Lets in a call only from a member of this node's cluster. A caller naming another cluster
+    /// is refused with `FAILED_PRECONDITION` naming both ids: it was pointed at the wrong peers,
+    /// or belongs to the cluster a backup was restored from (a restore draws a new id), and its
+    /// votes or entries must never mix with ours. A node with no cluster id yet (a fresh member
+    /// waiting to be contacted) adopts the caller's, durably, before answering. A caller without
+    /// the header (a fresh founder's probe, or a build without cluster ids during an upgrade) is
+    /// let in.
+    fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        // A node whose id a recovery removed is refused for good, whatever it says of itself:
+        // its vote and log predate the recovery (ARCHITECTURE.md, "Operating through bad days").
+        let caller_id = metadata
+            .get(NODE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(id) = caller_id {
+            if self.node.view().read(|a| a.state.is_removed_id(id)) {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} was removed from this cluster by a recovery without a quorum; it \
+                     may come back only with an empty data directory under a new id (`vnetctl \
+                     member add`)"
+                )));
+            }
+        }
+        let Some(value) = metadata.get(CLUSTER_ID_HEADER) else {
+            return Ok(());
+        };
+        let caller = value
+            .to_str()
+            .map_err(|_| Status::invalid_argument(format!("{CLUSTER_ID_HEADER} is not text")))?;
+        validate_cluster_id(caller)
+            .map_err(|e| Status::invalid_argument(format!("{CLUSTER_ID_HEADER}: {e}")))?;
+        let caller_node = metadata
+            .get(NODE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::error::echoed(v).to_string())
+            .unwrap_or_else(|| "?".to_string());
+        let ours = match self.node.cluster_id() {
+            Some(ours) => ours,
+            None => self.node.adopt_cluster_id(caller).map_err(|e| {
+                Status::unavailable(format!("cannot record the cluster id {caller}: {e}"))
+            })?,
+        };
+        if ours != caller {
+            return Err(Status::failed_precondition(format!(
+                "node {} belongs to cluster {ours}, but the caller (node {caller_node}) belongs \
+                 to cluster {caller}: a node of another cluster is refused (check its \
+                 --initial-cluster and peer addresses; a cluster restored from a backup has a new \
+                 id, and members of the old one cannot join it)",
+                self.node.id()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -36,12 +92,14 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
         let result = self.node.raft().append_entries(rpc).await;
         Ok(Response::new(encode(&result)))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let rpc: VoteRequest<NodeId> = decode(request.get_ref(), "vote")?;
         let result = self.node.raft().vote(rpc).await;
         Ok(Response::new(encode(&result)))
@@ -51,6 +109,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let message = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&message, "install-snapshot")?;
         // Bounded before openraft sees it: it would grow its buffer to any offset it is given.
@@ -67,6 +126,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let leader_request: LeaderRequest = decode(request.get_ref(), "forward")?;
         // The forwarding node's span is the parent: one trace across both nodes.
         let span = tracing::info_span!(
@@ -89,6 +149,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn probe(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let () = decode(request.get_ref(), "probe")?;
         let raft = self.node.raft();
         let initialized = raft
@@ -107,6 +168,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let control: ElectionControl = decode(request.get_ref(), "trigger-election")?;
         control.duration().map_err(Status::invalid_argument)?;
         self.node.election_control(control);
@@ -117,6 +179,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let renewal: LeaseRenewal = decode(request.get_ref(), "grant-lease")?;
         vnet_model::name::validate_name("unit", &renewal.unit)
             .map_err(|e| Status::invalid_argument(format!("peer message grant-lease: {e}")))?;
@@ -131,6 +194,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(request.metadata())?;
         let () = decode(request.get_ref(), "lease-report")?;
         Ok(Response::new(encode(&self.node.lease_report())))
     }
