@@ -324,6 +324,30 @@ async fn every_name_is_checked_at_the_edge_before_the_log() {
     assert_status(
         profiles
             .list_profiles(pb::ListProfilesRequest {
+                unit: bad.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &field_and_value("unit"),
+    );
+    let pool = |name: String| pb::CreatePoolRequest {
+        pool: Some(pb::Pool {
+            name,
+            kind: pb::PoolKind::Mac as i32,
+            first: "02:cc:00:00:00:00".into(),
+            last: "02:cc:00:00:00:ff".into(),
+            revision: 0,
+        }),
+    };
+    assert_status(
+        pools.create_pool(pool(bad.clone())).await,
+        Code::InvalidArgument,
+        &field_and_value("pool.name"),
+    );
+    assert_status(
+        profiles
+            .list_profiles(pb::ListProfilesRequest {
                 page_token: format!("after:{bad}"),
                 ..Default::default()
             })
@@ -442,6 +466,13 @@ async fn every_name_is_checked_at_the_edge_before_the_log() {
             .await,
         Code::InvalidArgument,
         &["name", "4000000 characters"],
+    );
+    // A pool name of four million letters: 4 MB of JSON, within ENTRY_BYTES_MAX, so only the
+    // name check keeps it out of the log.
+    assert_status(
+        pools.create_pool(pool("a".repeat(4_000_000))).await,
+        Code::InvalidArgument,
+        &["pool.name", "4000000 characters"],
     );
     assert_eq!(
         commit_index().await,

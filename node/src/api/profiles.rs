@@ -82,6 +82,7 @@ impl ProfileService for Api {
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let request = request.into_inner();
         optional_name("server", &request.server)?;
+        optional_name("unit", &request.unit)?;
         let consistency = consistency("consistency", request.consistency)?;
         // profile.proto: 0 means the default, and a size above the maximum is lowered to it.
         let page_size = match request.page_size {

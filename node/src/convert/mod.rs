@@ -22,3 +22,20 @@ where
         .map(Some)
         .map_err(|e: T::Err| ApiError::invalid(field, value, e.to_string()))
 }
+
+/// Model field paths are relative to the object; on the wire they sit under its field, like
+/// `profile.` or `pool.`.
+pub(crate) fn prefix_field(rejection: vnet_model::Rejection, prefix: &str) -> ApiError {
+    match rejection {
+        vnet_model::Rejection::InvalidArgument {
+            field,
+            value,
+            reason,
+        } => ApiError::Rejected(vnet_model::Rejection::InvalidArgument {
+            field: format!("{prefix}{field}"),
+            value,
+            reason,
+        }),
+        other => ApiError::Rejected(other),
+    }
+}

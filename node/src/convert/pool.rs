@@ -31,10 +31,15 @@ pub fn spec_from_wire(wire: pb::Pool) -> Result<PoolSpec, ApiError> {
             ))
         }
     };
-    Ok(PoolSpec {
+    let spec = PoolSpec {
         name: wire.name,
         range,
-    })
+    };
+    // The model's static checks, here at the edge, so a name it would refuse never reaches the
+    // log; it checks again when applying.
+    spec.validate()
+        .map_err(|rejection| super::prefix_field(rejection, "pool."))?;
+    Ok(spec)
 }
 
 /// One end of a range, remembered with its field name for the error message.

@@ -74,24 +74,8 @@ pub fn spec_from_wire(wire: pb::Profile) -> Result<ProfileSpec, ApiError> {
     // Static checks at the edge, so a bad request is refused before it costs a Raft round; the
     // model checks again when applying (the log is the authority).
     spec.validate()
-        .map_err(|rejection| prefix_field(rejection, "profile."))?;
+        .map_err(|rejection| super::prefix_field(rejection, "profile."))?;
     Ok(spec)
-}
-
-/// Model field paths are relative to the profile; on the wire they sit under `profile.`.
-fn prefix_field(rejection: vnet_model::Rejection, prefix: &str) -> ApiError {
-    match rejection {
-        vnet_model::Rejection::InvalidArgument {
-            field,
-            value,
-            reason,
-        } => ApiError::Rejected(vnet_model::Rejection::InvalidArgument {
-            field: format!("{prefix}{field}"),
-            value,
-            reason,
-        }),
-        other => ApiError::Rejected(other),
-    }
 }
 
 pub fn to_wire(profile: &Profile) -> pb::Profile {
