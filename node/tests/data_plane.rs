@@ -955,3 +955,146 @@ async fn six_thousand_watchers_that_never_read_cost_the_leader_neither_leadershi
     plane.assert_no_fence_since("unit-b", marks[1], "6,000 watchers that never read");
     drop(streams);
 }
+
+// ---- Operating through bad days: recovery without a quorum, member replacement, rolling
+// restart (README, "Operating through bad days").
+
+/// Runs `vnetd recover` on `data_dir`: its exit code and what it printed.
+fn recover(data_dir: &std::path::Path, confirm_lost: Option<&str>) -> (Option<i32>, String) {
+    let mut command = Command::new(VNETD);
+    command
+        .arg("recover")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--operator", "alice"]);
+    if let Some(lost) = confirm_lost {
+        command.args(["--confirm-lost", lost]);
+    }
+    let out = command.output().expect("run vnetd recover");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+async fn local_status(api: SocketAddr) -> Option<pb::GetClusterStatusResponse> {
+    ClusterServiceClient::new(channel(api))
+        .get_cluster_status(pb::GetClusterStatusRequest {
+            consistency: pb::ReadConsistency::Local as i32,
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_without_a_quorum_is_guarded_and_the_survivor_presents_again() {
+    let _serial = SERIAL.lock().await;
+    let mut plane = DataPlane::start().await;
+    let data_dir = plane.dir.as_ref().expect("dir").path().join("unit-a");
+    plane.node("witness").kill9();
+    plane.node("unit-b").kill9();
+    plane.wait_until_fenced("unit-a").await;
+    plane.node("unit-a").kill9();
+
+    // Refused while a member answers: with unit-b up, unit-a and unit-b are a quorum.
+    plane.node("unit-b").start();
+    let unit_b_api = plane.node("unit-b").api;
+    wait_for("unit-b serves again", || async {
+        local_status(unit_b_api).await.map(|_| ())
+    })
+    .await;
+    let (code, text) = recover(&data_dir, Some("2,3"));
+    println!("with unit-b up: {text}");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("a quorum is reachable"), "{text}");
+    plane.node("unit-b").kill9();
+
+    // Refused without a confirmation for every lost member, naming the missing ones.
+    let (code, text) = recover(&data_dir, None);
+    assert_eq!(code, Some(2), "--confirm-lost is required: {text}");
+    let (code, text) = recover(&data_dir, Some("2"));
+    println!("only 2 confirmed: {text}");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("not confirmed: 3 (witness@"),
+        "the refusal lists the missing member: {text}"
+    );
+    let (code, text) = recover(&data_dir, Some("2,3"));
+    println!("recovered: {text}");
+    assert_eq!(code, Some(0), "{text}");
+
+    // The survivor leads alone and presents again.
+    let mark = plane.journal_mark("unit-a");
+    plane.node("unit-a").start();
+    let unit_a_api = plane.node("unit-a").api;
+    let status = wait_for("unit-a leads a cluster of one", || async {
+        let status = local_status(unit_a_api).await?;
+        (status.leader_id == Some(1)).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![1],
+        "{:?}",
+        status.members
+    );
+    plane
+        .wait_presented("unit-a", &plane.placed_on("unit-a"))
+        .await;
+    let presented_again = journal::read(&plane.switch("unit-a").journal).expect("journal");
+    println!(
+        "unit-a's switch: {} journal records since its restart",
+        presented_again.len() - mark
+    );
+
+    // The confirmation is in the replicated history, with the operator as its actor.
+    let mut events = WatchServiceClient::new(channel(unit_a_api))
+        .watch(pb::WatchRequest { from_revision: 1 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let recovered = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("the recovery event within the history")
+            .expect("watch stream")
+            .expect("an event");
+        if let Some(pb::watch_event::Change::Recovered(r)) = event.change {
+            break (event.actor, r);
+        }
+    };
+    assert_eq!(recovered.0, "alice");
+    assert_eq!(recovered.1.survivor, 1);
+    assert_eq!(recovered.1.lost, vec![2, 3]);
+
+    // The lost member comes back with its old data: refused, it never gets a lease, and the
+    // survivor stays the only voter.
+    plane.node("unit-b").start();
+    let old_term = local_status(unit_b_api).await.map(|s| s.term);
+    wait_for("the old unit-b campaigns", || async {
+        let now = local_status(unit_b_api).await?.term;
+        (Some(now) > old_term.map(|t| t + 1)).then_some(())
+    })
+    .await;
+    let status = local_status(unit_a_api).await.expect("status");
+    assert_eq!(status.leader_id, Some(1));
+    assert_eq!(status.members.len(), 1, "{:?}", status.members);
+    assert!(
+        plane.ports("unit-b").await.is_empty(),
+        "the removed unit-b presents"
+    );
+    let add_again = ClusterServiceClient::new(channel(unit_a_api))
+        .add_member(pb::AddMemberRequest {
+            id: 2,
+            name: "unit-b".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            api_addr: "127.0.0.1:2".into(),
+            role: pb::MemberRole::Unit as i32,
+        })
+        .await
+        .expect_err("a removed id is never used again");
+    assert_eq!(add_again.code(), tonic::Code::FailedPrecondition);
+}
