@@ -93,7 +93,14 @@ pub enum LogFormat {
 /// as '_', e.g. `api_listen = "0.0.0.0:7001"`) or by the VNET_* environment variable shown.
 /// Precedence: flag, then environment, then file, then default.
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
-#[command(name = "vnetd", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "vnetd",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_help = "Offline operations on a data directory (vnetd must not be running on it):\n  vnetd restore --help   build a new member's data directory from a backup\n  vnetd recover --help   make a surviving voter the only voter after losing the quorum"
+)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// TOML configuration file.

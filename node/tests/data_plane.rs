@@ -1041,8 +1041,9 @@ async fn recovery_without_a_quorum_is_guarded_and_the_survivor_presents_again() 
         "{:?}",
         status.members
     );
+    // Its own profiles and, failed over, the lost unit-b's, each with its identities.
     plane
-        .wait_presented("unit-a", &plane.placed_on("unit-a"))
+        .wait_presented("unit-a", &plane.profiles.clone())
         .await;
     let presented_again = journal::read(&plane.switch("unit-a").journal).expect("journal");
     println!(
