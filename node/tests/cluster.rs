@@ -458,6 +458,78 @@ async fn a_snapshot_chunk_past_its_bounds_is_refused() {
     cluster.stop_all().await;
 }
 
+/// Log indexes and terms from a peer near `u64::MAX` (where openraft's `index + 1` and
+/// `term + 1` would overflow) are refused with `INVALID_ARGUMENT` before openraft sees them, and
+/// so are entries that do not follow `prev_log_id` one by one (openraft asserts that, and the
+/// panic stopped the node's Raft core); the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_entries_with_out_of_range_indexes_are_refused() {
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+    use raft_store::{Entry, TypeConfig};
+    use vnet_node::peer::encode;
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+
+    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+    let term = cluster
+        .node(leader)
+        .status(pb::ReadConsistency::Linearizable)
+        .await
+        .expect("status")
+        .term;
+    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
+        .await
+        .expect("connect to the peer API");
+    let id = |index: u64| LogId::new(CommittedLeaderId::new(term, leader), index);
+    let blank = |index: u64| Entry {
+        log_id: id(index),
+        payload: EntryPayload::Blank,
+    };
+    let append = |prev: Option<u64>, entries: Vec<u64>, commit: Option<u64>| {
+        encode(&AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(term, leader),
+            prev_log_id: prev.map(id),
+            entries: entries.into_iter().map(blank).collect(),
+            leader_commit: commit.map(id),
+        })
+    };
+    for (what, message) in [
+        ("an entry at u64::MAX", append(None, vec![u64::MAX], None)),
+        (
+            "prev_log_id at u64::MAX",
+            append(Some(u64::MAX), vec![], None),
+        ),
+        (
+            "leader_commit at u64::MAX",
+            append(None, vec![], Some(u64::MAX)),
+        ),
+        ("a gap after prev_log_id", append(Some(1), vec![5], None)),
+        (
+            "a vote at term u64::MAX",
+            encode(&AppendEntriesRequest::<TypeConfig> {
+                vote: Vote::new_committed(u64::MAX, leader),
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            }),
+        ),
+    ] {
+        let status = peer.append_entries(message).await.expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+    }
+    let created = create(cluster.node(follower), sample_profile("web-01", 1))
+        .await
+        .expect("a write through the follower");
+    assert_eq!(created.name, "web-01");
+    cluster.stop_all().await;
+}
+
 /// The lease RPCs of the peer port against hostile input: a renewal for half a million control
 /// characters (3 MB of JSON, within the peer port's message limit), a malformed payload and a witness are refused with clear answers, and a lease
 /// report speaks for the node asked. The node keeps serving.

@@ -4,6 +4,7 @@
 //!   leader.
 //! - [`service`]: the `vnet.raft.v1.RaftPeer` server that answers them.
 //! - [`chunks`]: the bounds an incoming snapshot chunk is checked against.
+//! - [`indexes`]: the bounds every log index from a peer is checked against.
 //!
 //! Messages travel as JSON inside [`RaftMessage`]: openraft's own types derive serde, and a
 //! self-describing encoding lets a receiver name exactly what it could not read. Every decode of
@@ -11,6 +12,7 @@
 
 pub mod chunks;
 pub mod client;
+pub mod indexes;
 pub mod service;
 
 use serde::de::DeserializeOwned;

@@ -94,6 +94,34 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         self.admit(request.metadata())?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
+        // openraft asserts what this checks: a malformed batch would panic its core.
+        super::indexes::check_terms(
+            [("vote", rpc.vote.leader_id.term)]
+                .into_iter()
+                .chain(
+                    rpc.prev_log_id
+                        .iter()
+                        .map(|id| ("prev_log_id", id.leader_id.term)),
+                )
+                .chain(
+                    rpc.entries
+                        .iter()
+                        .map(|e| ("entries", e.log_id.leader_id.term)),
+                )
+                .chain(
+                    rpc.leader_commit
+                        .iter()
+                        .map(|id| ("leader_commit", id.leader_id.term)),
+                ),
+        )
+        .and_then(|()| {
+            super::indexes::check_append(
+                rpc.prev_log_id.map(|id| id.index),
+                rpc.entries.iter().map(|entry| entry.log_id.index),
+                rpc.leader_commit.map(|id| id.index),
+            )
+        })
+        .map_err(|e| Status::invalid_argument(format!("peer message append-entries: {e}")))?;
         let result = self.node.raft().append_entries(rpc).await;
         Ok(Response::new(encode(&result)))
     }
@@ -101,6 +129,17 @@ impl RaftPeer for PeerService {
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.admit(request.metadata())?;
         let rpc: VoteRequest<NodeId> = decode(request.get_ref(), "vote")?;
+        super::indexes::check_terms(
+            [("vote", rpc.vote.leader_id.term)].into_iter().chain(
+                rpc.last_log_id
+                    .iter()
+                    .map(|id| ("last_log_id", id.leader_id.term)),
+            ),
+        )
+        .and_then(|()| {
+            super::indexes::check_index("last_log_id", rpc.last_log_id.map(|id| id.index))
+        })
+        .map_err(|e| Status::invalid_argument(format!("peer message vote: {e}")))?;
         let result = self.node.raft().vote(rpc).await;
         Ok(Response::new(encode(&result)))
     }
@@ -112,6 +151,18 @@ impl RaftPeer for PeerService {
         self.admit(request.metadata())?;
         let message = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&message, "install-snapshot")?;
+        super::indexes::check_terms(
+            [("vote", rpc.vote.leader_id.term)].into_iter().chain(
+                rpc.meta
+                    .last_log_id
+                    .iter()
+                    .map(|id| ("meta.last_log_id", id.leader_id.term)),
+            ),
+        )
+        .and_then(|()| {
+            super::indexes::check_index("meta.last_log_id", rpc.meta.last_log_id.map(|id| id.index))
+        })
+        .map_err(|e| Status::invalid_argument(format!("peer message install-snapshot: {e}")))?;
         // Bounded before openraft sees it: it would grow its buffer to any offset it is given.
         self.chunks
             .check(&rpc.meta.snapshot_id, rpc.offset, &message.data)
