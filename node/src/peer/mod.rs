@@ -47,7 +47,11 @@ pub fn decode<T: DeserializeOwned>(message: &RaftMessage, what: &str) -> Result<
         )));
     }
     serde_json::from_slice(&message.payload).map_err(|e| {
-        tonic::Status::invalid_argument(format!("peer message {what}: payload is not valid: {e}"))
+        // serde's message may quote the offending value whole (a string where a number belongs).
+        tonic::Status::invalid_argument(format!(
+            "peer message {what}: payload is not valid: {}",
+            crate::error::echoed(&e.to_string())
+        ))
     })
 }
 
@@ -222,6 +226,26 @@ impl ElectionControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_error_does_not_quote_the_payload_whole() {
+        let payload = format!(
+            r#"{{"Hold":{{"duration_ms":"{}"}}}}"#,
+            "x".repeat(1_000_000)
+        );
+        let message = RaftMessage {
+            format: FORMAT.to_string(),
+            payload: payload.into_bytes(),
+            data: Vec::new(),
+        };
+        let refused = decode::<ElectionControl>(&message, "trigger-election").expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().len() < 400,
+            "a {} byte message",
+            refused.message().len()
+        );
+    }
 
     #[test]
     fn election_control_durations_are_capped() {
