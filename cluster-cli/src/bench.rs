@@ -259,9 +259,10 @@ pub async fn run(mut session: Session, context: &Context, args: BenchArgs) -> Re
         })
     };
     eprintln!(
-        "bench: run {} against {}",
+        "bench: run {}; worker i starts at endpoint i mod {} of --endpoints, so the workers \
+         spread over every node as real clients do (a follower forwards writes to the leader)",
         ids.prefix,
-        session.current_endpoint()
+        session.endpoint_count()
     );
 
     let mut created_pools = Vec::new();
@@ -398,8 +399,9 @@ async fn run_level(
     let read_set: Arc<[String]> = read_set.into();
     let started = Instant::now();
     let mut workers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let mut session = session.clone();
+        session.prefer(worker);
         let level = level.clone();
         let ids = ids.clone();
         let identity = args.identity;

@@ -230,6 +230,9 @@ pub enum Command {
     /// stays within the cluster's profile limit. Reads are linearizable GetProfile calls on 64
     /// profiles created for them. Every profile created is deleted at the end, also after
     /// Ctrl-C. Prints ops/s and p50/p99/max latency per concurrency level.
+    ///
+    /// Worker i starts at endpoint i mod N of --endpoints, so give every node's endpoint to
+    /// measure what real clients see: writes sent to a follower are forwarded to the leader.
     Bench(BenchArgs),
 }
 

@@ -68,6 +68,17 @@ impl<C: Connector> Failover<C> {
         &self.endpoints[self.preferred]
     }
 
+    /// Makes the next request start at endpoint `index` (modulo their number): how a set of
+    /// workers spreads over every endpoint, as real clients do, rather than all asking the first.
+    pub fn prefer(&mut self, index: usize) {
+        self.preferred = index % self.endpoints.len();
+    }
+
+    /// How many endpoints the session knows.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
     /// Makes the next search start at the endpoint after the current one, with a fresh
     /// connection: for when the current node ended a stream and may be going down.
     pub fn skip_current(&mut self) {
@@ -431,5 +442,26 @@ mod tests {
             .unwrap();
         assert_eq!(answer, "a:1");
         assert_eq!(*calls.borrow(), vec!["c:3", "a:1"]);
+    }
+
+    #[tokio::test]
+    async fn workers_preferring_their_index_spread_over_every_endpoint() {
+        let calls = RefCell::new(Vec::new());
+        let answers = HashMap::new();
+        let first_asked: Vec<String> = (0..5)
+            .map(|worker| {
+                let mut session = failover(vec![]);
+                session.prefer(worker);
+                session.current_endpoint().to_owned()
+            })
+            .collect();
+        assert_eq!(first_asked, vec!["a:1", "b:2", "c:3", "a:1", "b:2"]);
+        let mut session = failover(vec![]);
+        session.prefer(4);
+        let answer = session
+            .call(CallKind::Read, |c| scripted(c, &answers, &calls))
+            .await
+            .unwrap();
+        assert_eq!(answer, "b:2");
     }
 }
