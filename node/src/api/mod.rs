@@ -23,10 +23,11 @@ use crate::node::{Consistency, Node};
 /// so a request cannot carry more than one log entry's worth (`ENTRY_BYTES_MAX`) anyway.
 pub const PUBLIC_REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-/// Largest response the public port encodes: a `ListProfiles` page of `LIST_PAGE_SIZE_MAX`
-/// profiles with every field at its limit is 3.97 MB (tested in `profiles.rs`), and a status
-/// of `PROFILES_MAX` placements is smaller; twice the page leaves room without being unbounded.
-pub const PUBLIC_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest response the public port encodes: 4 MiB, what gRPC clients accept by default (a larger
+/// answer would reach them only as an error). The largest response, a `ListProfiles` page of
+/// `LIST_PAGE_SIZE_MAX` profiles with every field at its limit, is 3,966,082 bytes
+/// (`profiles.rs` tests it); a status of `PROFILES_MAX` placements is about half that.
+pub const PUBLIC_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Metadata key a client may set to say who it is; recorded with each change it makes. At most
 /// `vnet_model::limits::ACTOR_LEN_MAX` characters, the bound the model applies to every actor.
