@@ -142,6 +142,11 @@ pub enum Command {
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
 
+    /// List and disarm alarms (NOSPACE: a member's store is past its --quota-bytes, and writes
+    /// that add data are refused).
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+
     /// Create, read, update and delete server profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -332,6 +337,22 @@ pub enum SnapshotCommand {
     Status {
         /// The backup file.
         file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// List the raised alarms.
+    ///
+    /// Example: vnetctl alarm list
+    List,
+    /// Disarm alarms once their cause is gone (refused while a member is still past its quota).
+    ///
+    /// Example: vnetctl alarm disarm
+    Disarm {
+        /// Only this member's alarms (default: every member's).
+        #[arg(long)]
+        member: Option<String>,
     },
 }
 

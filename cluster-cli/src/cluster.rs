@@ -3,13 +3,16 @@
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 
-use crate::cli::{LeaderCommand, MemberAddArgs, MemberCommand, RoleArg};
+use crate::cli::{AlarmCommand, LeaderCommand, MemberAddArgs, MemberCommand, RoleArg};
 use crate::error::CliError;
 use crate::failover::CallKind;
 use crate::output::MemberListView;
 use crate::session::{request, Session};
 use crate::spec;
-use crate::view::{LeaderView, MemberChangeView, MemberRemovedView, MemberView, StatusView};
+use crate::view::{
+    AlarmListView, AlarmView, LeaderView, MemberChangeView, MemberRemovedView, MemberView,
+    StatusView,
+};
 use crate::{emit, Context};
 
 pub async fn fetch_status(
@@ -141,6 +144,65 @@ fn add_member_request(args: MemberAddArgs) -> Result<pb::AddMemberRequest, CliEr
             RoleArg::Witness => pb::MemberRole::Witness,
         } as i32,
     })
+}
+
+pub async fn alarm(
+    session: &mut Session,
+    context: &Context,
+    command: AlarmCommand,
+) -> Result<(), CliError> {
+    let timeout = session.timeout();
+    match command {
+        AlarmCommand::List => {
+            let consistency = context.consistency;
+            let response = session
+                .call(CallKind::Read, |channel| async move {
+                    ClusterServiceClient::new(channel)
+                        .list_alarms(request(
+                            pb::ListAlarmsRequest {
+                                consistency: consistency as i32,
+                            },
+                            timeout,
+                        ))
+                        .await
+                        .map(|response| response.into_inner())
+                })
+                .await?;
+            emit(
+                context,
+                &AlarmListView {
+                    alarms: response.alarms.iter().map(AlarmView::from).collect(),
+                    revision: response.revision,
+                    disarmed: false,
+                },
+            )
+        }
+        AlarmCommand::Disarm { member } => {
+            let message = pb::DisarmAlarmRequest {
+                member: member.unwrap_or_default(),
+                kind: pb::AlarmKind::Unspecified as i32,
+            };
+            let response = session
+                .call(CallKind::Write, |channel| {
+                    let message = message.clone();
+                    async move {
+                        ClusterServiceClient::new(channel)
+                            .disarm_alarm(request(message, timeout))
+                            .await
+                            .map(|response| response.into_inner())
+                    }
+                })
+                .await?;
+            emit(
+                context,
+                &AlarmListView {
+                    alarms: response.disarmed.iter().map(AlarmView::from).collect(),
+                    revision: response.revision,
+                    disarmed: true,
+                },
+            )
+        }
+    }
 }
 
 pub async fn leader(

@@ -77,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Snapshot(cli::SnapshotCommand::Status { .. }) => {
             unreachable!("handled above, before a session is opened")
         }
+        Command::Alarm(command) => cluster::alarm(&mut session, &context, command).await,
         Command::Drain(args) => placement::drain(&mut session, &context, args).await,
         Command::Undrain { unit } => placement::undrain(&mut session, &context, unit).await,
         Command::Failover(args) => placement::failover(&mut session, &context, args).await,

@@ -384,7 +384,42 @@ impl Render for StatusView {
             members_table(&self.members),
             units_table(&self.units),
             placements_table(&self.placements),
-        )
+        ) + &alarm_lines(&self.alarms)
+    }
+}
+
+/// One line per alarm (nothing when none is raised), for `status` and `alarm list`.
+fn alarm_lines(alarms: &[AlarmView]) -> String {
+    alarms
+        .iter()
+        .map(|a| {
+            format!(
+                "\nALARM {} on {}: {} bytes used of a {}-byte quota (raised at revision {}); \
+                 writes that add data are refused until `vnetctl alarm disarm`",
+                a.kind, a.member, a.used_bytes, a.quota_bytes, a.raised_revision
+            )
+        })
+        .collect()
+}
+
+impl Render for AlarmListView {
+    fn text(&self) -> String {
+        if self.alarms.is_empty() {
+            return format!("no alarm raised (revision {})", self.revision);
+        }
+        let verb = if self.disarmed { "disarmed" } else { "raised" };
+        let mut out = format!(
+            "{} alarm(s) {verb} (revision {}):",
+            self.alarms.len(),
+            self.revision
+        );
+        for a in &self.alarms {
+            out.push_str(&format!(
+                "\n  {} on {}: {} bytes used of a {}-byte quota, raised at revision {}",
+                a.kind, a.member, a.used_bytes, a.quota_bytes, a.raised_revision
+            ));
+        }
+        out
     }
 }
 
@@ -531,6 +566,18 @@ impl WatchEventView {
                     .map(u64::to_string)
                     .collect::<Vec<_>>()
                     .join(",")
+            ),
+            ChangeView::AlarmPut { alarm } => format!(
+                "alarm put       {} on {} ({} bytes of {})",
+                alarm.kind, alarm.member, alarm.used_bytes, alarm.quota_bytes
+            ),
+            ChangeView::AlarmsDisarmed { alarms } => format!(
+                "alarms disarmed {}",
+                alarms
+                    .iter()
+                    .map(|a| format!("{} on {}", a.kind, a.member))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ChangeView::Placements { placements } => format!(
                 "placements      {}",
@@ -729,6 +776,7 @@ mod tests {
             responder_id: 2,
             version: "0.1.0".into(),
             data_dir_bytes: 4096,
+            alarms: vec![],
             members: vec![pb::Member {
                 id: 3,
                 name: "witness".into(),
@@ -846,6 +894,7 @@ mod tests {
                         "revision": 36,
                     },
                 ],
+                "alarms": [],
             })
         );
     }
@@ -956,6 +1005,7 @@ mod tests {
             members: vec![],
             units: vec![unit_view("unit-a", LeaseView::Expired, false, &[])],
             placements: vec![placement_view("web-01", PlacementStateView::Programming)],
+            alarms: vec![],
         };
         let text = render(Format::Table, &status);
         let members = text.find("ID  NAME").expect("members table");

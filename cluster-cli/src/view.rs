@@ -476,6 +476,42 @@ pub struct StatusView {
     pub members: Vec<MemberView>,
     pub units: Vec<UnitView>,
     pub placements: Vec<PlacementView>,
+    pub alarms: Vec<AlarmView>,
+}
+
+/// A raised alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmView {
+    pub member: String,
+    /// `NOSPACE`, or the number of a kind newer than this CLI.
+    pub kind: String,
+    pub raised_revision: u64,
+    pub used_bytes: u64,
+    pub quota_bytes: u64,
+}
+
+impl From<&pb::Alarm> for AlarmView {
+    fn from(alarm: &pb::Alarm) -> Self {
+        AlarmView {
+            member: alarm.member.clone(),
+            kind: match pb::AlarmKind::try_from(alarm.kind) {
+                Ok(pb::AlarmKind::Nospace) => "NOSPACE".to_string(),
+                _ => alarm.kind.to_string(),
+            },
+            raised_revision: alarm.raised_revision,
+            used_bytes: alarm.used_bytes,
+            quota_bytes: alarm.quota_bytes,
+        }
+    }
+}
+
+/// `alarm list` and `alarm disarm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmListView {
+    pub alarms: Vec<AlarmView>,
+    pub revision: u64,
+    /// Whether these are the alarms just disarmed.
+    pub disarmed: bool,
 }
 
 impl From<&pb::GetClusterStatusResponse> for StatusView {
@@ -491,6 +527,7 @@ impl From<&pb::GetClusterStatusResponse> for StatusView {
             members: status.members.iter().map(MemberView::from).collect(),
             units: status.units.iter().map(UnitView::from).collect(),
             placements: status.placements.iter().map(PlacementView::from).collect(),
+            alarms: status.alarms.iter().map(AlarmView::from).collect(),
         }
     }
 }
@@ -604,6 +641,13 @@ pub enum ChangeView {
         survivor: u64,
         lost: Vec<u64>,
     },
+    /// An alarm was raised, or its member reported again.
+    AlarmPut {
+        alarm: AlarmView,
+    },
+    AlarmsDisarmed {
+        alarms: Vec<AlarmView>,
+    },
     /// An event kind newer than this CLI.
     Unknown,
 }
@@ -640,6 +684,12 @@ impl From<&pb::WatchEvent> for WatchEventView {
             Some(Change::Recovered(recovered)) => ChangeView::Recovered {
                 survivor: recovered.survivor,
                 lost: recovered.lost.clone(),
+            },
+            Some(Change::AlarmPut(alarm)) => ChangeView::AlarmPut {
+                alarm: alarm.into(),
+            },
+            Some(Change::AlarmsDisarmed(disarmed)) => ChangeView::AlarmsDisarmed {
+                alarms: disarmed.alarms.iter().map(AlarmView::from).collect(),
             },
             None => ChangeView::Unknown,
         };

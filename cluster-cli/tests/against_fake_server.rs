@@ -396,3 +396,63 @@ async fn snapshot_save_writes_a_verified_file_and_status_reads_it_back() {
     );
     assert!(!other.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_are_listed_shown_in_status_and_disarmed_only_within_quota() {
+    let state = Arc::new(Mutex::new(State::default()));
+    state
+        .lock()
+        .unwrap()
+        .alarms
+        .push(vnet_proto::vnet::v1::Alarm {
+            member: "unit-b".into(),
+            kind: vnet_proto::vnet::v1::AlarmKind::Nospace as i32,
+            raised_revision: 7,
+            used_bytes: 3_000,
+            quota_bytes: 2_000,
+        });
+    let live = serve(node(&state)).await;
+    let endpoints = live.to_string();
+
+    let listed = vnetctl(&endpoints, &["alarm", "list"]).await;
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert!(
+        stdout(&listed).contains("NOSPACE on unit-b: 3000 bytes used of a 2000-byte quota"),
+        "{}",
+        stdout(&listed)
+    );
+    let status = vnetctl(&endpoints, &["status"]).await;
+    assert!(
+        stdout(&status).contains("ALARM NOSPACE on unit-b"),
+        "{}",
+        stdout(&status)
+    );
+    let json = vnetctl(&endpoints, &["-o", "json", "status"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(json["alarms"][0]["kind"], "NOSPACE");
+    assert_eq!(json["alarms"][0]["member"], "unit-b");
+
+    // Still past the quota: refused, exit code 1, the server's reason printed.
+    let refused = vnetctl(&endpoints, &["alarm", "disarm"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("still past its quota"),
+        "{}",
+        stderr(&refused)
+    );
+
+    state.lock().unwrap().alarms[0].used_bytes = 1_000;
+    let disarmed = vnetctl(&endpoints, &["alarm", "disarm", "--member", "unit-b"]).await;
+    assert_eq!(disarmed.status.code(), Some(0), "{}", stderr(&disarmed));
+    assert!(
+        stdout(&disarmed).contains("1 alarm(s) disarmed"),
+        "{}",
+        stdout(&disarmed)
+    );
+    let listed = vnetctl(&endpoints, &["alarm", "list"]).await;
+    assert!(
+        stdout(&listed).contains("no alarm raised"),
+        "{}",
+        stdout(&listed)
+    );
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::{Alarm, AlarmKind};
 use crate::member::Member;
 use crate::placement::PlacementChange;
 use crate::pool::{Pool, PoolSpec};
@@ -99,22 +100,81 @@ pub enum Command {
         epoch: Revision,
         changes: Vec<PlacementChange>,
     },
+    /// How many bytes `member`'s data directory uses, against its quota. Sent by the member when
+    /// it crosses the quota either way: past it raises (or updates) the member's `NOSPACE` alarm;
+    /// within it updates the alarm's report, so that the alarm may be disarmed. Refused when
+    /// within the quota and no alarm is raised (nothing to update).
+    ReportSpace {
+        member: String,
+        used_bytes: u64,
+        quota_bytes: u64,
+    },
+    /// Disarms the alarms of `member` (every member's if `None`) of `kind` (every kind if
+    /// `None`). Refused, disarming nothing, while any of them is past its quota by its member's
+    /// last report.
+    DisarmAlarm {
+        member: Option<String>,
+        kind: Option<AlarmKind>,
+    },
+}
+
+impl Command {
+    /// Whether this command adds data to the state, and so is refused while a `NOSPACE` alarm is
+    /// raised. Deletions, and everything the system writes to keep presenting (leases,
+    /// placement, failover, reports, membership), are not: a full disk must not stop a failover.
+    pub fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            Command::CreatePool(_) | Command::CreateProfile(_) | Command::UpdateProfile { .. }
+        )
+    }
 }
 
 /// The result of an accepted command: the object as it now stands, or what was removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Pool(Pool),
-    PoolDeleted { name: String },
+    PoolDeleted {
+        name: String,
+    },
     Profile(Profile),
-    ProfileDeleted { name: String },
+    ProfileDeleted {
+        name: String,
+    },
     Member(Member),
-    MemberRemoved { id: u64 },
-    Placed { profiles: Vec<String> },
-    Presented { unit: String },
-    Drain { unit: String, draining: bool },
-    LeaseRevoked { unit: String, epoch: Revision },
-    MembershipSettled { log_index: u64 },
-    FailedOver { unit: String, profiles: Vec<String> },
-    Recovered { survivor: u64, lost: Vec<u64> },
+    MemberRemoved {
+        id: u64,
+    },
+    Placed {
+        profiles: Vec<String>,
+    },
+    Presented {
+        unit: String,
+    },
+    Drain {
+        unit: String,
+        draining: bool,
+    },
+    LeaseRevoked {
+        unit: String,
+        epoch: Revision,
+    },
+    MembershipSettled {
+        log_index: u64,
+    },
+    FailedOver {
+        unit: String,
+        profiles: Vec<String>,
+    },
+    Recovered {
+        survivor: u64,
+        lost: Vec<u64>,
+    },
+    /// The member's alarm as it now stands.
+    AlarmReported {
+        alarm: Alarm,
+    },
+    AlarmsDisarmed {
+        alarms: Vec<Alarm>,
+    },
 }

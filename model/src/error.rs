@@ -52,6 +52,12 @@ pub enum Rejection {
     LimitExceeded { what: String, limit: u64 },
     #[error("{reason}")]
     FailedPrecondition { reason: String },
+    /// A command that adds data, refused while the alarm named is raised.
+    #[error(
+        "alarm {alarm} is raised ({reason}): writes that add data are refused until it is \
+         disarmed; free space on that member, then run `vnetctl alarm disarm`"
+    )]
+    AlarmRaised { alarm: String, reason: String },
 }
 
 impl Rejection {

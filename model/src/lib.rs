@@ -23,6 +23,7 @@
 //! serialized), and `plan` works out a profile's identities before anything is changed, so a
 //! refused command leaves the state exactly as it was.
 
+pub mod alarm;
 pub mod command;
 pub mod error;
 pub mod identity;
@@ -36,6 +37,7 @@ pub mod pool;
 pub mod profile;
 pub mod state;
 
+pub use alarm::{Alarm, AlarmKind};
 pub use command::{Command, Outcome, Request};
 pub use error::{HistoryTruncated, Rejection};
 pub use identity::{Identity, IdentityError, IdentityKind, Mac, Wwn};

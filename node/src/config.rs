@@ -60,6 +60,11 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_WATCHERS_MAX: usize = 4_096;
 pub const DEFAULT_WATCH_BUFFER_EVENTS: usize = 64;
 pub const DEFAULT_WATCH_STALL_TIMEOUT_MS: u64 = 5_000;
+/// The store's disk quota, as etcd's default `--quota-backend-bytes`: far above what a cluster of
+/// `PROFILES_MAX` profiles needs (its log tail and a snapshot are a few tens of MB).
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// The smallest quota accepted: below it a fresh store would raise the alarm at once.
+pub const QUOTA_BYTES_MIN: u64 = 64 * 1024;
 /// Upper bounds on what the server-limit keys accept: past these, a typo rather than a choice.
 pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
 pub const STREAMS_PER_CONNECTION_LIMIT: u32 = 10_000;
@@ -262,6 +267,13 @@ pub struct Args {
     #[arg(long, env = "VNET_WATCH_STALL_TIMEOUT_MS", value_name = "MS")]
     pub watch_stall_timeout_ms: Option<u64>,
 
+    /// Disk quota of the store (the Raft log and snapshots in --data-dir), in bytes, like etcd's
+    /// --quota-backend-bytes. Past it the NOSPACE alarm is raised: writes that add data are
+    /// refused with RESOURCE_EXHAUSTED until `vnetctl alarm disarm`. Keep it well below the
+    /// disk's free space. [default: 2147483648]
+    #[arg(long, env = "VNET_QUOTA_BYTES", value_name = "BYTES")]
+    pub quota_bytes: Option<u64>,
+
     /// Log filter, e.g. `info` or `vnet_node=debug,openraft=warn`. [default: info]
     #[arg(long, env = "VNET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -363,6 +375,8 @@ pub struct Config {
     pub unsafe_disable_fencing: bool,
     pub request_timeout_ms: u64,
     pub limits: ServerLimits,
+    /// The store's disk quota (see `quota`).
+    pub quota_bytes: u64,
     pub log_level: String,
     pub log_format: LogFormat,
     /// The OTLP/gRPC collector to export traces to; `None`: no traces.
@@ -460,6 +474,7 @@ impl Args {
             watchers_max: self.watchers_max.or(file.watchers_max),
             watch_buffer_events: self.watch_buffer_events.or(file.watch_buffer_events),
             watch_stall_timeout_ms: self.watch_stall_timeout_ms.or(file.watch_stall_timeout_ms),
+            quota_bytes: self.quota_bytes.or(file.quota_bytes),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
         }
@@ -633,6 +648,14 @@ impl Args {
                 ),
             ));
         }
+        let quota_bytes = self.quota_bytes.unwrap_or(DEFAULT_QUOTA_BYTES);
+        if quota_bytes < QUOTA_BYTES_MIN {
+            return Err(invalid(
+                "quota_bytes",
+                quota_bytes.to_string(),
+                format!("must be at least {QUOTA_BYTES_MIN}: a fresh store takes about that much"),
+            ));
+        }
         Ok(Config {
             id,
             name,
@@ -652,6 +675,7 @@ impl Args {
             unsafe_disable_fencing: self.unsafe_disable_fencing,
             request_timeout_ms,
             limits,
+            quota_bytes,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             otlp_endpoint: self.otlp_endpoint,
@@ -1030,6 +1054,13 @@ mod tests {
                     ..base()
                 },
                 "request_deadline_ms",
+            ),
+            (
+                Args {
+                    quota_bytes: Some(QUOTA_BYTES_MIN - 1),
+                    ..base()
+                },
+                "quota_bytes",
             ),
         ];
         for (args, key) in cases {

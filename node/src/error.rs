@@ -134,6 +134,7 @@ impl ApiError {
                 | Rejection::NoPool { .. }
                 | Rejection::LimitExceeded { .. } => Code::ResourceExhausted,
                 Rejection::FailedPrecondition { .. } => Code::FailedPrecondition,
+                Rejection::AlarmRaised { .. } => Code::ResourceExhausted,
             },
             Self::Unavailable { .. } | Self::NotLeader { .. } => Code::Unavailable,
             Self::Indeterminate { .. } => Code::DeadlineExceeded,

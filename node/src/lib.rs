@@ -24,6 +24,7 @@
 //! - [`health`]: readiness, told through `/readyz` and the gRPC health service.
 //! - [`metrics`]: every exported metric family, registered in one place, and the refresh that
 //!   sets scrape-time values; served on the optional metrics listener.
+//! - [`quota`]: the store's disk quota and its `NOSPACE` alarm.
 //! - [`telemetry`]: logging setup.
 //!
 //! Storage is `raft-store`; the domain and its state machine are `vnet-model`. This crate is the
@@ -44,6 +45,7 @@ pub mod node;
 pub mod offline;
 pub mod peer;
 pub mod placement;
+pub mod quota;
 pub mod telemetry;
 
 use std::future::Future;
@@ -266,24 +268,41 @@ pub async fn run(
                 let stopping = stop_rx_for_tasks.clone();
                 async move { node.run_placement(stopping).await }
             });
+            let measuring = tokio::spawn(quota::run(node.clone(), stop_rx_for_tasks.clone()));
             tracing::info!(id = node.id(), name = %node.config().name, "node is serving");
-            shutdown.await;
-            tracing::info!("shutting down");
+            // A Raft core that stops (a disk that is full or fails, a damaged store) leaves a node
+            // that can neither commit nor serve: stop the process, loudly, rather than answer
+            // DEADLINE_EXCEEDED forever.
+            let fatal = tokio::select! {
+                () = shutdown => None,
+                reason = raft_stopped(node.clone()) => Some(reason),
+            };
             registering.abort();
             let _ = stop_tx.send(true);
-            let _ = placing.await;
+            let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+            stop_within("the placement controller", placing, grace).await;
+            stop_within("the disk quota monitor", measuring, grace).await;
             if let Some(agent) = agent {
-                let _ = agent.await;
+                stop_within("the fabric agent", agent, grace).await;
             }
-            Ok(())
+            match fatal {
+                None => {
+                    tracing::info!("shut down on request");
+                    Ok(())
+                }
+                Some(reason) => {
+                    tracing::error!("{reason}");
+                    Err(anyhow::anyhow!(reason))
+                }
+            }
         }
         Err(e) => Err(anyhow::Error::new(e)),
     };
 
     let _ = stop_tx.send(true);
     leader_changes.abort();
-    let _ = health_task.await;
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+    stop_within("the health reporter", health_task, grace).await;
     if let Some(task) = metrics_task {
         // Scrapes are short; one still running past the grace period is cut off.
         match tokio::time::timeout(grace, task).await {
@@ -307,8 +326,40 @@ pub async fn run(
             }
         }
     }
-    node.shutdown().await;
+    // A Raft core stuck on a dead disk may never answer; the process ends anyway.
+    if tokio::time::timeout(grace, node.shutdown()).await.is_err() {
+        tracing::warn!("Raft did not stop within the grace period");
+    }
     result
+}
+
+/// Waits for `task` to end for at most `grace`, then aborts it: every wait of a shutdown is
+/// bounded, so a signal always stops the process.
+async fn stop_within<T>(what: &str, task: tokio::task::JoinHandle<T>, grace: Duration) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(grace, task).await.is_err() {
+        tracing::warn!("{what} did not stop within the grace period");
+        abort.abort();
+    }
+}
+
+/// Resolves when this node's Raft core has stopped by itself, with a message for the operator.
+async fn raft_stopped(node: Node) -> String {
+    let data_dir = node.config().data_dir.display().to_string();
+    let mut metrics = node.raft().metrics();
+    let fatal = match metrics.wait_for(|m| m.running_state.is_err()).await {
+        Ok(m) => match &m.running_state {
+            Err(fatal) => fatal.to_string(),
+            Ok(()) => "it stopped".to_string(),
+        },
+        Err(_) => "its metrics channel closed".to_string(),
+    };
+    format!(
+        "the Raft core stopped ({fatal}); vnetd exits, as it can no longer commit or serve. If the \
+         disk holding {data_dir} is full, free space there (or move the directory to a larger \
+         disk) and start vnetd again; if the store is damaged, see \"Recovering a damaged data \
+         directory\" in README.md"
+    )
 }
 
 /// Counts each change of the leader this node sees (to a known leader other than the last one

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::Parser;
 use vnet_node::{config::Args, run, telemetry, Listeners};
 
@@ -127,6 +129,10 @@ async fn serve() -> anyhow::Result<()> {
     served
 }
 
+/// How long a stop may take, from the first signal, before the process exits regardless. Every
+/// wait of `run`'s shutdown is bounded well within it; this guards against one that is not.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -134,6 +140,7 @@ async fn shutdown_signal() {
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
             let _ = tokio::signal::ctrl_c().await;
+            exit_if_stuck();
             return;
         }
     };
@@ -141,4 +148,24 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    exit_if_stuck();
+    // A second signal stops the process at once.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("vnetd: a second signal; exiting at once");
+        std::process::exit(1);
+    });
+}
+
+/// Exits the process if it is still running [`STOP_DEADLINE`] from now. A plain thread, so that
+/// it fires even if every runtime worker is stuck.
+fn exit_if_stuck() {
+    std::thread::spawn(|| {
+        std::thread::sleep(STOP_DEADLINE);
+        eprintln!("vnetd: did not stop within {STOP_DEADLINE:?} of the signal; exiting");
+        std::process::exit(1);
+    });
 }

@@ -8,6 +8,7 @@
 //! - [`snapshot_file`]: the snapshot encoding (magic, version, length, CRC-32) and its atomic,
 //!   fsynced replacement on disk.
 //!
+//! - [`usage`]: how much disk the store takes (what `vnetd`'s quota counts).
 //! - [`observer`]: [`StoreObserver`], told of every log sync and snapshot build (for metrics).
 //!
 //! This crate knows openraft, sled and the model; it knows nothing of gRPC, the network or the
@@ -22,6 +23,7 @@ pub mod log_store;
 pub mod observer;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod usage;
 
 use std::fmt;
 use std::io::Cursor;

@@ -35,6 +35,8 @@ pub struct State {
     /// What SaveSnapshot streams: the file's bytes, and the header's counts.
     pub backup: Vec<u8>,
     pub backup_header: pb::SnapshotHeader,
+    /// Raised alarms; DisarmAlarm refuses while one is past its quota, as vnetd does.
+    pub alarms: Vec<pb::Alarm>,
 }
 
 #[derive(Default)]
@@ -381,6 +383,49 @@ impl ClusterService for FakeNode {
             placements: state.placements_to_wire(),
             version: "fake".into(),
             data_dir_bytes: 8192,
+            alarms: state.alarms.clone(),
+        }))
+    }
+
+    async fn list_alarms(
+        &self,
+        _request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        self.check()?;
+        let state = self.lock();
+        Ok(Response::new(pb::ListAlarmsResponse {
+            alarms: state.alarms.clone(),
+            revision: state.revision,
+        }))
+    }
+
+    async fn disarm_alarm(
+        &self,
+        request: Request<pb::DisarmAlarmRequest>,
+    ) -> Result<Response<pb::DisarmAlarmResponse>, Status> {
+        self.check()?;
+        let member = request.into_inner().member;
+        let mut state = self.lock();
+        let chosen = |a: &pb::Alarm| member.is_empty() || a.member == member;
+        if !state.alarms.iter().any(chosen) {
+            return Err(Status::not_found("no such alarm is raised"));
+        }
+        if let Some(over) = state
+            .alarms
+            .iter()
+            .find(|a| chosen(a) && a.used_bytes > a.quota_bytes)
+        {
+            return Err(Status::failed_precondition(format!(
+                "cannot disarm: alarm NOSPACE on member {} is still past its quota",
+                over.member
+            )));
+        }
+        let (disarmed, kept) = state.alarms.drain(..).partition(|a| chosen(a));
+        state.alarms = kept;
+        state.revision += 1;
+        Ok(Response::new(pb::DisarmAlarmResponse {
+            disarmed,
+            revision: state.revision,
         }))
     }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Change, Event, State};
+use crate::alarm::{Alarm, AlarmKind};
 use crate::command::{Command, Outcome, Request};
 use crate::error::Rejection;
 use crate::identity::Identity;
@@ -493,6 +494,14 @@ pub fn apply(
         });
     }
     validate_actor(&request.actor)?;
+    if request.command.adds_data() {
+        if let Some(alarm) = state.no_space_alarm() {
+            return Err(Rejection::AlarmRaised {
+                alarm: alarm.kind.to_string(),
+                reason: alarm.describe(),
+            });
+        }
+    }
     let outcome = match &request.command {
         Command::CreatePool(spec) => state.create_pool(revision, spec)?,
         Command::DeletePool { name } => state.delete_pool(name)?,
@@ -528,6 +537,12 @@ pub fn apply(
             changes,
         } => state.fail_over(revision, unit, *epoch, changes)?,
         Command::Recover { survivor, lost } => state.recover(*survivor, lost)?,
+        Command::ReportSpace {
+            member,
+            used_bytes,
+            quota_bytes,
+        } => state.report_space(revision, member, *used_bytes, *quota_bytes)?,
+        Command::DisarmAlarm { member, kind } => state.disarm_alarms(member.as_deref(), *kind)?,
     };
     let change = match &outcome {
         Outcome::Pool(pool) => Change::PoolPut(pool.clone()),
@@ -559,6 +574,10 @@ pub fn apply(
             survivor: *survivor,
             lost: lost.clone(),
         },
+        Outcome::AlarmReported { alarm } => Change::AlarmPut(alarm.clone()),
+        Outcome::AlarmsDisarmed { alarms } => Change::AlarmsDisarmed {
+            alarms: alarms.clone(),
+        },
     };
     state.revision = revision;
     state.record(Event {
@@ -581,4 +600,89 @@ fn placements_of(state: &State, profiles: &[String]) -> Vec<(String, Placement)>
                 .map(|placement| (name.clone(), placement.clone()))
         })
         .collect()
+}
+
+impl State {
+    fn report_space(
+        &mut self,
+        revision: Revision,
+        member: &str,
+        used_bytes: u64,
+        quota_bytes: u64,
+    ) -> Result<Outcome, Rejection> {
+        crate::name::validate_name("member", member)?;
+        let key = (member.to_string(), AlarmKind::NoSpace);
+        let raised = match self.alarms.get(&key) {
+            Some(alarm) => alarm.raised,
+            None if used_bytes > quota_bytes => {
+                if self.alarms.len() >= MEMBERS_MAX {
+                    return Err(Rejection::limit("alarms", MEMBERS_MAX));
+                }
+                revision
+            }
+            None => {
+                return Err(Rejection::FailedPrecondition {
+                    reason: format!(
+                        "member {member:?} is within its quota ({used_bytes} of {quota_bytes} \
+                         bytes) and has no alarm raised: nothing to report"
+                    ),
+                })
+            }
+        };
+        let alarm = Alarm {
+            member: member.to_string(),
+            kind: AlarmKind::NoSpace,
+            raised,
+            used_bytes,
+            quota_bytes,
+        };
+        self.alarms.insert(key, alarm.clone());
+        Ok(Outcome::AlarmReported { alarm })
+    }
+
+    fn disarm_alarms(
+        &mut self,
+        member: Option<&str>,
+        kind: Option<AlarmKind>,
+    ) -> Result<Outcome, Rejection> {
+        if let Some(member) = member {
+            crate::name::validate_name("member", member)?;
+        }
+        let chosen: Vec<(String, AlarmKind)> = self
+            .alarms
+            .iter()
+            .filter(|(_, a)| member.is_none_or(|m| a.member == m))
+            .filter(|(_, a)| kind.is_none_or(|k| a.kind == k))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if chosen.is_empty() {
+            return Err(Rejection::not_found(
+                "alarm",
+                format!(
+                    "{} of {}",
+                    kind.map_or("any kind".to_string(), |k| k.to_string()),
+                    member.unwrap_or("any member")
+                ),
+            ));
+        }
+        if let Some(over) = chosen
+            .iter()
+            .filter_map(|key| self.alarms.get(key))
+            .find(|a| !a.cleared())
+        {
+            return Err(Rejection::FailedPrecondition {
+                reason: format!(
+                    "cannot disarm: {} is still past its quota by its last report; free space \
+                     on {} (or raise its --quota-bytes) and disarm again",
+                    over.describe(),
+                    over.member
+                ),
+            });
+        }
+        let alarms = chosen
+            .iter()
+            .filter_map(|key| self.alarms.remove(key))
+            .collect();
+        Ok(Outcome::AlarmsDisarmed { alarms })
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::alarm::{Alarm, AlarmKind};
 use crate::error::HistoryTruncated;
 use crate::identity::{Identity, Mac, Wwn};
 use crate::index::IdentityIndex;
@@ -78,6 +79,11 @@ pub enum Change {
         survivor: u64,
         lost: Vec<u64>,
     },
+    /// An alarm was raised, or its member reported again.
+    AlarmPut(Alarm),
+    AlarmsDisarmed {
+        alarms: Vec<Alarm>,
+    },
 }
 
 /// Everything the cluster agrees on. Changed only by `apply`, so every replica that applies the
@@ -105,6 +111,8 @@ pub struct State {
     settled_membership: u64,
     /// Member ids removed by a recovery without a quorum: refused on the peer API for good.
     removed_ids: BTreeSet<u64>,
+    /// Raised alarms, by member and kind.
+    alarms: BTreeMap<(String, AlarmKind), Alarm>,
     /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
     events: VecDeque<Event>,
     /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
@@ -117,6 +125,16 @@ impl State {
     /// Revision of the last applied change (0 before any).
     pub fn revision(&self) -> Revision {
         self.revision
+    }
+
+    /// Raised alarms, by member then kind.
+    pub fn alarms(&self) -> impl Iterator<Item = &Alarm> {
+        self.alarms.values()
+    }
+
+    /// The alarm that refuses commands adding data, if one is raised.
+    pub fn no_space_alarm(&self) -> Option<&Alarm> {
+        self.alarms.values().find(|a| a.kind == AlarmKind::NoSpace)
     }
 
     pub fn profile(&self, name: &str) -> Option<&Profile> {
@@ -305,6 +323,15 @@ impl State {
             self.removed_ids.len(),
             crate::limits::REMOVED_IDS_MAX,
         )?;
+        over("alarms", self.alarms.len(), MEMBERS_MAX)?;
+        for ((member, kind), alarm) in &self.alarms {
+            if &alarm.member != member || alarm.kind != *kind {
+                return Err(format!(
+                    "alarm {} is filed under {member}/{kind}",
+                    alarm.describe()
+                ));
+            }
+        }
 
         for (name, profile) in &self.profiles {
             if *name != profile.name {
@@ -416,6 +443,7 @@ struct SnapshotRef<'a> {
     settled_membership: u64,
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     removed_ids: &'a BTreeSet<u64>,
+    alarms: Vec<&'a Alarm>,
     events: &'a VecDeque<Event>,
 }
 
@@ -441,6 +469,9 @@ struct Snapshot {
     settled_membership: u64,
     #[serde(default)]
     removed_ids: BTreeSet<u64>,
+    /// Absent in snapshots written before alarms existed: none raised.
+    #[serde(default)]
+    alarms: Vec<Alarm>,
     events: VecDeque<Event>,
 }
 
@@ -459,6 +490,7 @@ impl Serialize for State {
             revoked: &self.revoked,
             settled_membership: self.settled_membership,
             removed_ids: &self.removed_ids,
+            alarms: self.alarms.values().collect(),
             events: &self.events,
         }
         .serialize(serializer)
@@ -513,6 +545,12 @@ impl State {
             revoked: snapshot.revoked,
             settled_membership: snapshot.settled_membership,
             removed_ids: snapshot.removed_ids,
+            alarms: keyed(
+                "alarm",
+                snapshot.alarms,
+                |a| (a.member.clone(), a.kind),
+                |(member, kind)| format!("{kind} of {member:?}"),
+            )?,
             events: snapshot.events,
             index: IdentityIndex::default(),
         };

@@ -114,6 +114,50 @@ impl ClusterService for Api {
         Ok(Response::new(Box::pin(tokio_stream::iter(parts))))
     }
 
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        let consistency = consistency("consistency", request.get_ref().consistency)?;
+        self.node.read_barrier(consistency).await?;
+        let (alarms, revision) = self.node.view().read(|a| {
+            (
+                a.state
+                    .alarms()
+                    .map(crate::convert::alarm::to_wire)
+                    .collect(),
+                a.state.revision(),
+            )
+        });
+        Ok(Response::new(pb::ListAlarmsResponse { alarms, revision }))
+    }
+
+    async fn disarm_alarm(
+        &self,
+        request: Request<pb::DisarmAlarmRequest>,
+    ) -> Result<Response<pb::DisarmAlarmResponse>, Status> {
+        let actor = super::actor(&request)?;
+        let request = request.into_inner();
+        optional_name("member", &request.member)?;
+        let kind = crate::convert::alarm::kind_from_wire("kind", request.kind)?;
+        let command = vnet_model::Command::DisarmAlarm {
+            member: (!request.member.is_empty()).then_some(request.member),
+            kind,
+        };
+        match self.node.write(&actor, command).await? {
+            (vnet_model::Outcome::AlarmsDisarmed { alarms }, revision) => {
+                Ok(Response::new(pb::DisarmAlarmResponse {
+                    disarmed: alarms.iter().map(crate::convert::alarm::to_wire).collect(),
+                    revision,
+                }))
+            }
+            (other, _) => Err(ApiError::Internal {
+                reason: format!("disarming alarms produced {other:?}"),
+            }
+            .into()),
+        }
+    }
+
     async fn get_cluster_status(
         &self,
         request: Request<pb::GetClusterStatusRequest>,

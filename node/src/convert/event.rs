@@ -36,6 +36,10 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
             survivor: *survivor,
             lost: lost.clone(),
         }),
+        Change::AlarmPut(alarm) => Wire::AlarmPut(super::alarm::to_wire(alarm)),
+        Change::AlarmsDisarmed { alarms } => Wire::AlarmsDisarmed(pb::AlarmsDisarmed {
+            alarms: alarms.iter().map(super::alarm::to_wire).collect(),
+        }),
         Change::FailedOver { placements, .. } => Wire::Placements(pb::PlacementChanges {
             placements: placements
                 .iter()

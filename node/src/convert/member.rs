@@ -73,6 +73,11 @@ pub fn status_to_wire(status: &ClusterStatus) -> pb::GetClusterStatusResponse {
         placements: status.placements.iter().map(placement_to_wire).collect(),
         version: status.version.clone(),
         data_dir_bytes: status.data_dir_bytes,
+        alarms: status
+            .alarms
+            .iter()
+            .map(crate::convert::alarm::to_wire)
+            .collect(),
     }
 }
 

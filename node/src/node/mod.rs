@@ -420,6 +420,18 @@ impl Node {
         if let LeaderRequest::Write(write) = &request {
             // Refused here too, so an oversize request is not shipped to the leader first.
             crate::peer::check_entry_size(write)?;
+            // Under a NOSPACE alarm a write that adds data is refused here, before it costs a
+            // log entry on a full disk. The model refuses it again at apply (the alarm may have
+            // been raised since this node last applied), so every replica agrees either way.
+            if write.command.adds_data() {
+                let alarm = self.view().read(|a| a.state.no_space_alarm().cloned());
+                if let Some(alarm) = alarm {
+                    return Err(ApiError::Rejected(vnet_model::Rejection::AlarmRaised {
+                        alarm: alarm.kind.to_string(),
+                        reason: alarm.describe(),
+                    }));
+                }
+            }
         }
         let deadline = Instant::now() + budget;
         let mut metrics = self.raft().metrics();
@@ -780,6 +792,10 @@ pub struct ClusterStatus {
     /// Bytes the answering node's data directory takes on disk.
     #[serde(default)]
     pub data_dir_bytes: u64,
+    /// Raised alarms, as of the answering node's applied state. Absent from a leader that
+    /// predates alarms: none.
+    #[serde(default)]
+    pub alarms: Vec<vnet_model::Alarm>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,7 +96,7 @@ impl Node {
         let failed_after = self.failed_after();
         let own_view = self.unit_view();
         let no_leader = metrics.current_leader.is_none();
-        let (units, placements) = self.view().read(|a| {
+        let (units, placements, alarms) = self.view().read(|a| {
             let units = a
                 .state
                 .members()
@@ -135,7 +135,11 @@ impl Node {
                     }
                 })
                 .collect();
-            (units, placement_status(&a.state))
+            (
+                units,
+                placement_status(&a.state),
+                a.state.alarms().cloned().collect(),
+            )
         });
         ClusterStatus {
             units,
@@ -150,6 +154,7 @@ impl Node {
             members,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             data_dir_bytes: dir_bytes(&self.config().data_dir),
+            alarms,
         }
     }
 
