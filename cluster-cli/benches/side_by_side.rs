@@ -6,6 +6,8 @@
 //! cargo bench -p cluster-cli --bench side_by_side -- --clients 1,16,64 --duration 10s
 //! ```
 //!
+//! `--no-etcd` runs vnet-ha alone (to profile it, say).
+//!
 //! Both clusters have three members on loopback: etcd's from the `etcd` on the PATH, vnet-ha's
 //! the demo cluster (`vnetctl demo`: two units with their simulated switches and a witness). Each
 //! client owns one key or one profile and has its own connection to endpoint `client mod 3`, so
@@ -74,12 +76,15 @@ mod etcd {
 struct Args {
     clients: Vec<usize>,
     duration: Duration,
+    /// `--no-etcd`: vnet-ha alone, e.g. to profile it.
+    etcd: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         clients: vec![1, 16, 64],
         duration: Duration::from_secs(10),
+        etcd: true,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -105,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--duration {value}: give whole seconds, e.g. 10s"))?;
                 args.duration = Duration::from_secs(seconds);
             }
+            "--no-etcd" => args.etcd = false,
             // `cargo bench` passes --bench; a filter would be a bare word. Neither applies.
             "--bench" => {}
             other if !other.starts_with('-') => {}
@@ -462,14 +468,15 @@ async fn main() {
         }
     };
     let mut systems: Vec<(&str, Processes, Vec<String>)> = Vec::new();
-    match find_on_path("etcd") {
+    match find_on_path("etcd").filter(|_| args.etcd) {
         Some(etcd) => match start_etcd(&etcd) {
             Ok((processes, endpoints)) => systems.push(("etcd", processes, endpoints)),
             Err(e) => eprintln!("side_by_side: etcd left out: {e}"),
         },
-        None => eprintln!(
+        None if args.etcd => eprintln!(
             "side_by_side: no etcd on the PATH (apt-get install etcd-server); vnet-ha only"
         ),
+        None => {}
     }
     match start_vnet() {
         Ok((processes, endpoints)) => systems.push(("vnet", processes, endpoints)),
