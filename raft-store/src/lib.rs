@@ -87,6 +87,8 @@ pub enum OpenError {
     },
     #[error("cannot open the Raft log database in {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
+    #[error("the Raft log in {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     #[error("cannot use the snapshot in {path}: {source}")]
     Snapshot {
         path: PathBuf,
@@ -156,9 +158,16 @@ pub fn open_observed(
             path: log_path.clone(),
             source,
         })?;
-    let log = LogStore::open(&db, observer.clone()).map_err(|source| OpenError::Sled {
+    let log =
+        LogStore::open(&db, observer.clone(), data_dir.join("vote.mark")).map_err(|source| {
+            OpenError::Sled {
+                path: log_path.clone(),
+                source,
+            }
+        })?;
+    log.check_vote_mark().map_err(|reason| OpenError::Damaged {
         path: log_path,
-        source,
+        reason,
     })?;
     let snapshot_path = data_dir.join("snapshots");
     let snapshots = snapshot_file::SnapshotDir::open(snapshot_path.clone()).map_err(|source| {

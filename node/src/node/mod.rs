@@ -102,16 +102,25 @@ struct Inner {
 pub enum StartError {
     #[error(transparent)]
     DataDir(#[from] crate::data_file::DataFileError),
-    #[error(transparent)]
+    #[error(
+        "vnetd does not start on a store it cannot read whole (see \"Recovering a damaged data \
+         directory\" in README.md)"
+    )]
     Store(#[from] raft_store::OpenError),
-    #[error("cannot read the Raft log in {path}: {source}")]
+    #[error(
+        "cannot read the Raft log in {path}: {source}. See \"Recovering a damaged data \
+         directory\" in README.md"
+    )]
     Log {
         path: String,
         source: openraft::StorageError<NodeId>,
     },
     #[error("invalid Raft timing: {0}")]
     RaftConfig(#[from] Box<openraft::ConfigError>),
-    #[error("cannot start Raft: {0}")]
+    #[error(
+        "cannot start Raft: {0}. If the store is damaged, see \"Recovering a damaged data \
+         directory\" in README.md"
+    )]
     Raft(#[from] openraft::error::Fatal<NodeId>),
     #[error(
         "the data directory {data_dir} is empty, but peer {peer_id} at {peer_addr} already belongs \
