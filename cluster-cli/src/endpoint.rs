@@ -50,6 +50,8 @@ pub struct EndpointStatus {
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub revision: Option<u64>,
+    /// Raised alarms as `KIND@member`, e.g. `NOSPACE@unit-b`.
+    pub alarms: Vec<String>,
     /// Why the endpoint did not answer.
     pub error: Option<String>,
 }
@@ -179,6 +181,11 @@ fn status_row(
             commit_index: Some(status.commit_index),
             applied_index: Some(status.applied_index),
             revision: Some(status.revision),
+            alarms: status
+                .alarms
+                .iter()
+                .map(|a| format!("{}@{}", alarm_name(a.kind), a.member))
+                .collect(),
             error: None,
         },
         Err(reason) => EndpointStatus {
@@ -193,6 +200,7 @@ fn status_row(
             commit_index: None,
             applied_index: None,
             revision: None,
+            alarms: Vec::new(),
             error: Some(reason),
         },
     }
@@ -206,6 +214,14 @@ fn verdict(bad: usize, total: usize, what: &str) -> Result<(), CliError> {
         Err(CliError::Unhealthy(format!(
             "{bad} of {total} endpoint(s) {what}"
         )))
+    }
+}
+
+/// An alarm kind as operators read it, e.g. `NOSPACE`.
+fn alarm_name(kind: i32) -> String {
+    match pb::AlarmKind::try_from(kind) {
+        Ok(pb::AlarmKind::Nospace) => "NOSPACE".to_owned(),
+        _ => format!("ALARM_{kind}"),
     }
 }
 
@@ -247,7 +263,7 @@ impl Render for EndpointStatusView {
     fn text(&self) -> String {
         let mut table = Table::new(vec![
             "ENDPOINT", "ID", "NAME", "VERSION", "DATA DIR", "LEADER", "TERM", "COMMIT", "APPLIED",
-            "REVISION", "ERROR",
+            "REVISION", "ALARMS", "ERROR",
         ]);
         for e in &self.endpoints {
             let leader = match (e.is_leader, e.leader_id) {
@@ -267,6 +283,7 @@ impl Render for EndpointStatusView {
                 dash(e.commit_index),
                 dash(e.applied_index),
                 dash(e.revision),
+                dash((!e.alarms.is_empty()).then(|| e.alarms.join(","))),
                 dash(e.error.as_ref()),
             ]);
         }
@@ -307,5 +324,27 @@ mod tests {
         assert_eq!(error.exit_code(), crate::error::EXIT_REJECTED);
         assert_eq!(error.to_string(), "1 of 2 endpoint(s) unhealthy");
         assert!(verdict(0, 2, "unhealthy").is_ok());
+    }
+
+    #[test]
+    fn a_raised_alarm_shows_in_the_row() {
+        let status = pb::GetClusterStatusResponse {
+            responder_id: 2,
+            leader_id: Some(1),
+            alarms: vec![pb::Alarm {
+                member: "unit-b".into(),
+                kind: pb::AlarmKind::Nospace as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let row = status_row("b:2".into(), Ok(status));
+        assert_eq!(row.alarms, vec!["NOSPACE@unit-b"]);
+        assert_eq!(row.is_leader, Some(false));
+        let text = EndpointStatusView {
+            endpoints: vec![row],
+        }
+        .text();
+        assert!(text.contains("NOSPACE@unit-b"), "{text}");
     }
 }

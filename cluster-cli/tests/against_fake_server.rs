@@ -291,6 +291,7 @@ async fn endpoint_commands_ask_every_endpoint_and_fail_if_any_is_unwell() {
     assert_eq!(rows[0]["data_dir_bytes"], 8192);
     assert_eq!(rows[0]["is_leader"], true);
     assert!(rows[0]["error"].is_null(), "{rows:?}");
+    assert_eq!(rows[0]["alarms"], serde_json::json!([]));
     assert!(
         rows[1]["error"]
             .as_str()

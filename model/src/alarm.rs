@@ -24,6 +24,9 @@ pub enum AlarmKind {
 }
 
 impl AlarmKind {
+    /// Every kind, so that monitoring can show each as raised or not.
+    pub const ALL: [AlarmKind; 1] = [AlarmKind::NoSpace];
+
     /// The name operators see, as etcd spells it.
     pub fn name(self) -> &'static str {
         match self {

@@ -12,8 +12,8 @@ use tonic_health::ServingStatus;
 use crate::metrics::PUBLIC_SERVICES;
 use crate::node::{Node, CAUGHT_UP_LAG_ENTRIES_MAX};
 
-/// Whether `node` can serve reads and writes: it knows a leader, Raft runs, and it has applied
-/// all but [`CAUGHT_UP_LAG_ENTRIES_MAX`] of the entries it holds.
+/// Whether `node` can serve reads and writes: it knows a leader, Raft runs, no NOSPACE alarm is
+/// raised, and it has applied all but [`CAUGHT_UP_LAG_ENTRIES_MAX`] of the entries it holds.
 pub fn readiness(node: &Node) -> Result<(), String> {
     let raft = node.raft().metrics().borrow().clone();
     if let Err(fatal) = &raft.running_state {
@@ -21,6 +21,20 @@ pub fn readiness(node: &Node) -> Result<(), String> {
     }
     if raft.current_leader.is_none() {
         return Err("no leader is known".to_owned());
+    }
+    // As etcd's health: a cluster that refuses writes for want of space is not healthy, though
+    // it still serves reads (the alarm is replicated, so every node says the same).
+    let alarm = node.view().read(|applied| {
+        applied
+            .state
+            .no_space_alarm()
+            .map(|alarm| format!("alarm {} raised by {}", alarm.kind.name(), alarm.member))
+    });
+    if let Some(alarm) = alarm {
+        return Err(format!(
+            "{alarm}: writes that add data are refused until it is disarmed \
+             (vnetctl alarm list)"
+        ));
     }
     let applied = raft.last_applied.map_or(0, |id| id.index);
     let last = raft.last_log_index.unwrap_or(0);

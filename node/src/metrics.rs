@@ -64,6 +64,14 @@ pub struct UnitLabels {
     pub unit: String,
 }
 
+/// A raised alarm: the member whose condition raised it and its kind (both bounded: members by
+/// `MEMBERS_MAX`, kinds by the model's `AlarmKind`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlarmLabels {
+    pub member: String,
+    pub alarm: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub reason: &'static str,
@@ -129,6 +137,8 @@ pub struct NodeMetrics {
     unit_lease_revoked: Family<UnitLabels, Gauge>,
     lease_voters_granting: Family<UnitLabels, Gauge>,
     lease_remaining: Family<UnitLabels, SecondsGauge>,
+    // Alarms, set at scrape time.
+    alarm_active: Family<AlarmLabels, Gauge>,
     // The servers.
     pub grpc: GrpcServerMetrics,
 }
@@ -174,6 +184,7 @@ impl NodeMetrics {
             failover_duration: Histogram::new(FAILOVER_BUCKETS_SECONDS),
             unit_lease_healthy: Family::default(),
             unit_lease_revoked: Family::default(),
+            alarm_active: Family::default(),
             lease_voters_granting: Family::default(),
             lease_remaining: Family::default(),
             grpc,
@@ -316,6 +327,12 @@ impl NodeMetrics {
             "1 while a unit's lease is revoked (its failover is under way), else 0",
             m.unit_lease_revoked.clone(),
         );
+        r.register(
+            "alarm_active",
+            "1 while an alarm of this kind is raised by this member, else 0 (NOSPACE: writes that \
+             add data are refused until an operator disarms it)",
+            m.alarm_active.clone(),
+        );
         let lease = r.sub_registry_with_prefix("lease");
         lease.register(
             "grants",
@@ -434,6 +451,29 @@ impl NodeMetrics {
         self.refresh_domain(node);
     }
 
+    fn refresh_alarms(&self, node: &Node) {
+        self.alarm_active.clear();
+        node.view().read(|applied| {
+            // Every member and kind, 0 when not raised: a family with no series would not be
+            // exported at all, and an alert on it could not be told from a renamed metric.
+            for member in applied.state.members() {
+                for kind in vnet_model::AlarmKind::ALL {
+                    let raised = applied
+                        .state
+                        .alarms()
+                        .any(|a| a.member == member.name && a.kind == kind);
+                    let labels = AlarmLabels {
+                        member: member.name.clone(),
+                        alarm: kind.name().to_owned(),
+                    };
+                    self.alarm_active
+                        .get_or_create(&labels)
+                        .set(i64::from(raised));
+                }
+            }
+        });
+    }
+
     fn refresh_leases(&self, node: &Node) {
         self.unit_lease_healthy.clear();
         self.unit_lease_revoked.clear();
@@ -474,6 +514,7 @@ impl NodeMetrics {
 
     fn refresh_domain(&self, node: &Node) {
         self.refresh_leases(node);
+        self.refresh_alarms(node);
         self.unit_presented.clear();
         self.unit_placed.clear();
         self.unit_capacity.clear();

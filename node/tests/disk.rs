@@ -15,6 +15,10 @@ use common::processes::{Cluster, Proc};
 use common::wait_for;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use vnet_metrics::testing::{get, sample};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
@@ -80,6 +84,17 @@ async fn create_pools(cluster: &Cluster, leader: u64) {
 
 fn store_bytes(data_dir: &Path) -> u64 {
     raft_store::usage::disk_usage(data_dir).expect("measure the store")
+}
+
+/// What the node's standard gRPC health service says of the whole server, if it answers.
+async fn serving(proc: &Proc) -> Option<ServingStatus> {
+    let answer = HealthClient::new(proc.channel())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    Some(answer.into_inner().status())
 }
 
 async fn status(proc: &Proc) -> pb::GetClusterStatusResponse {
@@ -179,6 +194,34 @@ async fn past_the_quota_writes_are_refused_until_the_alarm_is_disarmed() {
         assert!(alarms
             .iter()
             .all(|a| a.kind == pb::AlarmKind::Nospace as i32 && a.used_bytes > a.quota_bytes));
+        // Monitoring sees it: gRPC health and /readyz say not serving, and the metric is set.
+        wait_for(
+            "the node's health says NOT_SERVING under the alarm",
+            || async { (serving(proc).await == Some(ServingStatus::NotServing)).then_some(()) },
+        )
+        .await;
+        let metrics_addr = proc.metrics_addr;
+        let (readyz, exposition) = tokio::task::spawn_blocking(move || {
+            let readyz = get(metrics_addr, "/readyz", None).expect("GET /readyz");
+            let metrics = get(metrics_addr, "/metrics", None).expect("GET /metrics");
+            (readyz, metrics)
+        })
+        .await
+        .expect("the requests ran");
+        assert_eq!(readyz.0, 503, "{}", readyz.1);
+        assert!(readyz.1.contains("NOSPACE"), "{}", readyz.1);
+        let raised: Vec<_> = alarms.iter().map(|a| a.member.clone()).collect();
+        for member in &raised {
+            assert_eq!(
+                sample(
+                    &exposition.1,
+                    &format!("vnet_alarm_active{{member=\"{member}\",alarm=\"NOSPACE\"}}")
+                ),
+                Some(1.0),
+                "{}",
+                exposition.1
+            );
+        }
     }
     // Reads go on, and so do deletions.
     let read = profiles
@@ -248,6 +291,12 @@ async fn past_the_quota_writes_are_refused_until_the_alarm_is_disarmed() {
         .expect("list alarms")
         .into_inner();
     assert!(listed.alarms.is_empty(), "{:?}", listed.alarms);
+    for proc in &cluster.procs {
+        wait_for("the node's health says SERVING once disarmed", || async {
+            (serving(proc).await == Some(ServingStatus::Serving)).then_some(())
+        })
+        .await;
+    }
     ProfileServiceClient::new(cluster.proc(leader).channel())
         .create_profile(pb::CreateProfileRequest {
             profile: Some(bulky(written + 1)),

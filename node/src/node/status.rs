@@ -153,7 +153,8 @@ impl Node {
             revision: progress.revision,
             members,
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            data_dir_bytes: dir_bytes(&self.config().data_dir),
+            // What the quota counts; a store that cannot be measured now shows as 0.
+            data_dir_bytes: raft_store::usage::disk_usage(&self.config().data_dir).unwrap_or(0),
             alarms,
         }
     }
@@ -227,29 +228,4 @@ fn unit_note(
             .into();
     }
     String::new()
-}
-
-/// Bytes the files under `dir` take on disk (allocated blocks, so a sparse or preallocated file
-/// counts what it really uses). What cannot be read is not counted: a status answer is better
-/// slightly low than missing.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(metadata) = entry.metadata() else {
-                continue;
-            };
-            if metadata.is_dir() {
-                pending.push(entry.path());
-            } else {
-                total += metadata.blocks() * 512;
-            }
-        }
-    }
-    total
 }
