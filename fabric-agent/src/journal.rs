@@ -148,8 +148,9 @@ fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, JournalError> {
     Ok(scan)
 }
 
-/// Checks and decodes one line (without its newline). Returns the reason on failure.
-fn parse_line(line: &[u8]) -> Result<Record, String> {
+/// Checks and decodes one line (without its newline). Returns the reason on failure. Public for
+/// the fuzz targets (`fuzz/`).
+pub fn parse_line(line: &[u8]) -> Result<Record, String> {
     let shown = || {
         let text = String::from_utf8_lossy(line);
         let mut cut: String = text.chars().take(LINE_SHOWN_CHARS_MAX).collect();
