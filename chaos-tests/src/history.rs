@@ -8,14 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// CLOCK_MONOTONIC in nanoseconds: the time base of histories, fault logs and switch journals.
-pub fn monotonic_now_ns() -> u64 {
-    // CLOCK_MONOTONIC cannot fail on Linux with a valid clock id; a failure would mean a broken
-    // libc, where no timestamp could be trusted anyway.
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC is always readable on Linux");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
+/// CLOCK_MONOTONIC in nanoseconds: the time base of histories, fault logs and switch journals,
+/// read as the switches read it.
+pub use fabric_agent::monotonic_now_ns;
 
 /// A virtual NIC as the checkers compare it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

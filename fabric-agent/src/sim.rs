@@ -118,7 +118,7 @@ impl SimDriver {
                 ))
             }
             code => DriverError::Refused {
-                code: code_name(code).to_owned(),
+                code: vnet_proto::code_name(code).to_owned(),
                 message: status.message().to_owned(),
             },
         }
@@ -193,28 +193,5 @@ impl FabricDriver for SimDriver {
             .await
             .map(drop)
             .map_err(|status| self.error("ArmWatchdog", status))
-    }
-}
-
-/// The canonical gRPC name of a status code, as in the proto error contracts.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
