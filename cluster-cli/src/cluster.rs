@@ -5,8 +5,8 @@ use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 
 use crate::cli::{AlarmCommand, LeaderCommand, MemberAddArgs, MemberCommand, RoleArg};
 use crate::error::CliError;
-use crate::failover::CallKind;
 use crate::output::MemberListView;
+use crate::retry::CallKind;
 use crate::session::{request, Session};
 use crate::spec;
 use crate::view::{

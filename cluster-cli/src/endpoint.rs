@@ -14,8 +14,8 @@ use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 
 use crate::cli::EndpointCommand;
 use crate::error::{code_name, CliError};
-use crate::failover::Connector;
 use crate::output::{Render, Table};
+use crate::retry::Connector;
 use crate::session::{request, GrpcConnector};
 use crate::spec::Endpoints;
 use crate::{emit, Context};

@@ -4,10 +4,10 @@
 //!
 //! - [`cli`]: the command line (clap), with the help texts, exit codes and JSON shapes.
 //! - [`run`] dispatches a parsed command to its module: [`cluster`] (status, members, leader),
-//!   [`placement`] (drain, undrain, failover), [`profile`], [`pool`], [`watch`], [`demo`] (a
+//!   [`moves`] (drain, undrain, failover), [`profile`], [`pool`], [`watch`], [`demo`] (a
 //!   local three-node cluster with simulated switches), [`bench`] and [`endpoint`] (each
 //!   endpoint asked on its own).
-//! - [`session`] opens gRPC channels; [`failover`] decides which endpoint a request goes to
+//! - [`session`] opens gRPC channels; [`retry`] decides which endpoint a request goes to
 //!   and when to try the next one (pure policy, tested without a server).
 //! - [`spec`] parses and checks what the operator typed (endpoints, `--vnic`/`--vhba` specs,
 //!   durations) before anything is sent.
@@ -21,11 +21,11 @@ pub mod cluster;
 pub mod demo;
 pub mod endpoint;
 pub mod error;
-pub mod failover;
+pub mod moves;
 pub mod output;
-pub mod placement;
 pub mod pool;
 pub mod profile;
+pub mod retry;
 pub mod session;
 pub mod snapshot;
 pub mod spec;
@@ -78,9 +78,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             unreachable!("handled above, before a session is opened")
         }
         Command::Alarm(command) => cluster::alarm(&mut session, &context, command).await,
-        Command::Drain(args) => placement::drain(&mut session, &context, args).await,
-        Command::Undrain { unit } => placement::undrain(&mut session, &context, unit).await,
-        Command::Failover(args) => placement::failover(&mut session, &context, args).await,
+        Command::Drain(args) => moves::drain(&mut session, &context, args).await,
+        Command::Undrain { unit } => moves::undrain(&mut session, &context, unit).await,
+        Command::Failover(args) => moves::failover(&mut session, &context, args).await,
         Command::Profile(command) => profile::run(&mut session, &context, command).await,
         Command::Pool(command) => pool::run(&mut session, &context, command).await,
         Command::Watch(args) => watch::run(&mut session, &context, args).await,

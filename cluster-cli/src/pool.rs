@@ -5,7 +5,7 @@ use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
 
 use crate::cli::{PoolCommand, PoolKindArg};
 use crate::error::CliError;
-use crate::failover::CallKind;
+use crate::retry::CallKind;
 use crate::session::{request, Session};
 use crate::spec;
 use crate::view::{DeletedView, PoolListView, PoolUsageListView, PoolView};

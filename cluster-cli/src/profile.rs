@@ -5,7 +5,7 @@ use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
 use crate::cli::{FailbackArg, ProfileCommand, ProfileListArgs, ProfileSpecArgs};
 use crate::error::CliError;
-use crate::failover::CallKind;
+use crate::retry::CallKind;
 use crate::session::{request, Session};
 use crate::spec;
 use crate::view::{DeletedView, ProfileListView, ProfileView};

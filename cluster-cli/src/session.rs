@@ -1,10 +1,10 @@
-//! Connecting to the cluster over gRPC: the tonic side of [`crate::failover`].
+//! Connecting to the cluster over gRPC: the tonic side of [`crate::retry`].
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::failover::{Connector, Failover};
+use crate::retry::{Connector, Failover};
 use crate::spec::Endpoints;
 
 /// Opens plaintext HTTP/2 channels to vnetd's public API.

@@ -15,8 +15,8 @@ use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 
 use crate::error::CliError;
-use crate::failover::CallKind;
 use crate::output::Render;
+use crate::retry::CallKind;
 use crate::session::{request, Session};
 use crate::{emit, Context};
 

@@ -8,8 +8,8 @@ use vnet_proto::vnet::v1::watch_service_client::WatchServiceClient;
 
 use crate::cli::WatchArgs;
 use crate::error::CliError;
-use crate::failover::{is_transport_error, CallKind};
 use crate::output::{json_line, Format};
+use crate::retry::{is_transport_error, CallKind};
 use crate::session::Session;
 use crate::view::WatchEventView;
 use crate::{cluster, write_stdout, Context};

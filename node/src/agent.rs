@@ -40,7 +40,7 @@ pub fn desired_ports(state: &State, unit: &str) -> PortMap {
     let Some(member) = state.member_by_name(unit) else {
         return PortMap::new();
     };
-    crate::placement::placed_on(state, unit)
+    crate::policy::placed_on(state, unit)
         .into_iter()
         .filter_map(|name| {
             let profile = state.profile(name)?;
@@ -101,7 +101,7 @@ pub fn reconcile(
 
 /// The report to write after a pass, if any: when what the switch presents differs from the
 /// unit's last report, or when a planned move off the unit waits for a report made on a state
-/// that includes it (see `placement::decide`). `acted_on` is the applied index the pass acted
+/// that includes it (see `policy::decide`). `acted_on` is the applied index the pass acted
 /// on: the applied state only moves forward, so no later pass acts on anything older.
 pub fn report(
     state: &State,

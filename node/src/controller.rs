@@ -5,7 +5,7 @@
 //!
 //! A pass judges every unit from the reports (`lease::judge`): a unit is failed when a majority
 //! of every voter set has granted it nothing for `ttl + drift_margin` (it has fenced itself by
-//! then), or when its lease is revoked. `placement::decide` then proposes changes; those that
+//! then), or when its lease is revoked. `policy::decide` then proposes changes; those that
 //! rely on a unit's failure go through three steps, each its own write:
 //! 1. `RevokeLease`: voters that apply it grant the unit nothing more;
 //! 2. once a majority of every voter set attests that it applied the revocation and has been
@@ -23,7 +23,7 @@ use vnet_model::{Command, PlacementChange, Role, State};
 
 use crate::error::ApiError;
 use crate::lease::{attested, judge, Judgement, VoterReport, VoterSets};
-use crate::placement::{decide, planned_moves, Health, Policy};
+use crate::policy::{decide, planned_moves, Health, Policy};
 
 /// The controller's tunables.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +173,7 @@ impl Controller {
         writes
     }
 
-    /// An operator's move (see `placement::planned_moves`): always break before make.
+    /// An operator's move (see `policy::planned_moves`): always break before make.
     pub fn operator_moves(
         &self,
         voters: &Voters<'_>,

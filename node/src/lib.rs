@@ -14,7 +14,7 @@
 //! - [`agent`]: a unit's fabric agent: lease renewal and switch reconciliation.
 //! - [`lease`]: unit leases and the leader's lease table (with the no-double-presentation
 //!   safety argument).
-//! - [`placement`]: the placement controller's pure decisions (failover, drain, failback).
+//! - [`policy`]: the placement controller's pure decisions (failover, drain, failback).
 //! - [`controller`]: one controller pass without I/O: judging unit health, deciding and acting
 //!   on failures under the lease table's lock; `node` performs its writes.
 //! - [`peer`]: the peer API between nodes (Raft transport, forwarding) — client and server.
@@ -44,7 +44,7 @@ pub mod metrics;
 pub mod node;
 pub mod offline;
 pub mod peer;
-pub mod placement;
+pub mod policy;
 pub mod quota;
 pub mod telemetry;
 

@@ -5,7 +5,7 @@
 //!
 //! What is real and what is modelled:
 //! - real: the lease table and its grant halves (`vnet_node::lease`), the controller's pass
-//!   (`vnet_node::controller`, with `placement::decide`), the agent's decisions
+//!   (`vnet_node::controller`, with `policy::decide`), the agent's decisions
 //!   (`vnet_node::agent::reconcile`, `report`, `UnitLease::after_grant`), the replicated state
 //!   machine (`vnet_model::apply`), the reconciler (`fabric_agent::plan`) and the switch with its
 //!   watchdog (`fabric_agent::switch`);

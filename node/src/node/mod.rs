@@ -33,7 +33,7 @@ use crate::lease::Grants;
 use crate::metrics::NodeMetrics;
 use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
-use crate::placement::Policy;
+use crate::policy::Policy;
 
 mod leases;
 mod membership;

@@ -25,7 +25,7 @@ use vnet_model::{
 use vnet_node::agent::{presented_of, reconcile, report, Reconcile};
 use vnet_node::controller::{Controller, OperatorMove, Voters};
 use vnet_node::lease::{may_grant, Grant, Grants, HeldGrants, UnitLease, VoterReport, VoterSets};
-use vnet_node::placement::Policy;
+use vnet_node::policy::Policy;
 
 use crate::check::{drain_means_empty, Presentations};
 use crate::raft::{Durable, Entry, Happened, Msg, NodeId, Raft, Timing};

@@ -12,8 +12,8 @@ use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 
 use crate::cli::{DrainArgs, FailoverArgs, DRAIN_WAIT_DEFAULT};
 use crate::error::CliError;
-use crate::failover::CallKind;
 use crate::output::Format;
+use crate::retry::CallKind;
 use crate::session::{request, Session};
 use crate::view::{DrainView, FailoverView, PlacementStateView, PlacementView, UndrainView};
 use crate::{cluster, emit, write_stdout, Context};
