@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use fabric_agent::{
     plan, Action, FabricDriver, PortMap, PortProgram, RECONCILE_ACTIONS_PER_TICK_MAX,
 };
-use tokio::sync::watch;
 use tracing::Instrument;
 use vnet_model::{Command, State};
 
 use crate::lease::{HeldGrants, UnitLease, UnitView};
 use crate::node::Node;
 use crate::peer::LeaseRenewal;
+use crate::shutdown::ShutdownSignal;
 
 /// How often the agent compares desired and actual.
 pub const RECONCILE_TICK_MS: u64 = 20;
@@ -155,7 +155,7 @@ fn read_lease(lease: &SharedLease) -> Option<UnitLease> {
 }
 
 /// Runs the agent until `stopping` turns true.
-pub async fn run<D: FabricDriver>(node: Node, driver: D, stopping: watch::Receiver<bool>) {
+pub async fn run<D: FabricDriver>(node: Node, driver: D, stopping: ShutdownSignal) {
     let lease: SharedLease = Arc::new(Mutex::new(Held::default()));
     let driver = Arc::new(driver);
     tokio::join!(
@@ -169,10 +169,10 @@ pub async fn run<D: FabricDriver>(node: Node, driver: D, stopping: watch::Receiv
     );
 }
 
-async fn tick_or_stop(every: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
+async fn tick_or_stop(every: Duration, stopping: &mut ShutdownSignal) -> bool {
     tokio::select! {
         () = tokio::time::sleep(every) => true,
-        _ = stopping.wait_for(|stop| *stop) => false,
+        () = stopping.recv() => false,
     }
 }
 
@@ -182,7 +182,7 @@ async fn renew_loop<D: FabricDriver>(
     node: Node,
     driver: Arc<D>,
     lease: SharedLease,
-    mut stopping: watch::Receiver<bool>,
+    mut stopping: ShutdownSignal,
 ) {
     let timing = node.config().lease;
     let every = Duration::from_millis(timing.renew_every_ms());
@@ -336,7 +336,7 @@ async fn reconcile_loop<D: FabricDriver>(
     node: Node,
     driver: Arc<D>,
     lease: SharedLease,
-    mut stopping: watch::Receiver<bool>,
+    mut stopping: ShutdownSignal,
 ) {
     let unit = node.config().name.clone();
     let fencing = !node.config().unsafe_disable_fencing;

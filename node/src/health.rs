@@ -5,12 +5,12 @@
 //! The health service reports the overall status (service `""`) and each public service the
 //! same way: SERVING while [`readiness`] holds, NOT_SERVING otherwise and once the node stops.
 
-use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::metrics::PUBLIC_SERVICES;
 use crate::node::{Node, CAUGHT_UP_LAG_ENTRIES_MAX};
+use crate::shutdown::ShutdownSignal;
 
 /// Whether `node` can serve reads and writes: it knows a leader, Raft runs, no NOSPACE alarm is
 /// raised, and it has applied all but [`CAUGHT_UP_LAG_ENTRIES_MAX`] of the entries it holds.
@@ -49,7 +49,7 @@ pub fn readiness(node: &Node) -> Result<(), String> {
 
 /// Keeps `reporter` in step with [`readiness`] until `stopping` turns true. Readiness depends
 /// only on Raft's metrics, so it is looked at again each time they change.
-pub async fn report(node: Node, reporter: HealthReporter, mut stopping: watch::Receiver<bool>) {
+pub async fn report(node: Node, reporter: HealthReporter, mut stopping: ShutdownSignal) {
     let mut raft_metrics = node.raft().metrics();
     let mut reported = None;
     loop {
@@ -64,7 +64,7 @@ pub async fn report(node: Node, reporter: HealthReporter, mut stopping: watch::R
         }
         tokio::select! {
             changed = raft_metrics.changed() => if changed.is_err() { break },
-            _ = stopping.wait_for(|stop| *stop) => break,
+            () = stopping.recv() => break,
         }
     }
     set_all(&reporter, ServingStatus::NotServing).await;

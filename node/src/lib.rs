@@ -46,6 +46,7 @@ pub mod offline;
 pub mod peer;
 pub mod policy;
 pub mod quota;
+pub mod shutdown;
 pub mod telemetry;
 
 use std::future::Future;
@@ -53,7 +54,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::transport::Server;
 use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeerServer;
 use vnet_proto::vnet::v1::cluster_service_server::ClusterServiceServer;
@@ -65,6 +65,7 @@ pub use config::{Args, Config};
 pub use node::Node;
 
 use crate::metrics::NodeMetrics;
+use crate::shutdown::Shutdown;
 use vnet_metrics::grpc::GrpcMetricsLayer;
 
 use crate::peer::client::PEER_MESSAGE_BYTES_MAX;
@@ -150,11 +151,7 @@ pub async fn run(
     let mut registry = prometheus_client::registry::Registry::default();
     let node_metrics = NodeMetrics::register(&mut registry);
     let node = Node::start(Arc::new(config), node_metrics.clone()).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_rx_for_tasks = stop_rx.clone();
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let stop = Shutdown::new();
 
     let peer_server = server()
         .layer(GrpcMetricsLayer::new(
@@ -166,10 +163,10 @@ pub async fn run(
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(peer_incoming, stop.signal().triggered());
     let api = api::Api {
         node: node.clone(),
-        stopping: stop_rx.clone(),
+        stopping: stop.signal(),
         watchers: Arc::new(tokio::sync::Semaphore::new(limits.watchers_max)),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -218,15 +215,11 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .serve_with_incoming_shutdown(api_incoming, stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(api_incoming, stop.signal().triggered());
     let peer_task = tokio::spawn(peer_server);
     let api_task = tokio::spawn(api_server);
     let leader_changes = tokio::spawn(count_leader_changes(node.clone()));
-    let health_task = tokio::spawn(health::report(
-        node.clone(),
-        health_reporter,
-        stop_rx.clone(),
-    ));
+    let health_task = tokio::spawn(health::report(node.clone(), health_reporter, stop.signal()));
     let metrics_task = listeners.metrics.map(|listener| {
         let refreshed = node.clone();
         let exposition = Arc::new(vnet_metrics::Exposition::new(
@@ -241,7 +234,7 @@ pub async fn run(
             listener,
             exposition,
             ready,
-            stopped(stop_rx.clone()),
+            stop.signal().triggered(),
         ))
     });
 
@@ -256,7 +249,7 @@ pub async fn run(
                     let driver = fabric_agent::SimDriver::connect_lazy(addr)
                         .map_err(|e| anyhow::anyhow!("cannot use switch {addr}: {e}"))?;
                     let node = node.clone();
-                    let stopping = stop_rx_for_tasks.clone();
+                    let stopping = stop.signal();
                     Some(tokio::spawn(async move {
                         agent::run(node, driver, stopping).await
                     }))
@@ -265,10 +258,10 @@ pub async fn run(
             };
             let placing = tokio::spawn({
                 let node = node.clone();
-                let stopping = stop_rx_for_tasks.clone();
+                let stopping = stop.signal();
                 async move { node.run_placement(stopping).await }
             });
-            let measuring = tokio::spawn(quota::run(node.clone(), stop_rx_for_tasks.clone()));
+            let measuring = tokio::spawn(quota::run(node.clone(), stop.signal()));
             tracing::info!(id = node.id(), name = %node.config().name, "node is serving");
             // A Raft core that stops (a disk that is full or fails, a damaged store) leaves a node
             // that can neither commit nor serve: stop the process, loudly, rather than answer
@@ -278,7 +271,7 @@ pub async fn run(
                 reason = raft_stopped(node.clone()) => Some(reason),
             };
             registering.abort();
-            let _ = stop_tx.send(true);
+            stop.trigger();
             let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
             stop_within("the placement controller", placing, grace).await;
             stop_within("the disk quota monitor", measuring, grace).await;
@@ -299,7 +292,7 @@ pub async fn run(
         Err(e) => Err(anyhow::Error::new(e)),
     };
 
-    let _ = stop_tx.send(true);
+    stop.trigger();
     leader_changes.abort();
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
     stop_within("the health reporter", health_task, grace).await;

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
 use vnet_model::{AlarmKind, Command};
 
 use crate::connections::RateLimitedLog;
 use crate::node::Node;
+use crate::shutdown::ShutdownSignal;
 
 /// How often a node measures its store.
 pub const QUOTA_CHECK_MS: u64 = 500;
@@ -21,7 +21,7 @@ static MEASURE_FAILED: RateLimitedLog = RateLimitedLog::new();
 static REPORT_FAILED: RateLimitedLog = RateLimitedLog::new();
 
 /// Measures and reports until `stopping` is set.
-pub async fn run(node: Node, mut stopping: watch::Receiver<bool>) {
+pub async fn run(node: Node, mut stopping: ShutdownSignal) {
     let config = node.config().clone();
     let quota = config.quota_bytes;
     let actor = format!("vnetd/{}", config.name);
@@ -30,7 +30,7 @@ pub async fn run(node: Node, mut stopping: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
+            () = stopping.recv() => return,
         }
         let data_dir = config.data_dir.clone();
         let used = match tokio::task::spawn_blocking(move || {

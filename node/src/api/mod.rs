@@ -91,6 +91,6 @@ pub fn consistency(field: &str, value: i32) -> Result<Consistency, ApiError> {
 #[derive(Clone)]
 pub struct Api {
     pub node: Node,
-    pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub stopping: crate::shutdown::ShutdownSignal,
     pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
 }

@@ -26,6 +26,7 @@ use vnet_proto::vnet::v1::watch_service_server::WatchService;
 use super::Api;
 use crate::connections::RateLimitedLog;
 use crate::convert::event::to_wire;
+use crate::shutdown::ShutdownSignal;
 
 static WATCHERS_REFUSED: RateLimitedLog = RateLimitedLog::new();
 static WATCHERS_CUT_OFF: RateLimitedLog = RateLimitedLog::new();
@@ -189,15 +190,9 @@ async fn feed(
     mut progress: watch::Receiver<raft_store::Progress>,
     mut next: u64,
     tx: mpsc::Sender<u64>,
-    stopping: watch::Receiver<bool>,
+    stopping: ShutdownSignal,
     bounds: Bounds,
 ) -> Option<Status> {
-    let stopped = |stopping: &watch::Receiver<bool>| {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }
-    };
     loop {
         let room = tx.capacity().max(1);
         let batch: Result<Vec<u64>, HistoryTruncated> = view.read(|applied| {
@@ -214,7 +209,7 @@ async fn feed(
             tokio::select! {
                 changed = progress.changed() => if changed.is_err() { return None },
                 () = tx.closed() => return None,
-                () = stopped(&stopping) => return Some(shutting_down()),
+                () = stopping.triggered() => return Some(shutting_down()),
             }
             continue;
         }
@@ -245,7 +240,7 @@ async fn feed(
                             bounds.stall.as_millis()
                         )));
                     }
-                    () = stopped(&stopping) => return Some(shutting_down()),
+                    () = stopping.triggered() => return Some(shutting_down()),
                 },
             };
             next = revision + 1;

@@ -281,7 +281,7 @@ impl Node {
 
     /// The placement controller: on the leader, every tick, gather the voters' lease reports,
     /// decide, and commit the pass's writes in order (`controller.rs`).
-    pub async fn run_placement(&self, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_placement(&self, mut stopping: crate::shutdown::ShutdownSignal) {
         let tick = Duration::from_millis(PLACEMENT_TICK_MS);
         let controller = self.controller();
         let actor = "system/placement";
@@ -293,7 +293,7 @@ impl Node {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
-                _ = stopping.wait_for(|stop| *stop) => return,
+                () = stopping.recv() => return,
             }
             let metrics = self.metrics();
             if metrics.current_leader != Some(self.id())
