@@ -165,18 +165,7 @@ pub fn restore(
     // log they start from. The vote says each has seen term 1 (for the founder): the first
     // election is for term 2, and no entry is ever written under term 1.
     let last = LogId::new(CommittedLeaderId::new(1, founder), index);
-    let nodes: BTreeMap<NodeId, PeerNode> = members
-        .iter()
-        .map(|m| {
-            (
-                m.id,
-                PeerNode {
-                    name: m.name.clone(),
-                    peer_addr: m.peer_addr.clone(),
-                },
-            )
-        })
-        .collect();
+    let nodes = crate::config::peer_nodes(&members);
     let meta = SnapshotMeta {
         last_log_id: Some(last),
         last_membership: StoredMembership::new(Some(last), membership_of(&nodes)),

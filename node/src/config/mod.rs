@@ -267,6 +267,20 @@ pub struct InitialMember {
     pub peer_addr: String,
 }
 
+/// The Raft membership `members` make: each id with its name and peer address.
+pub fn peer_nodes(members: &[InitialMember]) -> BTreeMap<NodeId, raft_store::PeerNode> {
+    members
+        .iter()
+        .map(|m| {
+            let node = raft_store::PeerNode {
+                name: m.name.clone(),
+                peer_addr: m.peer_addr.clone(),
+            };
+            (m.id, node)
+        })
+        .collect()
+}
+
 /// Raft timing and snapshot policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftTiming {

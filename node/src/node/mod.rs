@@ -294,19 +294,7 @@ impl Node {
                 .map_err(|e| StartError::Initialize(format!("cannot draw a cluster id: {e}")))?;
             self.adopt_cluster_id(&drawn)?;
         }
-        let members: BTreeMap<NodeId, PeerNode> = config
-            .initial_cluster
-            .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    PeerNode {
-                        name: m.name.clone(),
-                        peer_addr: m.peer_addr.clone(),
-                    },
-                )
-            })
-            .collect();
+        let members = crate::config::peer_nodes(&config.initial_cluster);
         match self.raft().initialize(members).await {
             Ok(()) => {
                 tracing::info!(
