@@ -485,7 +485,7 @@ pub struct ProfileListArgs {
     /// Only profiles of this server.
     #[arg(long, default_value = "")]
     pub server: String,
-    /// Only profiles placed on this unit (ignored by servers without placement).
+    /// Only profiles placed on this unit (their desired unit, as `status` shows it).
     #[arg(long, default_value = "")]
     pub unit: String,
     /// Profiles per request.

@@ -10,6 +10,7 @@ use common::wait_for;
 use fabric_agent::{FabricDriver, SimDriver};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
+use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
 async fn placement(fabric: &Fabric, profile: &str) -> Option<pb::ProfilePlacement> {
     fabric
@@ -20,10 +21,31 @@ async fn placement(fabric: &Fabric, profile: &str) -> Option<pb::ProfilePlacemen
         .find(|p| p.profile == profile)
 }
 
+/// The names ListProfiles returns with its unit filter set to `unit`.
+async fn listed_on(fabric: &Fabric, unit: &str) -> Vec<String> {
+    let listed = ProfileServiceClient::new(fabric.api())
+        .list_profiles(pb::ListProfilesRequest {
+            unit: unit.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListProfiles with a unit filter");
+    listed
+        .into_inner()
+        .profiles
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_unit_failure_moves_every_profile_with_identical_identities() {
     let mut fabric = Fabric::start(60_000).await;
     let profiles = fabric.profiles("unit-a", pb::FailbackPolicy::Manual).await;
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let all = names(&["prof-1", "prof-2", "prof-3", "prof-4"]);
+    assert_eq!(listed_on(&fabric, "unit-a").await, all);
+    assert_eq!(listed_on(&fabric, "unit-b").await, names(&[]));
     fabric.stop_node("unit-a").await;
     fabric.stop_switch("unit-a").await;
     // srv-4 is not cabled to unit-b: everything else moves, that one is unplaced with a reason.
@@ -38,6 +60,15 @@ async fn whole_unit_failure_moves_every_profile_with_identical_identities() {
     })
     .await;
     assert_eq!(moved.failed_over_from, "unit-a");
+    // ListProfiles' unit filter follows the placement.
+    wait_for(
+        "ListProfiles lists the moved profiles on unit-b",
+        || async {
+            (listed_on(&fabric, "unit-b").await == names(&["prof-1", "prof-2", "prof-3"]))
+                .then_some(())
+        },
+    )
+    .await;
     let stuck = wait_for("prof-4 is reported unplaced", || async {
         placement(&fabric, "prof-4")
             .await

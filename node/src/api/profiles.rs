@@ -108,7 +108,15 @@ impl ProfileService for Api {
                 .state
                 .profiles()
                 .filter(|p| after.as_deref().is_none_or(|after| p.name.as_str() > after))
-                .filter(|p| request.server.is_empty() || p.server == request.server);
+                .filter(|p| request.server.is_empty() || p.server == request.server)
+                .filter(|p| {
+                    request.unit.is_empty()
+                        || applied
+                            .state
+                            .placement(&p.name)
+                            .and_then(|placement| placement.unit.as_deref())
+                            == Some(request.unit.as_str())
+                });
             let page: Vec<pb::Profile> = matching.by_ref().take(page_size).map(to_wire).collect();
             let more = matching.next().is_some();
             (page, more, applied.state.revision())
