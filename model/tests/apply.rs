@@ -1082,4 +1082,11 @@ fn a_recovery_removes_the_lost_members_for_good_and_is_recorded_with_its_actor()
     let json = serde_json::to_string(&state).expect("encode");
     let back: State = serde_json::from_str(&json).expect("decode");
     assert_eq!(back, state);
+    // ... but not a restore into a new cluster, whose members may reuse the ids.
+    let restored = state.clone().into_new_cluster();
+    assert!(!restored.is_removed_id(2) && !restored.is_removed_id(3));
+    assert_eq!(restored.revision(), state.revision());
+    restored
+        .check_invariants()
+        .expect("a restored state is consistent");
 }

@@ -48,6 +48,13 @@ enum Offline {
         /// Who confirmed it, recorded as the actor of the recovery in the history.
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
+        /// How long to wait, once the lost members are found silent, before the survivor may
+        /// present again: at least the cluster's lease_ttl_ms + drift_margin_ms (the default is
+        /// that of vnetd's defaults), so that any lease a lost unit still held has ended.
+        #[arg(long, default_value_t = vnet_node::config::DEFAULT_LEASE_TTL_MS
+            + vnet_node::config::DEFAULT_DRIFT_MARGIN_MS,
+            value_parser = clap::value_parser!(u64).range(0..=600_000))]
+        lease_wait_ms: u64,
     },
 }
 
@@ -98,10 +105,13 @@ async fn run_offline(command: Offline) -> anyhow::Result<()> {
             data_dir,
             confirm_lost,
             operator,
+            lease_wait_ms,
         } => {
             vnet_model::name::validate_name("operator", &operator)?;
             let lost = confirm_lost.into_iter().collect();
-            let seeded = vnet_node::offline::recover(&data_dir, &lost, &operator).await?;
+            let lease_wait = std::time::Duration::from_millis(lease_wait_ms);
+            let seeded =
+                vnet_node::offline::recover(&data_dir, &lost, &operator, lease_wait).await?;
             println!("recovered {seeded}");
             println!(
                 "node {} is now the only voter; start vnetd on it as before. Lost ids are \

@@ -128,6 +128,15 @@ pub fn restored_cluster_id(
 }
 
 /// `vnetd restore`: builds `data_dir` for member `name` of `initial_cluster` from `backup_path`.
+/// Whether a probe's outcome shows a `vnetd` at the address: an answer, or a refusal (any gRPC
+/// status the peer sent). Only no connection or no answer at all counts as silence.
+fn answered_at_all<T>(outcome: &Result<T, PeerCallError>) -> bool {
+    match outcome {
+        Ok(_) | Err(PeerCallError::Refused { .. }) => true,
+        Err(PeerCallError::Unreachable { .. } | PeerCallError::NoAnswer { .. }) => false,
+    }
+}
+
 pub fn restore(
     backup_path: &Path,
     data_dir: &Path,
@@ -171,7 +180,7 @@ pub fn restore(
         last_membership: StoredMembership::new(Some(last), membership_of(&nodes)),
         snapshot_id: format!("restore-1-{index}"),
     };
-    let body = SnapshotBody::new(meta, backup.state);
+    let body = SnapshotBody::new(meta, backup.state.into_new_cluster());
     let cluster_id = restored_cluster_id(&bytes, &members, token);
     // The identity file last: a directory without it is not yet a member and is refused by a
     // second restore (not empty) until the operator clears it.
@@ -194,6 +203,7 @@ pub async fn recover(
     data_dir: &Path,
     confirmed_lost: &BTreeSet<NodeId>,
     actor: &str,
+    lease_wait: Duration,
 ) -> anyhow::Result<Seeded> {
     let Some(data) = data_file::load(data_dir)? else {
         anyhow::bail!(
@@ -281,15 +291,14 @@ pub async fn recover(
             (*id, node.clone(), answer)
         }
     });
+    // Any answer at all, a refusal included, means a vnetd runs at that address: perhaps the
+    // lost member itself, refusing this node because its own side already recovered without it
+    // (two survivors each recovering would present every identity twice). Only silence counts
+    // as lost; an unrelated process at a reused address must be stopped by the operator first.
     let answered: Vec<(NodeId, PeerNode)> = futures::future::join_all(probes)
         .await
         .into_iter()
-        .filter_map(|(id, node, answer)| match answer {
-            Ok(_) => Some((id, node)),
-            // Refused on purpose (another cluster's node at that address): not a member of ours.
-            Err(PeerCallError::Refused { .. }) => None,
-            Err(_) => None,
-        })
+        .filter_map(|(id, node, answer)| answered_at_all(&answer).then_some((id, node)))
         .collect();
     if !answered.is_empty() {
         let voters = membership.voter_ids().count();
@@ -313,6 +322,18 @@ pub async fn recover(
                 "they are not lost".to_string()
             }
         );
+    }
+
+    // A lost unit may still present profiles this node's log does not show on it (placed there
+    // by entries this node never received), under grants the old voters made before they went
+    // silent. Those grants end within a lease and its drift margin of the last one, and a silent
+    // voter grants nothing more: once that has passed, the survivor may present.
+    if !lease_wait.is_zero() {
+        eprintln!(
+            "the lost members are silent; waiting {} ms for any lease they hold to end",
+            lease_wait.as_millis()
+        );
+        tokio::time::sleep(lease_wait).await;
     }
 
     // Replay the log past the snapshot: every entry this node holds, committed or not, is kept
@@ -368,6 +389,26 @@ fn describe(membership: &Membership<NodeId, PeerNode>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusing_member_is_alive_and_only_silence_counts_as_lost() {
+        let status = |code| tonic::Status::new(code, "x");
+        let addr = || "10.0.0.2:7101".to_string();
+        assert!(answered_at_all(&Ok::<(), _>(())));
+        // A survivor that already recovered without this node refuses it: it is alive.
+        assert!(answered_at_all::<()>(&Err(PeerCallError::Refused {
+            addr: addr(),
+            status: status(tonic::Code::FailedPrecondition),
+        })));
+        assert!(!answered_at_all::<()>(&Err(PeerCallError::Unreachable {
+            addr: addr(),
+            status: status(tonic::Code::Unavailable),
+        })));
+        assert!(!answered_at_all::<()>(&Err(PeerCallError::NoAnswer {
+            addr: addr(),
+            status: status(tonic::Code::DeadlineExceeded),
+        })));
+    }
 
     #[test]
     fn restores_of_the_same_file_and_members_agree_on_the_id_and_others_differ() {

@@ -127,6 +127,17 @@ impl State {
         self.revision
     }
 
+    /// This state as the start of a new cluster restored from a backup: what concerned the old
+    /// cluster's Raft members and leases is dropped. Removed ids go (the new cluster has its own
+    /// id, which keeps the old members out, and its members may reuse those ids), and so do
+    /// lease revocations (no voter of the new cluster has granted anything yet, so a revocation
+    /// carried over would only move a healthy unit's profiles away at the first start).
+    pub fn into_new_cluster(mut self) -> State {
+        self.removed_ids.clear();
+        self.revoked.clear();
+        self
+    }
+
     /// Raised alarms, by member then kind.
     pub fn alarms(&self) -> impl Iterator<Item = &Alarm> {
         self.alarms.values()
