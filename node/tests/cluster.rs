@@ -265,14 +265,11 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_range_election_control_is_refused() {
     use vnet_node::peer::{encode, ElectionControl, PEER_DURATION_MS_MAX};
-    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
     let follower = cluster.other_than(leader);
-    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
-        .await
-        .expect("connect to the peer API");
+    let mut peer = cluster.node(follower).peer().await;
     for control in [
         ElectionControl::Campaign {
             deadline_ms: u64::MAX,
@@ -306,14 +303,11 @@ async fn an_out_of_range_election_control_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_election_hold_does_not_outlive_its_bound() {
     use vnet_node::peer::{encode, ElectionControl, PEER_DURATION_MS_MAX};
-    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
     for node in cluster.nodes.iter().filter(|n| n.id != leader) {
-        let mut peer = RaftPeerClient::connect(format!("http://{}", node.peer_addr))
-            .await
-            .expect("connect to the peer API");
+        let mut peer = node.peer().await;
         peer.trigger_election(encode(&ElectionControl::Hold {
             duration_ms: PEER_DURATION_MS_MAX,
         }))
@@ -343,13 +337,13 @@ async fn the_leader_refuses_an_entry_past_the_size_limit() {
     use vnet_node::error::ApiError;
     use vnet_node::peer::client::PEER_MESSAGE_BYTES_MAX;
     use vnet_node::peer::{decode, encode, encoded_len, LeaderRequest, LeaderResult};
-    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
-    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(leader).peer_addr))
+    let mut peer = cluster
+        .node(leader)
+        .peer()
         .await
-        .expect("connect to the peer API")
         .max_encoding_message_size(usize::MAX);
     // JSON writes U+0001 as six bytes: 750,000 of them make an entry of about 4.5 MB, past
     // ENTRY_BYTES_MAX but within the peer port's message limit.
@@ -405,7 +399,6 @@ async fn a_snapshot_chunk_past_its_bounds_is_refused() {
     use raft_store::snapshot_file::HEADER_LEN;
     use raft_store::TypeConfig;
     use vnet_node::peer::encode;
-    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
@@ -416,9 +409,7 @@ async fn a_snapshot_chunk_past_its_bounds_is_refused() {
         .await
         .expect("status")
         .term;
-    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
-        .await
-        .expect("connect to the peer API");
+    let mut peer = cluster.node(follower).peer().await;
     // Chunks as the current leader would send them, so openraft takes the first one.
     let chunk = |offset: u64, data: Vec<u8>| {
         let mut message = encode(&InstallSnapshotRequest::<TypeConfig> {
@@ -468,7 +459,6 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
     use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
     use raft_store::{Entry, TypeConfig};
     use vnet_node::peer::encode;
-    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
@@ -479,9 +469,7 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
         .await
         .expect("status")
         .term;
-    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
-        .await
-        .expect("connect to the peer API");
+    let mut peer = cluster.node(follower).peer().await;
     let id = |index: u64| LogId::new(CommittedLeaderId::new(term, leader), index);
     let blank = |index: u64| Entry {
         log_id: id(index),
@@ -537,15 +525,12 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
 async fn hostile_lease_requests_are_refused_and_the_node_keeps_serving() {
     use vnet_node::lease::{Grant, VoterReport};
     use vnet_node::peer::{decode, encode, LeaseRenewal};
-    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
     use vnet_proto::vnet::raft::v1::RaftMessage;
 
     let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
     let leader = cluster.leader().await;
     let follower = cluster.other_than(leader);
-    let mut peer = RaftPeerClient::connect(format!("http://{}", cluster.node(follower).peer_addr))
-        .await
-        .expect("connect to the peer API");
+    let mut peer = cluster.node(follower).peer().await;
     let huge = LeaseRenewal {
         unit: "\u{1}".repeat(500_000),
     };

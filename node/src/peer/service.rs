@@ -31,16 +31,14 @@ impl PeerService {
         }
     }
 
-    /// Lets in a call only from a member of this node's cluster. A caller naming another cluster
-    /// is refused with `FAILED_PRECONDITION` naming both ids: it was pointed at the wrong peers,
-    /// or belongs to the cluster a backup was restored from (a restore draws a new id), and its
-    /// votes or entries must never mix with ours. A node with no cluster id yet (a fresh member
-    /// waiting to be contacted) adopts the caller's, durably, before answering. A caller without
-    /// the header (a fresh founder's probe, or a build without cluster ids during an upgrade) is
-    /// let in.
-    fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-        // A node whose id a recovery removed is refused for good, whatever it says of itself:
-        // its vote and log predate the recovery (ARCHITECTURE.md, "Operating through bad days").
+    /// Lets in a call only from a member of this node's cluster (see [`admission`]). A node
+    /// whose id a recovery removed is refused for good, whatever it says of itself: its vote and
+    /// log predate the recovery (ARCHITECTURE.md, "Operating through bad days").
+    fn admit_as(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        headerless: Headerless,
+    ) -> Result<(), Status> {
         let caller_id = metadata
             .get(NODE_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -54,35 +52,97 @@ impl PeerService {
                 )));
             }
         }
-        let Some(value) = metadata.get(CLUSTER_ID_HEADER) else {
-            return Ok(());
+        let caller = match metadata.get(CLUSTER_ID_HEADER) {
+            None => None,
+            Some(value) => {
+                let caller = value.to_str().map_err(|_| {
+                    Status::invalid_argument(format!("{CLUSTER_ID_HEADER} is not text"))
+                })?;
+                validate_cluster_id(caller)
+                    .map_err(|e| Status::invalid_argument(format!("{CLUSTER_ID_HEADER}: {e}")))?;
+                Some(caller)
+            }
         };
-        let caller = value
-            .to_str()
-            .map_err(|_| Status::invalid_argument(format!("{CLUSTER_ID_HEADER} is not text")))?;
-        validate_cluster_id(caller)
-            .map_err(|e| Status::invalid_argument(format!("{CLUSTER_ID_HEADER}: {e}")))?;
         let caller_node = metadata
             .get(NODE_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(|v| crate::error::echoed(v).to_string())
             .unwrap_or_else(|| "?".to_string());
-        let ours = match self.node.cluster_id() {
-            Some(ours) => ours,
-            None => self.node.adopt_cluster_id(caller).map_err(|e| {
-                Status::unavailable(format!("cannot record the cluster id {caller}: {e}"))
-            })?,
+        let fresh = {
+            let metrics = self.node.raft().metrics().borrow().clone();
+            metrics.current_term == 0 && metrics.last_log_index.is_none()
         };
-        if ours != caller {
-            return Err(Status::failed_precondition(format!(
-                "node {} belongs to cluster {ours}, but the caller (node {caller_node}) belongs \
-                 to cluster {caller}: a node of another cluster is refused (check its \
-                 --initial-cluster and peer addresses; a cluster restored from a backup has a new \
-                 id, and members of the old one cannot join it)",
+        let ours = self.node.cluster_id();
+        match admission(ours.as_deref(), caller, fresh, headerless) {
+            Admission::Admit => Ok(()),
+            Admission::Adopt(caller) => {
+                self.node.adopt_cluster_id(caller).map_err(|e| {
+                    Status::unavailable(format!("cannot record the cluster id {caller}: {e}"))
+                })?;
+                Ok(())
+            }
+            Admission::Refuse(why) => Err(Status::failed_precondition(format!(
+                "node {} refuses the caller (node {caller_node}): {why}",
                 self.node.id()
-            )));
+            ))),
         }
-        Ok(())
+    }
+}
+
+/// Whether a call without a cluster id may come in: only a probe, which a fresh founder sends
+/// before it has drawn the cluster's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headerless {
+    Admit,
+    Refuse,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission<'a> {
+    Admit,
+    /// A fresh node takes the caller's cluster id, durably, before answering.
+    Adopt(&'a str),
+    Refuse(String),
+}
+
+/// Who may speak to a node on the peer port, by cluster id. `ours` is this node's id (none for a
+/// fresh node, or one from a build before cluster ids), `caller` the id the call carries, and
+/// `fresh` whether this node holds no vote and no log.
+///
+/// - Same id: admitted. Another id: refused, naming both (it was pointed at the wrong peers, or
+///   belongs to the cluster a backup was restored from; its votes or entries must never mix with
+///   ours).
+/// - A node without an id adopts the caller's only while fresh: one that already holds a vote or
+///   a log belongs to a cluster founded before ids, and a caller with an id is from another one
+///   (else a restored cluster's call could make an old member adopt its id and join it).
+/// - A call without an id reaches a node with one only as a probe (a fresh founder probing its
+///   peers before it draws the id); votes, entries and leases without an id are refused (a
+///   member of a pre-id cluster must not vote in a restored one). A node without an id admits
+///   them: a pre-id cluster during a rolling upgrade.
+pub fn admission<'a>(
+    ours: Option<&str>,
+    caller: Option<&'a str>,
+    fresh: bool,
+    headerless: Headerless,
+) -> Admission<'a> {
+    match (ours, caller) {
+        (Some(ours), Some(caller)) if ours == caller => Admission::Admit,
+        (Some(ours), Some(caller)) => Admission::Refuse(format!(
+            "it belongs to cluster {ours}, the caller to cluster {caller}: a node of another \
+             cluster is refused (check its --initial-cluster and peer addresses; a cluster \
+             restored from a backup has a new id, and members of the old one cannot join it)"
+        )),
+        (None, Some(caller)) if fresh => Admission::Adopt(caller),
+        (None, Some(caller)) => Admission::Refuse(format!(
+            "it holds a log of a cluster founded without a cluster id, and the caller belongs to \
+             cluster {caller}: a node of another cluster is refused"
+        )),
+        (Some(_), None) if headerless == Headerless::Admit => Admission::Admit,
+        (Some(ours), None) => Admission::Refuse(format!(
+            "it belongs to cluster {ours}, and the caller names no cluster (a member of a \
+             cluster founded without ids, or of another cluster)"
+        )),
+        (None, None) => Admission::Admit,
     }
 }
 
@@ -92,7 +152,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
         // openraft asserts what this checks: a malformed batch would panic its core.
         super::indexes::check_terms(
@@ -127,7 +187,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let rpc: VoteRequest<NodeId> = decode(request.get_ref(), "vote")?;
         super::indexes::check_terms(
             [("vote", rpc.vote.leader_id.term)].into_iter().chain(
@@ -148,7 +208,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let message = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&message, "install-snapshot")?;
         super::indexes::check_terms(
@@ -177,7 +237,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let leader_request: LeaderRequest = decode(request.get_ref(), "forward")?;
         // The forwarding node's span is the parent: one trace across both nodes.
         let span = tracing::info_span!(
@@ -200,7 +260,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn probe(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Admit)?;
         let () = decode(request.get_ref(), "probe")?;
         let raft = self.node.raft();
         let initialized = raft
@@ -219,7 +279,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let control: ElectionControl = decode(request.get_ref(), "trigger-election")?;
         control.duration().map_err(Status::invalid_argument)?;
         self.node.election_control(control);
@@ -230,7 +290,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let renewal: LeaseRenewal = decode(request.get_ref(), "grant-lease")?;
         vnet_model::name::validate_name("unit", &renewal.unit)
             .map_err(|e| Status::invalid_argument(format!("peer message grant-lease: {e}")))?;
@@ -245,8 +305,47 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(request.metadata())?;
+        self.admit_as(request.metadata(), Headerless::Refuse)?;
         let () = decode(request.get_ref(), "lease-report")?;
         Ok(Response::new(encode(&self.node.lease_report())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = "c0ffee00c0ffee00";
+    const OTHER: &str = "deadbeefdeadbeef";
+
+    #[test]
+    fn only_members_of_this_cluster_speak_and_only_a_fresh_node_adopts_an_id() {
+        use Headerless::{Admit, Refuse};
+        assert_eq!(
+            admission(Some(OURS), Some(OURS), false, Refuse),
+            Admission::Admit
+        );
+        let other = admission(Some(OURS), Some(OTHER), false, Refuse);
+        assert!(
+            matches!(&other, Admission::Refuse(why) if why.contains(OURS) && why.contains(OTHER)),
+            "{other:?}"
+        );
+        // A fresh node takes the caller's id; one holding a log of a pre-id cluster does not.
+        assert_eq!(
+            admission(None, Some(OTHER), true, Refuse),
+            Admission::Adopt(OTHER)
+        );
+        assert!(matches!(
+            admission(None, Some(OTHER), false, Refuse),
+            Admission::Refuse(_)
+        ));
+        // Without an id, only a probe reaches a node that has one.
+        assert_eq!(admission(Some(OURS), None, false, Admit), Admission::Admit);
+        assert!(matches!(
+            admission(Some(OURS), None, false, Refuse),
+            Admission::Refuse(_)
+        ));
+        // A pre-id cluster during an upgrade: nobody has an id, everything is admitted.
+        assert_eq!(admission(None, None, false, Refuse), Admission::Admit);
     }
 }

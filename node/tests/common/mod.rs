@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use vnet_node::config::Args;
 use vnet_node::Listeners;
 use vnet_proto::vnet::v1 as pb;
@@ -39,6 +39,48 @@ pub struct TestNode {
     pub snapshot_every: Option<u64>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Adds this cluster's id to every call, as a member's peer client does: the tests that speak
+/// the peer API by hand play a valid but careless peer, not a stranger.
+#[derive(Clone)]
+pub struct AsMember(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for AsMember {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(id) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(vnet_node::peer::client::CLUSTER_ID_HEADER, id.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type PeerClient = vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient<
+    tonic::codegen::InterceptedService<Channel, AsMember>,
+>;
+
+impl TestNode {
+    /// A client of this node's peer API that speaks as a member of its cluster.
+    pub async fn peer(&self) -> PeerClient {
+        let channel = Endpoint::from_shared(format!("http://{}", self.peer_addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the peer API");
+        let cluster_id = vnet_node::data_file::load(&self.data_dir)
+            .expect("read the node's data file")
+            .and_then(|data| data.cluster_id)
+            .map(|id| id.parse().expect("a cluster id is ASCII"));
+        vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient::with_interceptor(
+            channel,
+            AsMember(cluster_id),
+        )
+    }
 }
 
 pub struct TestCluster {
