@@ -19,17 +19,19 @@
 //! The etcd client is written here against the wire format of `etcdserverpb.KV` (only the fields
 //! used), so nothing beyond the workspace's own crates is needed.
 
+mod common;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Processes;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
-const VNETCTL: &str = env!("CARGO_BIN_EXE_vnetctl");
 const ETCD_BASE_PORT: u16 = 23_000;
 const VNET_BASE_PORT: u16 = 24_000;
 const MEMBERS: u16 = 3;
@@ -222,35 +224,6 @@ async fn connect(addr: &str) -> Result<Channel, String> {
         .map_err(|e| format!("{addr}: {e}"))
 }
 
-/// Processes killed when dropped, and a directory removed.
-struct Processes {
-    children: Vec<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            // SIGINT first: `vnetctl demo` stops its processes and removes its data on it.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for child in &mut self.children {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn wait_listening(addr: &str, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {
@@ -304,33 +277,8 @@ fn start_etcd(etcd: &Path) -> Result<(Processes, Vec<String>), String> {
 }
 
 fn start_vnet() -> Result<(Processes, Vec<String>), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.path().join("demo.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new(VNETCTL)
-        .args(["demo", "--base-port", &VNET_BASE_PORT.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map_err(|e| format!("start {VNETCTL} demo: {e}"))?;
-    // The demo prints its instructions once every profile is presented.
-    let stdout = child.stdout.take().ok_or("demo stdout")?;
-    let processes = Processes {
-        children: vec![child],
-        _dir: dir,
-    };
-    let mut reader = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    loop {
-        match reader.next() {
-            Some(Ok(line)) if line.starts_with("endpoints:") => break,
-            Some(Ok(_)) => continue,
-            _ => return Err("vnetctl demo ended before it was ready; is vnetd built? (cargo build --release -p vnet-node -p fabric-agent)".into()),
-        }
-    }
-    std::thread::spawn(move || for _ in reader {});
-    let endpoints = (1..=MEMBERS)
-        .map(|i| format!("127.0.0.1:{}", VNET_BASE_PORT + i))
-        .collect();
-    Ok((processes, endpoints))
+    let demo = common::start_demo(VNET_BASE_PORT)?;
+    Ok((demo.processes, demo.endpoints))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
