@@ -229,19 +229,26 @@ fn restart(pid: u32, metrics_addr: &str) -> Duration {
         std::thread::sleep(Duration::from_millis(5));
     }
     let started = Instant::now();
+    let log_path = std::env::temp_dir().join(format!("scale-restart-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("a log for the restarted vnetd");
     let mut child = std::process::Command::new(program)
         .args(&args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("restart vnetd");
     // The restarted process is ours now: kill it when done, as the demo would have.
     let deadline = started + RESTART_TIMEOUT;
     while !ready(metrics_addr) {
-        assert!(
-            Instant::now() < deadline,
-            "not ready within {RESTART_TIMEOUT:?}"
-        );
+        if Instant::now() >= deadline || child.try_wait().is_ok_and(|exited| exited.is_some()) {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "the restarted vnetd is not ready within {RESTART_TIMEOUT:?} (or exited); the \
+                 end of its log, newest first:\n{}",
+                tail.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     let took = started.elapsed();
@@ -250,6 +257,7 @@ fn restart(pid: u32, metrics_addr: &str) -> Duration {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
+    let _ = std::fs::remove_file(&log_path);
     took
 }
 
