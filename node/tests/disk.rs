@@ -50,36 +50,13 @@ fn bulky(i: usize) -> pb::Profile {
 }
 
 async fn create_pools(cluster: &Cluster, leader: u64) {
-    let mut pools = vnet_proto::vnet::v1::pool_service_client::PoolServiceClient::new(
+    common::create_pools(
         cluster.proc(leader).channel(),
-    );
-    for (name, kind, first, last) in [
-        (
-            "macs",
-            pb::PoolKind::Mac,
-            "02:00:00:00:00:00",
-            "02:00:00:ff:ff:ff",
-        ),
-        (
-            "wwns",
-            pb::PoolKind::Wwn,
-            "20:00:00:25:b5:00:00:00",
-            "20:00:00:25:b5:ff:ff:ff",
-        ),
-    ] {
-        pools
-            .create_pool(pb::CreatePoolRequest {
-                pool: Some(pb::Pool {
-                    name: name.into(),
-                    kind: kind as i32,
-                    first: first.into(),
-                    last: last.into(),
-                    revision: 0,
-                }),
-            })
-            .await
-            .expect("create a pool");
-    }
+        "02:00:00:ff:ff:ff",
+        "20:00:00:25:b5:ff:ff:ff",
+    )
+    .await
+    .expect("create a pool");
 }
 
 fn store_bytes(data_dir: &Path) -> u64 {

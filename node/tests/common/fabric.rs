@@ -295,39 +295,9 @@ impl Fabric {
         failback: pb::FailbackPolicy,
         first_index: usize,
     ) -> Vec<pb::Profile> {
-        let mut pools = PoolServiceClient::new(self.api());
-        for (name, kind, first, last) in [
-            (
-                "macs",
-                pb::PoolKind::Mac,
-                "02:00:00:00:00:00",
-                "02:00:00:00:ff:ff",
-            ),
-            (
-                "wwns",
-                pb::PoolKind::Wwn,
-                "20:00:00:25:b5:00:00:00",
-                "20:00:00:25:b5:00:ff:ff",
-            ),
-        ] {
-            pools
-                .create_pool(pb::CreatePoolRequest {
-                    pool: Some(pb::Pool {
-                        name: name.into(),
-                        kind: kind as i32,
-                        first: first.into(),
-                        last: last.into(),
-                        revision: 0,
-                    }),
-                })
-                .await
-                .map(|_| ())
-                .or_else(|e| match e.code() {
-                    tonic::Code::AlreadyExists => Ok(()),
-                    _ => Err(e),
-                })
-                .expect("pool");
-        }
+        super::create_pools(self.api(), "02:00:00:00:ff:ff", "20:00:00:25:b5:00:ff:ff")
+            .await
+            .expect("pool");
         let mut created = Vec::new();
         for (chunk_index, chunk) in servers.chunks(CREATE_CONCURRENCY).enumerate() {
             let mut creating = tokio::task::JoinSet::new();

@@ -380,6 +380,43 @@ pub async fn concurrent_updates(
     }
 }
 
+/// Creates the MAC pool `macs` (02:00:00:00:00:00 up to `last_mac`) and the WWN pool `wwns`
+/// (20:00:00:25:b5:00:00:00 up to `last_wwn`) through `channel`; a pool that already exists counts
+/// as created.
+pub async fn create_pools(
+    channel: Channel,
+    last_mac: &str,
+    last_wwn: &str,
+) -> Result<(), tonic::Status> {
+    let mut pools = PoolServiceClient::new(channel);
+    for (name, kind, first, last) in [
+        ("macs", pb::PoolKind::Mac, "02:00:00:00:00:00", last_mac),
+        (
+            "wwns",
+            pb::PoolKind::Wwn,
+            "20:00:00:25:b5:00:00:00",
+            last_wwn,
+        ),
+    ] {
+        let pool = pb::Pool {
+            name: name.into(),
+            kind: kind as i32,
+            first: first.into(),
+            last: last.into(),
+            revision: 0,
+        };
+        match pools
+            .create_pool(pb::CreatePoolRequest { pool: Some(pool) })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Polls `probe` until it yields `Some`, failing the test after [`WAIT_DEADLINE`]. Each poll is
 /// a real query of the system under test; the short pause between polls only paces them.
 pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T

@@ -16,7 +16,6 @@ use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
-use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
 pub const VNETD: &str = env!("CARGO_BIN_EXE_vnetd");
@@ -248,44 +247,12 @@ impl DataPlane {
     }
 
     pub async fn create_profiles(&self) -> Vec<pb::Profile> {
-        let mut pools = PoolServiceClient::new(self.api());
-        for (name, kind, first, last) in [
-            (
-                "macs",
-                pb::PoolKind::Mac,
-                "02:00:00:00:00:00",
-                "02:00:00:00:ff:ff",
-            ),
-            (
-                "wwns",
-                pb::PoolKind::Wwn,
-                "20:00:00:25:b5:00:00:00",
-                "20:00:00:25:b5:00:ff:ff",
-            ),
-        ] {
-            let pool = pb::Pool {
-                name: name.into(),
-                kind: kind as i32,
-                first: first.into(),
-                last: last.into(),
-                revision: 0,
-            };
-            wait_for(&format!("pool {name} created"), || {
-                let request = pb::CreatePoolRequest {
-                    pool: Some(pool.clone()),
-                };
-                let mut pools = pools.clone();
-                async move {
-                    match pools.create_pool(request).await {
-                        Ok(_) => Some(()),
-                        Err(e) if e.code() == tonic::Code::AlreadyExists => Some(()),
-                        Err(_) => None,
-                    }
-                }
-            })
-            .await;
-        }
-        let _ = &mut pools;
+        wait_for("pools created", || async {
+            crate::common::create_pools(self.api(), "02:00:00:00:ff:ff", "20:00:00:25:b5:00:ff:ff")
+                .await
+                .ok()
+        })
+        .await;
         let mut created = Vec::new();
         for (i, server) in SERVERS.iter().enumerate() {
             let profile = pb::Profile {
