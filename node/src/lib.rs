@@ -3,6 +3,8 @@
 //! tests and the chaos harness call it directly with listeners bound to port 0.
 //!
 //! How the modules fit:
+//! - [`auth`]: who is calling: the [`auth::Principal`] the transport established, in each
+//!   request's extensions.
 //! - [`config`]: flags, `VNET_*` variables and the TOML file, merged and validated.
 //! - [`connections`]: what each server port accepts: a connection cap and an idle timeout.
 //! - [`data_file`]: `vnet-data.json`, the data directory's format version, node id and cluster
@@ -32,6 +34,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod controller;
@@ -154,6 +157,7 @@ pub async fn run(
     let stop = Shutdown::new();
 
     let peer_server = server()
+        .layer(auth::PrincipalLayer)
         .layer(GrpcMetricsLayer::new(
             node_metrics.grpc.clone(),
             NodeMetrics::peer_methods(),
@@ -188,6 +192,7 @@ pub async fn run(
             telemetry::continue_trace(&span, &metadata);
             span
         })
+        .layer(auth::PrincipalLayer)
         .layer(GrpcMetricsLayer::new(
             node_metrics.grpc.clone(),
             NodeMetrics::public_methods(),
