@@ -1,16 +1,12 @@
-//! A process on a test host: started with `ip netns exec NS program args...` (ip execs the
-//! program, so the child's pid is the program's), logging to a file, killed, paused, resumed
-//! and restarted by the harness.
+//! A process on a test host: started by `vnet_launch` inside the host's network namespace
+//! (`ip netns exec NS program args...`; ip execs the program, so the child's pid is the
+//! program's), logging to a file, killed, paused, resumed and restarted by the harness.
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use vnet_launch::{Launch, Process};
 
 use crate::history::monotonic_now_ns;
 
@@ -20,10 +16,9 @@ pub struct ManagedProcess {
     /// What it is on its host ("vnetd"; "vnet-switchd" on units, later).
     pub name: String,
     ns: String,
-    program: PathBuf,
-    args: Vec<OsString>,
+    launch: Launch,
     pub log_path: PathBuf,
-    child: Option<Child>,
+    child: Option<Process>,
     paused: bool,
     starts: u32,
     /// Exits the harness did not cause (a crash): each a description with its time.
@@ -45,8 +40,7 @@ impl ManagedProcess {
         Self {
             name: name.to_string(),
             ns: ns.to_string(),
-            program,
-            args,
+            launch: Launch::new(program).args(args).in_netns(ns).log(&log_path),
             log_path,
             child: None,
             paused: false,
@@ -66,44 +60,23 @@ impl ManagedProcess {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Process::pid)
     }
 
     /// Starts it (again), appending to its log after a marker line.
     pub fn start(&mut self) -> anyhow::Result<()> {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        writeln!(
-            log,
+        let marker = format!(
             "=== chaos harness: start #{} of {} at monotonic {} ns ===",
             self.starts,
             self.name,
             monotonic_now_ns()
-        )?;
-        let log_err = log.try_clone()?;
-        let mut cmd = Command::new("ip");
-        cmd.arg("netns")
-            .arg("exec")
-            .arg(&self.ns)
-            .arg(&self.program);
-        cmd.args(&self.args);
-        // Flags win over VNET_* variables, but a stray VNET_CONFIG could still add keys.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VNET_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("start {} in {}", self.program.display(), self.ns))?;
+        );
+        let child = self
+            .launch
+            .spawn_marked(&marker)
+            .with_context(|| format!("start {} in {}", self.name, self.ns))?;
         self.child = Some(child);
         self.paused = false;
         Ok(())
@@ -116,8 +89,7 @@ impl ManagedProcess {
             return;
         };
         // SIGKILL ends a stopped process too, so no SIGCONT first.
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-        let _ = child.wait();
+        let _ = child.kill();
         let killed_at = monotonic_now_ns();
         self.last_kill_ns = Some(killed_at);
         self.kill_times_ns.push(killed_at);
@@ -125,23 +97,25 @@ impl ManagedProcess {
     }
 
     pub fn pause(&mut self) -> anyhow::Result<()> {
-        self.signal(Signal::SIGSTOP)?;
+        self.running()?
+            .pause()
+            .with_context(|| format!("pause {}", self.name))?;
         self.paused = true;
         Ok(())
     }
 
     pub fn resume(&mut self) -> anyhow::Result<()> {
-        self.signal(Signal::SIGCONT)?;
+        self.running()?
+            .resume()
+            .with_context(|| format!("resume {}", self.name))?;
         self.paused = false;
         Ok(())
     }
 
-    fn signal(&mut self, signal: Signal) -> anyhow::Result<()> {
-        let pid = self
-            .pid()
-            .with_context(|| format!("{} is not running", self.name))?;
-        kill(Pid::from_raw(pid as i32), signal)
-            .with_context(|| format!("send {signal} to {} ({pid})", self.name))
+    fn running(&self) -> anyhow::Result<&Process> {
+        self.child
+            .as_ref()
+            .with_context(|| format!("{} is not running", self.name))
     }
 
     /// Checks whether it exited by itself; if so records it and forgets the child, so a later
@@ -169,20 +143,6 @@ impl ManagedProcess {
 
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..]
-            .iter()
-            .map(|l| l.to_string())
-            .collect()
-    }
-}
-
-impl Drop for ManagedProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-        }
+        vnet_launch::log_tail(&self.log_path, lines)
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::sync::watch;
+use vnet_launch::Program;
 
 use crate::checks::{data_plane, linearizable, liveness, lost_write, presentation, Verdict};
 use crate::cluster::{cabling, node_infos, Cluster, ClusterConfig, NODES};
@@ -86,24 +87,14 @@ pub struct RunConfig {
 }
 
 /// `vnetd` next to the running executable: `target/<profile>/vnetd` for the command, and one
-/// level up from `target/<profile>/deps/` for an integration test.
+/// level up from `target/<profile>/deps/` for an integration test (`vnet_launch`'s one rule).
 pub fn default_vnetd_path() -> PathBuf {
-    default_binary_path("vnetd")
+    Program::Vnetd.default_path()
 }
 
 /// `vnet-switchd`, found the same way as `vnetd`.
 pub fn default_switchd_path() -> PathBuf {
-    default_binary_path("vnet-switchd")
-}
-
-fn default_binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let beside = dir.join(name);
-    if beside.exists() || !dir.ends_with("deps") {
-        return beside;
-    }
-    dir.parent().map(|d| d.join(name)).unwrap_or(beside)
+    Program::Switchd.default_path()
 }
 
 /// What the client host's thread hands back.

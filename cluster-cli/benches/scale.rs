@@ -230,11 +230,12 @@ fn restart(pid: u32, metrics_addr: &str) -> Duration {
     }
     let started = Instant::now();
     let log_path = std::env::temp_dir().join(format!("scale-restart-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path).expect("a log for the restarted vnetd");
-    let mut child = std::process::Command::new(program)
+    let _ = std::fs::remove_file(&log_path);
+    // Started as the demo starts it, with this process's environment.
+    let mut child = vnet_launch::Launch::new(program)
         .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
+        .inherit_vnet_env()
+        .log(&log_path)
         .spawn()
         .expect("restart vnetd");
     // The restarted process is ours now: kill it when done, as the demo would have.
@@ -252,10 +253,7 @@ fn restart(pid: u32, metrics_addr: &str) -> Duration {
         std::thread::sleep(Duration::from_millis(10));
     }
     let took = started.elapsed();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    let _ = child.terminate();
     let _ = child.wait();
     let _ = std::fs::remove_file(&log_path);
     took

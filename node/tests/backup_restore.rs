@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,6 +17,7 @@ use common::wait_for;
 use futures::StreamExt;
 use raft_store::snapshot_file;
 use tonic::transport::Channel;
+use vnet_launch::Launch;
 use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 use vnet_proto::vnet::raft::v1::RaftMessage;
 use vnet_proto::vnet::v1 as pb;
@@ -207,7 +207,7 @@ fn cluster_id_of(data_dir: &Path) -> Option<String> {
 
 /// Runs `vnetd restore` for member `name`; it must succeed.
 fn restore(backup: &Path, data_dir: &Path, initial_cluster: &str, name: &str) {
-    let out = Command::new(VNETD)
+    let out = Launch::new(VNETD)
         .arg("restore")
         .arg("--snapshot")
         .arg(backup)
@@ -345,7 +345,7 @@ async fn a_restored_cluster_has_every_profile_and_pool_and_refuses_the_old_membe
     assert!(new_ids.iter().all(|id| *id == new_ids[0]), "{new_ids:?}");
     assert_ne!(new_ids[0], old_id);
     // A second restore into the same directory is refused.
-    let again = Command::new(VNETD)
+    let again = Launch::new(VNETD)
         .arg("restore")
         .arg("--snapshot")
         .arg(&backup)

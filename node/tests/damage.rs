@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::processes::Cluster;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
@@ -84,9 +82,8 @@ async fn damaged_node_refuses_to_start(damage: Damage) {
         .id;
     {
         let proc = cluster.proc_mut(victim);
-        let child = proc.child.take().expect("running");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("signal");
-        let mut child = child;
+        let mut child = proc.child.take().expect("running");
+        child.terminate().expect("signal");
         child.wait().expect("stopped");
     }
     let data_dir = cluster.proc(victim).data_dir.clone();

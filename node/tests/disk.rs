@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::processes::{Cluster, Proc};
 use common::wait_for;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use vnet_launch::Signal;
 use vnet_metrics::testing::{get, sample};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
@@ -89,7 +88,7 @@ async fn status(proc: &Proc) -> pb::GetClusterStatusResponse {
 fn stop_with(proc: &mut Proc, signal: Signal) -> (ExitStatus, Duration) {
     let mut child = proc.child.take().expect("running");
     let sent = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), signal).expect("signal");
+    child.signal(signal).expect("signal");
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             return (status, sent.elapsed());

@@ -6,10 +6,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::processes::{free_ports, Cluster, Proc, VNETD};
 use common::wait_for;
+use vnet_launch::Launch;
 use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 use vnet_proto::vnet::raft::v1::RaftMessage;
 use vnet_proto::vnet::v1 as pb;
@@ -129,10 +129,12 @@ async fn every_member_agrees_on_the_cluster_id_and_a_node_of_another_cluster_is_
     cluster.assert_alive();
 }
 
-/// Runs `vnetd` on `data_dir` as node `id` and returns its exit code and stderr; it must exit.
+/// Runs `vnetd` on `data_dir` as node `id` and returns its exit code and what it logged; it must
+/// exit.
 async fn run_to_exit(data_dir: &Path, id: u64) -> (Option<i32>, String) {
     let ports = free_ports(2);
-    let mut child = Command::new(VNETD)
+    let log = tempfile::NamedTempFile::new().expect("a log file");
+    let mut child = Launch::new(VNETD)
         .args([
             "--id",
             &id.to_string(),
@@ -146,9 +148,7 @@ async fn run_to_exit(data_dir: &Path, id: u64) -> (Option<i32>, String) {
         .args(["--api-listen", &ports[0].to_string()])
         .args(["--peer-listen", &ports[1].to_string()])
         .args(["--initial-cluster", &format!("{id}=unit-a@{}", ports[1])])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .log(log.path())
         .spawn()
         .expect("spawn vnetd");
     let status = wait_for("vnetd exits", || {
@@ -156,10 +156,8 @@ async fn run_to_exit(data_dir: &Path, id: u64) -> (Option<i32>, String) {
         async move { exited }
     })
     .await;
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
-    (status.code(), stderr)
+    let output = std::fs::read_to_string(log.path()).expect("read its log");
+    (status.code(), output)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

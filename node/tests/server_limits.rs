@@ -214,7 +214,7 @@ async fn twenty_thousand_idle_connections_keep_no_new_client_out_for_long() {
         .expect("a follower")
         .id;
     let addr = cluster.proc(target).api_addr;
-    let pid = cluster.proc(target).child.as_ref().expect("running").id();
+    let pid = cluster.proc(target).pid();
     let fds_before = open_fds(pid);
     let started = Instant::now();
     let (kept, refused, most_fds) = open_idle(addr, IDLE, pid).await;

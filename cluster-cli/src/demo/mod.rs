@@ -8,9 +8,9 @@
 //! writes; [`view`] is what it prints. This file starts, watches and stops the processes.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use vnet_launch::{Launch, Process, Program};
 use vnet_proto::vnet::v1 as pb;
 
 use crate::cli::DemoArgs;
@@ -36,78 +36,17 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a process gets to exit after SIGTERM before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Between two looks at a stopping process.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
 /// Lines of each log shown when the cluster fails to start.
 const LOG_TAIL_LINES: usize = 15;
 
-/// One of the executables the demo runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Program {
-    Vnetd,
-    Switchd,
-}
-
-impl Program {
-    fn file_name(self) -> &'static str {
-        match self {
-            Program::Vnetd => "vnetd",
-            Program::Switchd => "vnet-switchd",
-        }
-    }
-
-    /// Where the explicit path comes from, for error messages.
-    fn flag(self) -> &'static str {
-        match self {
-            Program::Vnetd => "--vnetd-bin or VNETD_BIN",
-            Program::Switchd => "--vnet-switchd-bin or VNET_SWITCHD_BIN",
-        }
-    }
-
-    fn build_hint(self) -> &'static str {
-        match self {
-            Program::Vnetd => "cargo build -p vnet-node",
-            Program::Switchd => "cargo build -p fabric-agent",
-        }
-    }
-
-    fn env(self) -> &'static str {
-        match self {
-            Program::Vnetd => "VNETD_BIN",
-            Program::Switchd => "VNET_SWITCHD_BIN",
-        }
-    }
-}
-
-/// Finds a program: the explicit path (flag or environment variable), else next to this
-/// executable.
-pub fn locate(
-    program: Program,
-    explicit: Option<&Path>,
-    exe_dir: Option<&Path>,
-) -> Result<PathBuf, String> {
-    let name = program.file_name();
-    if let Some(path) = explicit {
-        return if path.is_file() {
-            Ok(path.to_path_buf())
-        } else {
-            Err(format!(
-                "{name} not found at {} (from {})",
-                path.display(),
-                program.flag()
-            ))
-        };
-    }
-    let beside = exe_dir.map(|dir| dir.join(name));
-    match beside {
-        Some(path) if path.is_file() => Ok(path),
-        _ => Err(format!(
-            "{name} not found{}. Build it with `{}` (it lands next to vnetctl in target/debug), \
-             or point {} at it.",
-            exe_dir
-                .map(|dir| format!(" in {}", dir.display()))
-                .unwrap_or_default(),
-            program.build_hint(),
-            program.env()
-        )),
+/// How the operator points the demo at a program explicitly, for error messages.
+fn how_to_point(program: Program) -> &'static str {
+    match program {
+        Program::Vnetd => "--vnetd-bin or VNETD_BIN",
+        Program::Switchd => "--vnet-switchd-bin or VNET_SWITCHD_BIN",
     }
 }
 
@@ -117,8 +56,9 @@ struct Running {
     program: Program,
     log: PathBuf,
     pid: u32,
-    child: tokio::process::Child,
-    exited: Option<std::process::ExitStatus>,
+    process: Process,
+    /// Set once it is known to have exited (and is reaped).
+    exited: bool,
 }
 
 impl Running {
@@ -132,22 +72,16 @@ impl Running {
 
 pub async fn run(context: &Context, args: DemoArgs, timeout: Duration) -> Result<(), CliError> {
     let nodes = plan(args.base_port).map_err(CliError::Usage)?;
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf));
     let local = |e: String| CliError::Local(anyhow::anyhow!(e));
-    let vnetd = locate(
-        Program::Vnetd,
-        args.vnetd_bin.as_deref(),
-        exe_dir.as_deref(),
-    )
-    .map_err(local)?;
-    let switchd = locate(
-        Program::Switchd,
-        args.vnet_switchd_bin.as_deref(),
-        exe_dir.as_deref(),
-    )
-    .map_err(local)?;
+    let vnetd = Program::Vnetd
+        .locate(args.vnetd_bin.as_deref(), how_to_point(Program::Vnetd))
+        .map_err(local)?;
+    let switchd = Program::Switchd
+        .locate(
+            args.vnet_switchd_bin.as_deref(),
+            how_to_point(Program::Switchd),
+        )
+        .map_err(local)?;
     check_ports_free(&nodes, args.base_port)?;
 
     let root = tempfile::Builder::new()
@@ -237,33 +171,25 @@ fn spawn(
     program: Program,
     log: PathBuf,
 ) -> Result<Running, CliError> {
-    let log_file = std::fs::File::create(&log)
-        .map_err(|e| CliError::Local(anyhow::anyhow!("creating {}: {e}", log.display())))?;
-    let log_err = log_file.try_clone()?;
-    let child = tokio::process::Command::new(path)
+    let process = Launch::new(path)
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(log_err)
+        // The operator's VNET_* settings reach the demo's nodes as they would reach any vnetd.
+        .inherit_vnet_env()
         // Ctrl-C in the terminal reaches the whole foreground process group; keeping the
         // children in their own group lets vnetctl stop them in order instead.
-        .process_group(0)
-        // The last line of defence if this process unwinds without reaching stop_all.
-        .kill_on_drop(true)
+        .own_process_group()
+        .log(&log)
         .spawn()
-        .map_err(|e| {
-            CliError::Local(anyhow::anyhow!(
-                "starting {} for {node}: {e}",
-                path.display()
-            ))
-        })?;
+        // Dropping the Process kills the child: the last line of defence if this process
+        // unwinds without reaching stop_all.
+        .map_err(|e| CliError::Local(anyhow::anyhow!("{e} (for {node})")))?;
     Ok(Running {
         node,
         program,
         log,
-        pid: child.id().unwrap_or_default(),
-        child,
-        exited: None,
+        pid: process.pid(),
+        process,
+        exited: false,
     })
 }
 
@@ -275,8 +201,8 @@ async fn wait_until_listening(
 ) -> Result<(), CliError> {
     let deadline = Instant::now() + deadline_after;
     loop {
-        if let Some(status) = process.child.try_wait()? {
-            process.exited = Some(status);
+        if let Some(status) = process.process.try_wait()? {
+            process.exited = true;
             return Err(CliError::Local(anyhow::anyhow!(
                 "{} exited during startup ({status}).\n{}",
                 process.label(),
@@ -435,8 +361,8 @@ async fn wait_for_presented(
 /// Fails if any process has exited.
 fn check_alive(running: &mut [Running]) -> Result<(), CliError> {
     for process in running.iter_mut() {
-        if let Some(status) = process.child.try_wait()? {
-            process.exited = Some(status);
+        if let Some(status) = process.process.try_wait()? {
+            process.exited = true;
             return Err(CliError::Local(anyhow::anyhow!(
                 "{} exited during startup ({status}).\n{}",
                 process.label(),
@@ -473,39 +399,36 @@ fn log_tail(path: &Path) -> String {
 async fn wait_for_stop(running: &mut [Running]) -> Result<(), CliError> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let mut exits = Vec::new();
-        for process in running.iter_mut().filter(|p| p.exited.is_none()) {
-            let label = process.label();
-            let log = process.log.clone();
-            exits.push(Box::pin(async move {
-                let status = process.child.wait().await;
-                if let Ok(status) = &status {
-                    process.exited = Some(*status);
-                }
-                (label, log, status)
-            }));
-        }
-        let any_exit = async {
-            if exits.is_empty() {
-                std::future::pending::<()>().await;
-            }
-            let ((label, log, status), _, _) = futures::future::select_all(exits).await;
-            match status {
-                Ok(status) => eprintln!(
-                    "{label} exited ({status}); see {}. The others keep running.",
-                    log.display()
-                ),
-                Err(error) => eprintln!("waiting for {label}: {error}"),
-            }
-        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
-            _ = any_exit => {}
+            _ = tokio::time::sleep(POLL_INTERVAL) => report_exits(running),
         }
     }
     eprintln!("stopping the demo cluster...");
     Ok(())
+}
+
+/// Reports each process that exited since the last call.
+fn report_exits(running: &mut [Running]) {
+    for process in running.iter_mut().filter(|p| !p.exited) {
+        match process.process.try_wait() {
+            Ok(Some(status)) => {
+                process.exited = true;
+                eprintln!(
+                    "{} exited ({status}); see {}. The others keep running.",
+                    process.label(),
+                    process.log.display()
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                // Reported once: without a status it is treated as gone.
+                process.exited = true;
+                eprintln!("waiting for {}: {error}", process.label());
+            }
+        }
+    }
 }
 
 /// Stops every vnetd, then every switch: a unit's agent must not find its switch gone while it
@@ -523,33 +446,39 @@ async fn stop_all(running: &mut [Running]) {
 /// SIGTERM to every live process of the group, then SIGKILL to any still running after
 /// STOP_DEADLINE.
 async fn stop_group(group: &mut [&mut Running]) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     for process in group.iter_mut() {
-        if process.exited.is_some() {
+        if process.exited {
             continue;
         }
-        if let Some(pid) = process.child.id().and_then(|id| i32::try_from(id).ok()) {
-            if let Err(error) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
-                eprintln!("SIGTERM to {}: {error}", process.label());
-            }
+        if let Err(error) = process.process.terminate() {
+            eprintln!("SIGTERM to {}: {error}", process.label());
         }
     }
-    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+    let deadline = Instant::now() + STOP_DEADLINE;
     for process in group.iter_mut() {
-        if process.exited.is_some() {
-            continue;
-        }
-        match tokio::time::timeout_at(deadline, process.child.wait()).await {
-            Ok(Ok(status)) => process.exited = Some(status),
-            Ok(Err(error)) => eprintln!("waiting for {}: {error}", process.label()),
-            Err(_elapsed) => {
-                eprintln!(
-                    "{} did not stop within {STOP_DEADLINE:?}; killing it",
-                    process.label()
-                );
-                if let Err(error) = process.child.kill().await {
-                    eprintln!("SIGKILL to {}: {error}", process.label());
+        loop {
+            if process.exited {
+                break;
+            }
+            match process.process.try_wait() {
+                Ok(Some(_)) => process.exited = true,
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(STOP_POLL).await,
+                Ok(None) => {
+                    eprintln!(
+                        "{} did not stop within {STOP_DEADLINE:?}; killing it",
+                        process.label()
+                    );
+                    match process.process.kill() {
+                        Ok(_) => process.exited = true,
+                        Err(error) => {
+                            eprintln!("SIGKILL to {}: {error}", process.label());
+                            break;
+                        }
+                    }
+                }
+                Err(error) => {
+                    eprintln!("waiting for {}: {error}", process.label());
+                    break;
                 }
             }
         }
@@ -561,37 +490,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn programs_are_found_explicitly_or_beside_vnetctl() {
+    fn a_missing_program_names_the_flag_and_variable_that_point_at_it() {
         let dir = tempfile::tempdir().unwrap();
-        for (program, file, hint, env) in [
-            (
-                Program::Vnetd,
-                "vnetd",
-                "cargo build -p vnet-node",
-                "VNETD_BIN",
-            ),
+        for (program, hint, env) in [
+            (Program::Vnetd, "cargo build -p vnet-node", "VNETD_BIN"),
             (
                 Program::Switchd,
-                "vnet-switchd",
                 "cargo build -p fabric-agent",
                 "VNET_SWITCHD_BIN",
             ),
         ] {
-            let error = locate(program, None, Some(dir.path())).unwrap_err();
+            let error = program
+                .locate_from(None, Some(dir.path()), how_to_point(program))
+                .unwrap_err();
             assert!(error.contains(hint) && error.contains(env), "{error}");
             let missing = dir.path().join("nope");
-            let error = locate(program, Some(&missing), Some(dir.path())).unwrap_err();
+            let error = program
+                .locate_from(Some(&missing), Some(dir.path()), how_to_point(program))
+                .unwrap_err();
             assert!(error.contains(env), "{error}");
-
-            let beside = dir.path().join(file);
-            std::fs::write(&beside, b"").unwrap();
-            assert_eq!(locate(program, None, Some(dir.path())).unwrap(), beside);
-            let other = dir.path().join(format!("custom-{file}"));
-            std::fs::write(&other, b"").unwrap();
-            assert_eq!(
-                locate(program, Some(&other), Some(dir.path())).unwrap(),
-                other
-            );
         }
     }
 

@@ -3,16 +3,13 @@
 //! [`Cluster`]'s `Drop`, on success and on panic alike; on panic the data directories (each
 //! holding its node's `vnetd.log`) are kept and their paths printed.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint};
+use vnet_launch::{Launch, Process};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 
@@ -37,7 +34,7 @@ pub struct Proc {
     /// Flags and environment variables added to every start.
     pub extra_args: Vec<String>,
     pub extra_env: Vec<(String, String)>,
-    pub child: Option<Child>,
+    pub child: Option<Process>,
     /// Set when the process was found to have exited on its own (not killed by the test).
     pub exited_early: Option<ExitStatus>,
 }
@@ -45,20 +42,8 @@ pub struct Proc {
 impl Proc {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open the node's log file");
-        let log_err = log.try_clone().expect("clone the log file handle");
-        let mut cmd = Command::new(VNETD);
-        // Flags win over VNET_* variables, but a stray VNET_CONFIG etc. could still add keys.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VNET_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.arg("--id")
+        let launch = Launch::new(VNETD)
+            .arg("--id")
             .arg(self.id.to_string())
             .arg("--name")
             .arg(self.name)
@@ -88,10 +73,8 @@ impl Proc {
             )
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
-        self.child = Some(cmd.spawn().expect("spawn vnetd"));
+            .log(&self.log_path);
+        self.child = Some(launch.spawn().expect("spawn vnetd"));
     }
 
     pub fn is_running(&self) -> bool {
@@ -103,12 +86,14 @@ impl Proc {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = child.kill() {
             self.exited_early = Some(status);
-            return;
         }
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-        let _ = child.wait();
+    }
+
+    /// The running process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").pid()
     }
 
     /// Fails the test if the process exited without being told to.
@@ -298,12 +283,8 @@ impl Drop for Cluster {
                     .unwrap_or_default(),
                 p.log_path.display()
             );
-            if let Ok(file) = File::open(&p.log_path) {
-                let lines: Vec<String> =
-                    BufReader::new(file).lines().map_while(Result::ok).collect();
-                for line in &lines[lines.len().saturating_sub(30)..] {
-                    eprintln!("    {line}");
-                }
+            for line in vnet_launch::log_tail(&p.log_path, 30) {
+                eprintln!("    {line}");
             }
         }
     }

@@ -4,16 +4,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::fabric::presents_exactly;
 use crate::common::wait_for;
 use fabric_agent::journal::{self, Event};
 use fabric_agent::{FabricDriver, PortProgram, SimDriver};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint};
+use vnet_launch::{Launch, Process, Signal};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
@@ -48,44 +46,35 @@ pub struct Node {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
-    pub child: Option<Child>,
+    pub child: Option<Process>,
     pub stopped: bool,
 }
 
 impl Node {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let mut command = Command::new(VNETD);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VNET_") {
-                command.env_remove(key);
-            }
-        }
-        command
+        let launch = Launch::new(VNETD)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log handle")))
-            .stderr(Stdio::from(log));
-        self.child = Some(command.spawn().expect("spawn vnetd"));
+            .log(&self.log);
+        self.child = Some(launch.spawn().expect("spawn vnetd"));
         self.stopped = false;
     }
 
     pub fn signal(&mut self, signal: Signal) {
         let child = self.child.as_ref().expect("running");
-        kill(Pid::from_raw(child.id() as i32), signal).expect("signal vnetd");
+        child.signal(signal).expect("signal vnetd");
     }
 
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
+            let _ = child.kill();
         }
+    }
+
+    /// The running process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").pid()
     }
 
     pub fn stop(&mut self) {

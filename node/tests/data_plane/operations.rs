@@ -2,13 +2,12 @@
 //! (README, "Operating through bad days").
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::fabric::presents_exactly;
 use crate::common::wait_for;
 use fabric_agent::journal::{self, Event};
-use nix::sys::signal::Signal;
+use vnet_launch::{Launch, Signal};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
@@ -18,14 +17,13 @@ use crate::harness::*;
 
 /// Runs `vnetd recover` on `data_dir`: its exit code and what it printed.
 fn recover(data_dir: &std::path::Path, confirm_lost: Option<&str>) -> (Option<i32>, String) {
-    let mut command = Command::new(VNETD);
-    command
+    let mut command = Launch::new(VNETD)
         .arg("recover")
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--operator", "alice"]);
     if let Some(lost) = confirm_lost {
-        command.args(["--confirm-lost", lost]);
+        command = command.args(["--confirm-lost", lost]);
     }
     let out = command.output().expect("run vnetd recover");
     let text = format!(

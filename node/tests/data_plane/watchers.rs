@@ -71,12 +71,7 @@ async fn six_thousand_watchers_that_never_read_cost_the_leader_neither_leadershi
     .await;
     let leader = plane.leader().await;
     let api = plane.nodes[leader as usize - 1].api;
-    let pid = plane
-        .node(name_of(leader))
-        .child
-        .as_ref()
-        .expect("running")
-        .id();
+    let pid = plane.node(name_of(leader)).pid();
     let leader_status = || async {
         ClusterServiceClient::new(channel(api))
             .get_cluster_status(pb::GetClusterStatusRequest {
