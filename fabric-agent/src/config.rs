@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use vnet_model::limits::HOST_PORTS_MAX;
+use vnet_model::limits::{HOST_PORTS_MAX, VLAN_ID_MAX, VLAN_ID_MIN};
 use vnet_model::name::validate_name;
 
+use crate::linux::{LinuxSpec, Segment};
 use crate::switch::{
     Capacity, SwitchSpec, WatchdogMode, ADAPTER_PORTS_MAX, SLOTS_PER_ADAPTER_PORT_MAX,
 };
@@ -119,6 +120,180 @@ pub struct Config {
     pub journal: PathBuf,
     pub spec: SwitchSpec,
     pub log_level: String,
+    /// What presenting does besides the journal.
+    pub data_plane: DataPlaneConfig,
+}
+
+/// Where presented functions go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPlaneConfig {
+    /// The simulated switch: state, journal and watchdog only.
+    Sim,
+    /// vNICs as real Linux interfaces in the servers' namespaces (see `crate::linux`).
+    Linux(LinuxSpec),
+}
+
+/// The data-plane backend a switch drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// State, journal and watchdog only: nothing on the wire.
+    Sim,
+    /// vNICs become macvlan interfaces in the servers' network namespaces, on a bridge per
+    /// network+VLAN segment; vHBAs stay simulated fabric logins. Needs root
+    /// (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+    Linux,
+}
+
+/// The data-plane flags of `vnet-switchd` (beside [`Args`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DataPlaneArgs {
+    /// Data-plane backend: `sim` (the simulated switch) or `linux` (real interfaces; needs
+    /// --linux-segments and --linux-servers). The API, journal and watchdog are the same.
+    #[arg(long, env = "VNET_SWITCH_BACKEND", value_enum, value_name = "KIND")]
+    pub backend: Option<BackendKind>,
+
+    /// --backend linux: the bridge in the switch's network namespace that carries each
+    /// network+VLAN segment to the LAN, as `network[:vlan]=bridge,...`, e.g.
+    /// `prod=lan0,prod:10=lan1`. Each network+VLAN is its own L2 segment (no 802.1Q tagging).
+    #[arg(long, env = "VNET_SWITCH_LINUX_SEGMENTS", value_name = "LIST")]
+    pub linux_segments: Option<String>,
+
+    /// --backend linux: each cabled server's network namespace, as `server=path,...`, e.g.
+    /// `rack1-srv01=/run/netns/rack1-srv01`. Every server in --host-ports needs one.
+    #[arg(long, env = "VNET_SWITCH_LINUX_SERVERS", value_name = "LIST")]
+    pub linux_servers: Option<String>,
+}
+
+impl DataPlaneArgs {
+    /// Validates the data-plane flags against the cabling.
+    pub fn resolve(self, cabling: &BTreeMap<u8, String>) -> Result<DataPlaneConfig, ConfigError> {
+        match self.backend.unwrap_or(BackendKind::Sim) {
+            BackendKind::Sim => {
+                for (flag, value) in [
+                    ("linux-segments", &self.linux_segments),
+                    ("linux-servers", &self.linux_servers),
+                ] {
+                    if let Some(value) = value {
+                        return Err(ConfigError {
+                            flag,
+                            value: value.clone(),
+                            reason: "only used with --backend linux".to_owned(),
+                        });
+                    }
+                }
+                Ok(DataPlaneConfig::Sim)
+            }
+            BackendKind::Linux => {
+                let required = |flag: &'static str, value: Option<String>| {
+                    value.ok_or_else(|| ConfigError {
+                        flag,
+                        value: String::new(),
+                        reason: "--backend linux needs it".to_owned(),
+                    })
+                };
+                let segments = parse_segments(&required("linux-segments", self.linux_segments)?)?;
+                let namespaces = parse_servers(&required("linux-servers", self.linux_servers)?)?;
+                let mut servers = BTreeMap::new();
+                for (port, server) in cabling {
+                    let path = namespaces.get(server).ok_or_else(|| ConfigError {
+                        flag: "linux-servers",
+                        value: server.clone(),
+                        reason: format!(
+                            "server {server:?} is cabled to host port {port} but has no namespace here"
+                        ),
+                    })?;
+                    servers.insert(*port, (server.clone(), path.clone()));
+                }
+                Ok(DataPlaneConfig::Linux(LinuxSpec { segments, servers }))
+            }
+        }
+    }
+}
+
+/// Parses `network[:vlan]=bridge,...`.
+pub fn parse_segments(list: &str) -> Result<BTreeMap<Segment, String>, ConfigError> {
+    let invalid = |value: &str, reason: String| ConfigError {
+        flag: "linux-segments",
+        value: value.to_owned(),
+        reason,
+    };
+    let mut segments = BTreeMap::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((segment, bridge)) = entry.split_once('=') else {
+            return Err(invalid(entry, "expected network[:vlan]=bridge".to_owned()));
+        };
+        let (network, vlan) = match segment.trim().split_once(':') {
+            Some((network, vlan)) => {
+                let vlan = vlan
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|v| (VLAN_ID_MIN..=VLAN_ID_MAX).contains(v))
+                    .ok_or_else(|| {
+                        invalid(
+                            entry,
+                            format!("the VLAN must be in {VLAN_ID_MIN}..={VLAN_ID_MAX}"),
+                        )
+                    })?;
+                (network, Some(vlan))
+            }
+            None => (segment.trim(), None),
+        };
+        validate_name("network", network).map_err(|e| invalid(entry, e.to_string()))?;
+        let bridge = bridge.trim();
+        if bridge.is_empty()
+            || bridge.len() > crate::linux::IFNAME_MAX
+            || bridge.contains(['/', ' ', ':'])
+        {
+            return Err(invalid(
+                entry,
+                format!(
+                    "the bridge must be an interface name of 1..={} bytes",
+                    crate::linux::IFNAME_MAX
+                ),
+            ));
+        }
+        if segments
+            .insert((network.to_owned(), vlan), bridge.to_owned())
+            .is_some()
+        {
+            return Err(invalid(entry, "this segment is listed twice".to_owned()));
+        }
+    }
+    if segments.is_empty() {
+        return Err(invalid(list, "no segment listed".to_owned()));
+    }
+    Ok(segments)
+}
+
+/// Parses `server=path,...`.
+pub fn parse_servers(list: &str) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let invalid = |value: &str, reason: String| ConfigError {
+        flag: "linux-servers",
+        value: value.to_owned(),
+        reason,
+    };
+    let mut servers = BTreeMap::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((server, path)) = entry.split_once('=') else {
+            return Err(invalid(entry, "expected server=path".to_owned()));
+        };
+        let server = server.trim();
+        validate_name("server", server).map_err(|e| invalid(entry, e.to_string()))?;
+        let path = path.trim();
+        if !path.starts_with('/') {
+            return Err(invalid(
+                entry,
+                "the namespace must be an absolute path".to_owned(),
+            ));
+        }
+        if servers
+            .insert(server.to_owned(), PathBuf::from(path))
+            .is_some()
+        {
+            return Err(invalid(entry, "this server is listed twice".to_owned()));
+        }
+    }
+    Ok(servers)
 }
 
 /// A flag with a value that cannot be used.
@@ -182,6 +357,7 @@ impl Args {
                 },
             },
             log_level: self.log_level,
+            data_plane: DataPlaneConfig::Sim,
         })
     }
 }
@@ -262,6 +438,76 @@ mod tests {
             let error = parse_host_ports(list).unwrap_err();
             assert_eq!(error.flag, "host-ports");
             assert!(error.reason.contains(reason), "{list:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn data_plane_flags() {
+        let cabling: BTreeMap<u8, String> = [(1, "a".to_owned()), (2, "b".to_owned())].into();
+        let linux = |segments: &str, servers: &str| DataPlaneArgs {
+            backend: Some(BackendKind::Linux),
+            linux_segments: Some(segments.to_owned()),
+            linux_servers: Some(servers.to_owned()),
+        };
+        let config = linux("prod=lan0, prod:10=lan1", "a=/run/netns/a,b=/run/netns/b")
+            .resolve(&cabling)
+            .unwrap();
+        let DataPlaneConfig::Linux(spec) = config else {
+            panic!("expected linux, got {config:?}");
+        };
+        assert_eq!(spec.segments[&("prod".to_owned(), Some(10))], "lan1");
+        assert_eq!(spec.servers[&2].1, PathBuf::from("/run/netns/b"));
+        assert_eq!(
+            DataPlaneArgs::default().resolve(&cabling),
+            Ok(DataPlaneConfig::Sim)
+        );
+        let cases = [
+            (
+                linux("prod=lan0", "a=/run/netns/a"),
+                "linux-servers",
+                "has no namespace",
+            ),
+            (
+                linux("prod:0=lan0", "a=/x,b=/y"),
+                "linux-segments",
+                "the VLAN must be in",
+            ),
+            (
+                linux("prod=lan0,prod=lan1", "a=/x,b=/y"),
+                "linux-segments",
+                "listed twice",
+            ),
+            (
+                linux("prod=", "a=/x,b=/y"),
+                "linux-segments",
+                "interface name",
+            ),
+            (
+                linux("prod=lan0", "a=x,b=/y"),
+                "linux-servers",
+                "absolute path",
+            ),
+            (
+                DataPlaneArgs {
+                    linux_segments: Some("prod=lan0".into()),
+                    ..DataPlaneArgs::default()
+                },
+                "linux-segments",
+                "only used with --backend linux",
+            ),
+            (
+                DataPlaneArgs {
+                    backend: Some(BackendKind::Linux),
+                    ..DataPlaneArgs::default()
+                },
+                "linux-segments",
+                "needs it",
+            ),
+        ];
+        for (args, flag, reason) in cases {
+            let error = args.resolve(&cabling).unwrap_err();
+            assert_eq!(error.flag, flag, "{error}");
+            assert!(error.reason.contains(reason), "{error}");
         }
     }
 

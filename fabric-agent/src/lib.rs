@@ -12,7 +12,8 @@
 //!   (host ports, adapter slots, watchdog; every method takes the time explicitly and returns
 //!   journal events instead of writing them). [`server`] wraps it: the gRPC service, the
 //!   watchdog thread, and the [`journal`] file every change is written to before it is
-//!   acknowledged; [`metrics`] is what it exports for Prometheus. [`config`] is the binary's flags; the binary only parses them and calls
+//!   acknowledged; [`metrics`] is what it exports for Prometheus. [`linux`] is the optional
+//!   data plane (`--backend linux`): vNICs as real interfaces in the servers' namespaces. [`config`] is the binary's flags; the binary only parses them and calls
 //!   [`server::run`].
 //! - **The checker**, for tests and the chaos harness: [`journal::read`] and
 //!   [`journal::presentations`] turn a switch's journal into intervals during which it presented
@@ -39,6 +40,7 @@ pub mod config;
 pub mod convert;
 pub mod driver;
 pub mod journal;
+pub mod linux;
 pub mod metrics;
 pub mod plan;
 pub mod program;

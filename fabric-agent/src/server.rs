@@ -26,9 +26,10 @@ use vnet_proto::vnet::switch::v1 as pb;
 use vnet_proto::vnet::switch::v1::switch_server::SwitchServer;
 
 use crate::clock::{monotonic_now_ns, wall_now_ms};
-use crate::config::Config;
+use crate::config::{Config, DataPlaneConfig};
 use crate::convert::{function_to_wire, program_from_wire};
-use crate::journal::{self, Event, JournalError, JournalWriter};
+use crate::journal::{self, ClearReason, Event, JournalError, JournalWriter};
+use crate::linux::{DataPlaneError, LinuxDataPlane};
 use crate::metrics::SwitchMetrics;
 use crate::switch::{PortView, StateView, Switch, SwitchError, WatchdogMode};
 
@@ -75,6 +76,13 @@ pub async fn run(
             "cut off a torn last line (a write that never completed, so never acknowledged)"
         );
     }
+    let data_plane = match &config.data_plane {
+        DataPlaneConfig::Sim => None,
+        DataPlaneConfig::Linux(spec) => Some(
+            LinuxDataPlane::start(spec.clone())
+                .context("the switch does not start without its Linux data plane")?,
+        ),
+    };
     let instance = format!("{}-{}", std::process::id(), monotonic_now_ns());
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = SwitchMetrics::register(&mut registry);
@@ -83,6 +91,7 @@ pub async fn run(
         journal,
         instance.clone(),
         metrics.clone(),
+        data_plane,
     ));
     shared
         .record_start()
@@ -195,6 +204,8 @@ struct Shared {
     halted_tx: watch::Sender<bool>,
     halted_rx: watch::Receiver<bool>,
     metrics: Arc<SwitchMetrics>,
+    /// The kernel side of presenting (`--backend linux`); `None` on the simulated switch.
+    data_plane: Option<LinuxDataPlane>,
 }
 
 impl Shared {
@@ -203,6 +214,7 @@ impl Shared {
         journal: JournalWriter,
         instance: String,
         metrics: Arc<SwitchMetrics>,
+        data_plane: Option<LinuxDataPlane>,
     ) -> Shared {
         let (halted_tx, halted_rx) = watch::channel(false);
         Shared {
@@ -216,7 +228,27 @@ impl Shared {
             halted_tx,
             halted_rx,
             metrics,
+            data_plane,
         }
+    }
+
+    /// Carries out `events` on the data plane, if there is one.
+    fn apply_data_plane(&self, events: &[Event]) -> Result<(), DataPlaneError> {
+        match &self.data_plane {
+            Some(data_plane) => data_plane.apply(events),
+            None => Ok(()),
+        }
+    }
+
+    /// The data plane could not remove what it presents: nothing here can say the identities
+    /// are gone, so the process ends, and its end removes them (the data plane's namespace dies
+    /// with the process; see `crate::linux`). Never returns.
+    fn data_plane_lost(&self, error: &DataPlaneError) -> ! {
+        tracing::error!(
+            error = %error,
+            "the data plane cannot withdraw what it presents: aborting, which removes it all"
+        );
+        std::process::abort();
     }
 
     /// Locks the core. A panic while it was held means a bug left the model in an unknown
@@ -235,6 +267,18 @@ impl Shared {
     fn halt_locked(&self, core: &mut Core, reason: String) {
         if core.halted.is_none() {
             tracing::error!(reason = %reason, "switch halted: every port dropped, every call refused");
+            let held: Vec<Event> = core
+                .switch
+                .held_ports()
+                .into_iter()
+                .map(|port| Event::Cleared {
+                    port,
+                    reason: ClearReason::ClearAll,
+                })
+                .collect();
+            if let Err(e) = self.apply_data_plane(&held) {
+                self.data_plane_lost(&e);
+            }
             core.switch.halt();
             core.halted = Some(reason);
             self.metrics.halted.set(1);
@@ -280,8 +324,36 @@ impl Shared {
         // Read under the lock, so records are in time order and each `mono_ns` is the moment
         // the change took effect relative to every other change.
         let now_mono_ns = monotonic_now_ns();
-        let result = op(&mut core.switch, now_mono_ns);
-        let events = core.switch.take_events();
+        // The watchdog first, on the model itself: a lapse is fenced, on the data plane too,
+        // whatever becomes of the call.
+        core.switch.tick(now_mono_ns);
+        let mut events = core.switch.take_events();
+        if let Err(e) = self.apply_data_plane(&events) {
+            self.data_plane_lost(&e);
+        }
+        // The call runs on a copy that replaces the model only once the data plane has
+        // carried it out, so the model (and the journal) never claim what the kernel refused.
+        let mut next = core.switch.clone();
+        let mut result = op(&mut next, now_mono_ns);
+        let changes = next.take_events();
+        match self.apply_data_plane(&changes) {
+            Ok(()) => {
+                core.switch = next;
+                events.extend(changes);
+            }
+            Err(DataPlaneError::PresentFailed { port, message }) => {
+                // The data plane removed whatever it had on `port` (a replaced program
+                // included): the model clears it too, and the journal says so.
+                let _ = core.switch.clear(now_mono_ns, u32::from(port));
+                events.extend(core.switch.take_events());
+                tracing::warn!(port, error = %message, "the data plane refused a program");
+                result = Err(SwitchError::DataPlane {
+                    port,
+                    reason: message,
+                });
+            }
+            Err(e @ DataPlaneError::WithdrawFailed(_)) => self.data_plane_lost(&e),
+        }
         if let Err(e) = write_events(&mut core.journal, now_mono_ns, events, &self.metrics) {
             let reason = format!("the journal cannot be written: {e}");
             self.halt_locked(core, reason.clone());
@@ -396,6 +468,8 @@ fn status_of(error: SwitchError) -> Status {
             Status::failed_precondition(message)
         }
         SwitchError::IdentityPresented { .. } => Status::already_exists(message),
+        // The port was cleared; the caller reads the state again and retries.
+        SwitchError::DataPlane { .. } => Status::unavailable(message),
         SwitchError::TooManyFunctions { .. }
         | SwitchError::NoFreeVf { .. }
         | SwitchError::NoFreeNpiv { .. } => Status::resource_exhausted(message),
@@ -476,6 +550,14 @@ impl pb::switch_server::Switch for SwitchService {
         let request = request.into_inner();
         let program = program_from_wire(&request.profile, request.revision, &request.functions)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(data_plane) = &self.shared.data_plane {
+            data_plane
+                .spec()
+                .check(&program)
+                .map_err(|(field, value, reason)| {
+                    Status::invalid_argument(format!("invalid {field} {value:?}: {reason}"))
+                })?;
+        }
         let port = request.host_port;
         let view = self
             .blocking(move |shared| {

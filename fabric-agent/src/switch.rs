@@ -157,6 +157,9 @@ pub enum SwitchError {
         free: usize,
         total: usize,
     },
+    /// The data plane could not present the program; the port was cleared.
+    #[error("the data plane could not present host port {port}, now cleared: {reason}")]
+    DataPlane { port: u8, reason: String },
     #[error(
         "no free NPIV login on any FC port: the program needs {needed}, {free} of {total} are free"
     )]
@@ -420,6 +423,11 @@ impl Switch {
             npiv_used: u32::try_from(self.fc.in_use()).unwrap_or(u32::MAX),
             watchdog: self.spec.watchdog,
         }
+    }
+
+    /// The ports that hold a program, in order (no watchdog applied).
+    pub fn held_ports(&self) -> Vec<u8> {
+        self.ports.keys().copied().collect()
     }
 
     /// Drops everything the switch presents without recording it, as a switch that loses power

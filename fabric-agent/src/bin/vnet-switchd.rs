@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use fabric_agent::config::Args;
+use fabric_agent::config::{Args, DataPlaneArgs};
 use fabric_agent::server::{init_logging, run};
 
 fn main() -> std::process::ExitCode {
@@ -30,8 +30,35 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// vnet-switchd — a vNet switch: host ports, Ethernet and FC adapter ports, a watchdog that
+/// fences by itself, and a journal of everything it presents.
+///
+/// The switch serves the vnet.switch.v1 API to the unit's vnetd. It programs nothing without a
+/// live lease (an armed watchdog with a future deadline), clears every host port by itself when
+/// that deadline passes, and writes every change to the journal before answering. A restart
+/// starts with every port clear, like hardware after a reset. With --backend sim (the default)
+/// presenting is recorded only; with --backend linux each vNIC also appears as a real interface
+/// with the profile's MAC in the server's network namespace, and the switch's death removes
+/// them all. Every flag can also be set by the VNET_SWITCH_* environment variable shown.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vnet-switchd",
+    version,
+    about,
+    long_about,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    switch: Args,
+    #[command(flatten)]
+    data_plane: DataPlaneArgs,
+}
+
 async fn serve() -> anyhow::Result<()> {
-    let config = Args::parse().resolve()?;
+    let cli = Cli::parse();
+    let mut config = cli.switch.resolve()?;
+    config.data_plane = cli.data_plane.resolve(&config.spec.cabling)?;
     init_logging(&config.log_level)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

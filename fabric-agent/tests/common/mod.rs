@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use fabric_agent::config::Config;
+use fabric_agent::config::{Config, DataPlaneConfig};
 use fabric_agent::server::run;
 use fabric_agent::switch::{Capacity, SwitchSpec, WatchdogMode};
 use fabric_agent::{Function, PortProgram, SimDriver};
@@ -49,6 +49,7 @@ pub fn config(journal: &Path, watchdog: WatchdogMode) -> Config {
             watchdog,
         },
         log_level: "info".into(),
+        data_plane: DataPlaneConfig::Sim,
     }
 }
 
