@@ -57,37 +57,32 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             pb::ReadConsistency::Linearizable
         },
     };
-    if let Command::Demo(args) = cli.command {
-        return demo::run(&context, args, cli.timeout).await;
-    }
-    if let Command::Endpoint(command) = cli.command {
-        return endpoint::run(&context, &cli.endpoints, cli.timeout, command).await;
-    }
-    if let Command::Snapshot(cli::SnapshotCommand::Status { file }) = &cli.command {
-        return snapshot::status(&context, file);
-    }
-    let mut session = session::open(&cli.endpoints, cli.timeout);
+    // Commands that talk to the cluster through the endpoint policy open a session; the demo
+    // starts its own cluster, `endpoint` asks each endpoint on its own, and `snapshot status`
+    // reads a local file.
+    let session = || session::open(&cli.endpoints, cli.timeout);
     match cli.command {
-        Command::Status => cluster::status(&mut session, &context).await,
-        Command::Member(command) => cluster::member(&mut session, &context, command).await,
-        Command::Leader(command) => cluster::leader(&mut session, &context, command).await,
+        Command::Demo(args) => demo::run(&context, args, cli.timeout).await,
+        Command::Endpoint(command) => {
+            endpoint::run(&context, &cli.endpoints, cli.timeout, command).await
+        }
+        Command::Snapshot(cli::SnapshotCommand::Status { file }) => {
+            snapshot::status(&context, &file)
+        }
         Command::Snapshot(cli::SnapshotCommand::Save { file }) => {
-            snapshot::save(&mut session, &context, &file).await
+            snapshot::save(&mut session(), &context, &file).await
         }
-        Command::Snapshot(cli::SnapshotCommand::Status { .. }) => {
-            unreachable!("handled above, before a session is opened")
-        }
-        Command::Alarm(command) => cluster::alarm(&mut session, &context, command).await,
-        Command::Drain(args) => moves::drain(&mut session, &context, args).await,
-        Command::Undrain { unit } => moves::undrain(&mut session, &context, unit).await,
-        Command::Failover(args) => moves::failover(&mut session, &context, args).await,
-        Command::Profile(command) => profile::run(&mut session, &context, command).await,
-        Command::Pool(command) => pool::run(&mut session, &context, command).await,
-        Command::Watch(args) => watch::run(&mut session, &context, args).await,
-        Command::Bench(args) => bench::run(session, &context, args).await,
-        Command::Demo(_) | Command::Endpoint(_) => {
-            unreachable!("handled above, before a session is opened")
-        }
+        Command::Status => cluster::status(&mut session(), &context).await,
+        Command::Member(command) => cluster::member(&mut session(), &context, command).await,
+        Command::Leader(command) => cluster::leader(&mut session(), &context, command).await,
+        Command::Alarm(command) => cluster::alarm(&mut session(), &context, command).await,
+        Command::Drain(args) => moves::drain(&mut session(), &context, args).await,
+        Command::Undrain { unit } => moves::undrain(&mut session(), &context, unit).await,
+        Command::Failover(args) => moves::failover(&mut session(), &context, args).await,
+        Command::Profile(command) => profile::run(&mut session(), &context, command).await,
+        Command::Pool(command) => pool::run(&mut session(), &context, command).await,
+        Command::Watch(args) => watch::run(&mut session(), &context, args).await,
+        Command::Bench(args) => bench::run(session(), &context, args).await,
     }
 }
 
