@@ -7,7 +7,7 @@ use crate::cli::{AlarmCommand, LeaderCommand, MemberAddArgs, MemberCommand, Role
 use crate::error::CliError;
 use crate::output::MemberListView;
 use crate::retry::CallKind;
-use crate::session::{request, Session};
+use crate::session::{unary, Session};
 use crate::spec;
 use crate::view::{
     AlarmListView, AlarmView, LeaderView, MemberChangeView, MemberRemovedView, MemberView,
@@ -19,18 +19,20 @@ pub async fn fetch_status(
     session: &mut Session,
     consistency: pb::ReadConsistency,
 ) -> Result<pb::GetClusterStatusResponse, CliError> {
-    let timeout = session.timeout();
-    session
-        .call(CallKind::Read, |channel| async move {
-            let message = pb::GetClusterStatusRequest {
-                consistency: consistency as i32,
-            };
+    let message = pb::GetClusterStatusRequest {
+        consistency: consistency as i32,
+    };
+    unary(
+        session,
+        CallKind::Read,
+        message,
+        |channel, request| async move {
             ClusterServiceClient::new(channel)
-                .get_cluster_status(request(message, timeout))
+                .get_cluster_status(request)
                 .await
-                .map(|response| response.into_inner())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 pub async fn status(session: &mut Session, context: &Context) -> Result<(), CliError> {
@@ -43,7 +45,6 @@ pub async fn member(
     context: &Context,
     command: MemberCommand,
 ) -> Result<(), CliError> {
-    let timeout = session.timeout();
     match command {
         MemberCommand::List => {
             let status = fetch_status(session, context.consistency).await?;
@@ -57,17 +58,15 @@ pub async fn member(
         }
         MemberCommand::Add(args) => {
             let message = add_member_request(args)?;
-            let response = session
-                .call(CallKind::Write, |channel| {
-                    let message = message.clone();
-                    async move {
-                        ClusterServiceClient::new(channel)
-                            .add_member(request(message, timeout))
-                            .await
-                            .map(|response| response.into_inner())
-                    }
-                })
-                .await?;
+            let response = unary(
+                session,
+                CallKind::Write,
+                message,
+                |channel, request| async move {
+                    ClusterServiceClient::new(channel).add_member(request).await
+                },
+            )
+            .await?;
             emit(
                 context,
                 &MemberChangeView {
@@ -77,14 +76,17 @@ pub async fn member(
             )
         }
         MemberCommand::Promote { id } => {
-            let response = session
-                .call(CallKind::Write, |channel| async move {
+            let response = unary(
+                session,
+                CallKind::Write,
+                pb::PromoteMemberRequest { id },
+                |channel, request| async move {
                     ClusterServiceClient::new(channel)
-                        .promote_member(request(pb::PromoteMemberRequest { id }, timeout))
+                        .promote_member(request)
                         .await
-                        .map(|response| response.into_inner())
-                })
-                .await?;
+                },
+            )
+            .await?;
             emit(
                 context,
                 &MemberChangeView {
@@ -94,14 +96,17 @@ pub async fn member(
             )
         }
         MemberCommand::Remove { id } => {
-            let response = session
-                .call(CallKind::Write, |channel| async move {
+            let response = unary(
+                session,
+                CallKind::Write,
+                pb::RemoveMemberRequest { id },
+                |channel, request| async move {
                     ClusterServiceClient::new(channel)
-                        .remove_member(request(pb::RemoveMemberRequest { id }, timeout))
+                        .remove_member(request)
                         .await
-                        .map(|response| response.into_inner())
-                })
-                .await?;
+                },
+            )
+            .await?;
             emit(
                 context,
                 &MemberRemovedView {
@@ -151,23 +156,22 @@ pub async fn alarm(
     context: &Context,
     command: AlarmCommand,
 ) -> Result<(), CliError> {
-    let timeout = session.timeout();
     match command {
         AlarmCommand::List => {
             let consistency = context.consistency;
-            let response = session
-                .call(CallKind::Read, |channel| async move {
+            let response = unary(
+                session,
+                CallKind::Read,
+                pb::ListAlarmsRequest {
+                    consistency: consistency as i32,
+                },
+                |channel, request| async move {
                     ClusterServiceClient::new(channel)
-                        .list_alarms(request(
-                            pb::ListAlarmsRequest {
-                                consistency: consistency as i32,
-                            },
-                            timeout,
-                        ))
+                        .list_alarms(request)
                         .await
-                        .map(|response| response.into_inner())
-                })
-                .await?;
+                },
+            )
+            .await?;
             emit(
                 context,
                 &AlarmListView {
@@ -182,17 +186,17 @@ pub async fn alarm(
                 member: member.unwrap_or_default(),
                 kind: pb::AlarmKind::Unspecified as i32,
             };
-            let response = session
-                .call(CallKind::Write, |channel| {
-                    let message = message.clone();
-                    async move {
-                        ClusterServiceClient::new(channel)
-                            .disarm_alarm(request(message, timeout))
-                            .await
-                            .map(|response| response.into_inner())
-                    }
-                })
-                .await?;
+            let response = unary(
+                session,
+                CallKind::Write,
+                message,
+                |channel, request| async move {
+                    ClusterServiceClient::new(channel)
+                        .disarm_alarm(request)
+                        .await
+                },
+            )
+            .await?;
             emit(
                 context,
                 &AlarmListView {
@@ -214,15 +218,17 @@ pub async fn leader(
     if to == 0 {
         return Err(CliError::usage("--to: 0 is not a valid member id"));
     }
-    let timeout = session.timeout();
-    let response = session
-        .call(CallKind::Write, |channel| async move {
+    let response = unary(
+        session,
+        CallKind::Write,
+        pb::TransferLeaderRequest { to_id: to },
+        |channel, request| async move {
             ClusterServiceClient::new(channel)
-                .transfer_leader(request(pb::TransferLeaderRequest { to_id: to }, timeout))
+                .transfer_leader(request)
                 .await
-                .map(|response| response.into_inner())
-        })
-        .await?;
+        },
+    )
+    .await?;
     emit(
         context,
         &LeaderView {

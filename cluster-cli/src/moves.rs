@@ -14,7 +14,7 @@ use crate::cli::{DrainArgs, FailoverArgs, DRAIN_WAIT_DEFAULT};
 use crate::error::CliError;
 use crate::output::Format;
 use crate::retry::CallKind;
-use crate::session::{request, Session};
+use crate::session::{unary, Session};
 use crate::view::{DrainView, FailoverView, PlacementStateView, PlacementView, UndrainView};
 use crate::{cluster, emit, write_stdout, Context};
 
@@ -26,21 +26,16 @@ pub async fn drain(
     context: &Context,
     args: DrainArgs,
 ) -> Result<(), CliError> {
-    let timeout = session.timeout();
     let message = pb::DrainRequest {
         unit: args.unit.clone(),
     };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                ClusterServiceClient::new(channel)
-                    .drain(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        |channel, request| async move { ClusterServiceClient::new(channel).drain(request).await },
+    )
+    .await?;
     let mut view = DrainView {
         unit: args.unit.clone(),
         revision: response.revision,
@@ -103,19 +98,14 @@ pub async fn undrain(
     context: &Context,
     unit: String,
 ) -> Result<(), CliError> {
-    let timeout = session.timeout();
     let message = pb::UndrainRequest { unit: unit.clone() };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                ClusterServiceClient::new(channel)
-                    .undrain(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        |channel, request| async move { ClusterServiceClient::new(channel).undrain(request).await },
+    )
+    .await?;
     emit(
         context,
         &UndrainView {
@@ -131,18 +121,7 @@ pub async fn failover(
     args: FailoverArgs,
 ) -> Result<(), CliError> {
     let message = failover_request(&args)?;
-    let timeout = session.timeout();
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                ClusterServiceClient::new(channel)
-                    .failover(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(session, CallKind::Write, message, |channel, request| async move { ClusterServiceClient::new(channel).failover(request).await }).await?;
     emit(
         context,
         &FailoverView {

@@ -6,7 +6,7 @@ use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
 use crate::cli::{PoolCommand, PoolKindArg};
 use crate::error::CliError;
 use crate::retry::CallKind;
-use crate::session::{request, Session};
+use crate::session::{unary, Session};
 use crate::spec;
 use crate::view::{DeletedView, PoolListView, PoolUsageListView, PoolView};
 use crate::{emit, Context};
@@ -16,7 +16,6 @@ pub async fn run(
     context: &Context,
     command: PoolCommand,
 ) -> Result<(), CliError> {
-    let timeout = session.timeout();
     match command {
         PoolCommand::Create {
             name,
@@ -30,14 +29,15 @@ pub async fn run(
         }
         PoolCommand::List => {
             let consistency = context.consistency as i32;
-            let response = session
-                .call(CallKind::Read, |channel| async move {
-                    PoolServiceClient::new(channel)
-                        .list_pools(request(pb::ListPoolsRequest { consistency }, timeout))
-                        .await
-                        .map(|response| response.into_inner())
-                })
-                .await?;
+            let response = unary(
+                session,
+                CallKind::Read,
+                pb::ListPoolsRequest { consistency },
+                |channel, request| async move {
+                    PoolServiceClient::new(channel).list_pools(request).await
+                },
+            )
+            .await?;
             emit(
                 context,
                 &PoolListView {
@@ -51,17 +51,17 @@ pub async fn run(
                 name: name.unwrap_or_default(),
                 consistency: context.consistency as i32,
             };
-            let response = session
-                .call(CallKind::Read, |channel| {
-                    let message = message.clone();
-                    async move {
-                        PoolServiceClient::new(channel)
-                            .get_pool_usage(request(message, timeout))
-                            .await
-                            .map(|response| response.into_inner())
-                    }
-                })
-                .await?;
+            let response = unary(
+                session,
+                CallKind::Read,
+                message,
+                |channel, request| async move {
+                    PoolServiceClient::new(channel)
+                        .get_pool_usage(request)
+                        .await
+                },
+            )
+            .await?;
             emit(context, &PoolUsageListView::from(&response))
         }
         PoolCommand::Delete {
@@ -113,19 +113,8 @@ pub fn pool_from_flags(
 }
 
 pub async fn create(session: &mut Session, pool: pb::Pool) -> Result<pb::Pool, CliError> {
-    let timeout = session.timeout();
     let message = pb::CreatePoolRequest { pool: Some(pool) };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                PoolServiceClient::new(channel)
-                    .create_pool(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(session, CallKind::Write, message, |channel, request| async move { PoolServiceClient::new(channel).create_pool(request).await }).await?;
     Ok(response.pool.unwrap_or_default())
 }
 
@@ -134,22 +123,11 @@ pub async fn delete(
     name: &str,
     expected_revision: u64,
 ) -> Result<u64, CliError> {
-    let timeout = session.timeout();
     let message = pb::DeletePoolRequest {
         name: name.to_string(),
         expected_revision,
     };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                PoolServiceClient::new(channel)
-                    .delete_pool(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(session, CallKind::Write, message, |channel, request| async move { PoolServiceClient::new(channel).delete_pool(request).await }).await?;
     Ok(response.revision)
 }
 

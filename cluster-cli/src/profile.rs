@@ -6,7 +6,7 @@ use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 use crate::cli::{FailbackArg, ProfileCommand, ProfileListArgs, ProfileSpecArgs};
 use crate::error::CliError;
 use crate::retry::CallKind;
-use crate::session::{request, Session};
+use crate::session::{unary, Session};
 use crate::spec;
 use crate::view::{DeletedView, ProfileListView, ProfileView};
 use crate::{emit, Context};
@@ -85,21 +85,20 @@ pub async fn run(
 }
 
 pub async fn create(session: &mut Session, profile: pb::Profile) -> Result<pb::Profile, CliError> {
-    let timeout = session.timeout();
     let message = pb::CreateProfileRequest {
         profile: Some(profile),
     };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                ProfileServiceClient::new(channel)
-                    .create_profile(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        |channel, request| async move {
+            ProfileServiceClient::new(channel)
+                .create_profile(request)
+                .await
+        },
+    )
+    .await?;
     Ok(response.profile.unwrap_or_default())
 }
 
@@ -108,22 +107,21 @@ pub async fn get(
     name: &str,
     consistency: pb::ReadConsistency,
 ) -> Result<pb::GetProfileResponse, CliError> {
-    let timeout = session.timeout();
     let message = pb::GetProfileRequest {
         name: name.to_string(),
         consistency: consistency as i32,
     };
-    session
-        .call(CallKind::Read, |channel| {
-            let message = message.clone();
-            async move {
-                ProfileServiceClient::new(channel)
-                    .get_profile(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await
+    unary(
+        session,
+        CallKind::Read,
+        message,
+        |channel, request| async move {
+            ProfileServiceClient::new(channel)
+                .get_profile(request)
+                .await
+        },
+    )
+    .await
 }
 
 async fn update(
@@ -131,22 +129,21 @@ async fn update(
     profile: pb::Profile,
     expected_revision: u64,
 ) -> Result<pb::Profile, CliError> {
-    let timeout = session.timeout();
     let message = pb::UpdateProfileRequest {
         profile: Some(profile),
         expected_revision,
     };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                ProfileServiceClient::new(channel)
-                    .update_profile(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        |channel, request| async move {
+            ProfileServiceClient::new(channel)
+                .update_profile(request)
+                .await
+        },
+    )
+    .await?;
     Ok(response.profile.unwrap_or_default())
 }
 
@@ -155,22 +152,21 @@ pub async fn delete(
     name: &str,
     expected_revision: u64,
 ) -> Result<u64, CliError> {
-    let timeout = session.timeout();
     let message = pb::DeleteProfileRequest {
         name: name.to_string(),
         expected_revision,
     };
-    let response = session
-        .call(CallKind::Write, |channel| {
-            let message = message.clone();
-            async move {
-                ProfileServiceClient::new(channel)
-                    .delete_profile(request(message, timeout))
-                    .await
-                    .map(|response| response.into_inner())
-            }
-        })
-        .await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        |channel, request| async move {
+            ProfileServiceClient::new(channel)
+                .delete_profile(request)
+                .await
+        },
+    )
+    .await?;
     Ok(response.revision)
 }
 
@@ -182,7 +178,6 @@ async fn list(
     if args.page_size == 0 {
         return Err(CliError::usage("--page-size: must be at least 1"));
     }
-    let timeout = session.timeout();
     let mut result = ProfileListView {
         profiles: Vec::new(),
         revision: 0,
@@ -197,17 +192,17 @@ async fn list(
             unit: args.unit.clone(),
             consistency: context.consistency as i32,
         };
-        let page = session
-            .call(CallKind::Read, |channel| {
-                let message = message.clone();
-                async move {
-                    ProfileServiceClient::new(channel)
-                        .list_profiles(request(message, timeout))
-                        .await
-                        .map(|response| response.into_inner())
-                }
-            })
-            .await?;
+        let page = unary(
+            session,
+            CallKind::Read,
+            message,
+            |channel, request| async move {
+                ProfileServiceClient::new(channel)
+                    .list_profiles(request)
+                    .await
+            },
+        )
+        .await?;
         result.revision = page.revision;
         let room = args.limit - result.profiles.len();
         if page.profiles.len() > room {

@@ -1,10 +1,12 @@
 //! Connecting to the cluster over gRPC: the tonic side of [`crate::retry`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::retry::{Connector, Failover};
+use crate::error::CliError;
+use crate::retry::{CallKind, Connector, Failover};
 use crate::spec::Endpoints;
 
 /// Opens plaintext HTTP/2 channels to vnetd's public API.
@@ -67,6 +69,32 @@ pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
+}
+
+/// One unary RPC through the session: `message` goes out with the per-request deadline to the
+/// endpoint the policy picks (and again to the next one when `kind` allows, see
+/// [`crate::retry`]); the answer's body comes back, a failure as the policy's [`CliError`].
+///
+/// `rpc` makes the call on a channel, e.g.
+/// `|channel, request| async move { PoolServiceClient::new(channel).list_pools(request).await }`.
+pub async fn unary<Req, Resp, F, Fut>(
+    session: &mut Session,
+    kind: CallKind,
+    message: Req,
+    rpc: F,
+) -> Result<Resp, CliError>
+where
+    Req: Clone,
+    F: Fn(Channel, tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let timeout = session.timeout();
+    session
+        .call(kind, |channel| {
+            rpc(channel, request(message.clone(), timeout))
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 #[cfg(test)]
