@@ -177,7 +177,7 @@ pub enum Command {
     /// time; others stay where they are until moved with `failover`.
     Undrain {
         /// Name of the unit.
-        #[arg(value_name = "UNIT", value_parser = spec::parse_name)]
+        #[arg(value_name = "UNIT")]
         unit: String,
     },
 
@@ -553,7 +553,7 @@ pub enum PoolCommand {
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     /// Name of the unit, e.g. unit-a.
-    #[arg(value_name = "UNIT", value_parser = spec::parse_name)]
+    #[arg(value_name = "UNIT")]
     pub unit: String,
     /// Wait until the unit presents nothing and no profile is placed on or moving off it,
     /// printing progress.
@@ -571,14 +571,14 @@ pub const DRAIN_WAIT_DEFAULT: Duration = Duration::from_secs(60);
 #[command(group(ArgGroup::new("what").required(true).args(["profile", "from"])))]
 pub struct FailoverArgs {
     /// The profile to move (give --to too).
-    #[arg(value_parser = spec::parse_name, requires = "to")]
+    #[arg(requires = "to")]
     pub profile: Option<String>,
     /// Move every profile off this unit.
-    #[arg(long, value_name = "UNIT", value_parser = spec::parse_name)]
+    #[arg(long, value_name = "UNIT")]
     pub from: Option<String>,
     /// The unit to move to. Required with PROFILE; with --from, leaving it out lets the
     /// cluster choose a unit per profile.
-    #[arg(long, value_name = "UNIT", value_parser = spec::parse_name)]
+    #[arg(long, value_name = "UNIT")]
     pub to: Option<String>,
 }
 
@@ -720,11 +720,11 @@ mod tests {
             "--server",
             "s",
             "--vnic",
-            "eth0:net=p:vlan=9999:pool=m",
+            "eth0:net=p:vlan=ten:pool=m",
         ])
         .unwrap_err();
         assert_eq!(error.exit_code(), 2);
-        assert!(error.to_string().contains("vlan \"9999\""), "{error}");
+        assert!(error.to_string().contains("vlan \"ten\""), "{error}");
     }
 
     #[test]
@@ -785,13 +785,15 @@ mod tests {
                 &["web-01", "--from", "unit-a", "--to", "unit-b"][..],
                 "cannot be used with",
             ),
-            (&["Web-01", "--to", "unit-b"][..], "contains 'W'"),
-            (&["--from", "unit a"][..], "contains ' '"),
         ] {
             let error = failover(args).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{args:?}");
             assert!(error.to_string().contains(needle), "{args:?}: {error}");
         }
+        // Names are the server's to judge (it names the field); they are passed on as typed.
+        let args = failover(&["Web-01", "--to", "unit b"]).unwrap();
+        assert_eq!(args.profile.as_deref(), Some("Web-01"));
+        assert_eq!(args.to.as_deref(), Some("unit b"));
     }
 
     #[test]

@@ -87,7 +87,6 @@ pub fn pool_from_flags(
     first: &str,
     last: &str,
 ) -> Result<pb::Pool, CliError> {
-    spec::check_name("pool name", &name, spec::NAME_LEN_MAX).map_err(CliError::Usage)?;
     let parse = match kind {
         PoolKindArg::Mac => spec::parse_mac,
         PoolKindArg::Wwn => spec::parse_wwn,

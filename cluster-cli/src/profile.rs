@@ -7,7 +7,6 @@ use crate::cli::{FailbackArg, ProfileCommand, ProfileListArgs, ProfileSpecArgs};
 use crate::error::CliError;
 use crate::retry::CallKind;
 use crate::session::{unary, Session};
-use crate::spec;
 use crate::view::{DeletedView, ProfileListView, ProfileView};
 use crate::{emit, Context};
 
@@ -25,7 +24,6 @@ pub async fn run(
                 Some(path) => read_profile_file(path)?,
                 None => profile_from_flags(name.unwrap_or_default(), &spec)?,
             };
-            spec::check_profile(&profile).map_err(CliError::Usage)?;
             let stored = create(session, profile).await?;
             emit(context, &ProfileView::from(&stored))
         }
@@ -48,8 +46,6 @@ pub async fn run(
                 }
                 None => {
                     let name = name.unwrap_or_default();
-                    spec::check_name("profile name", &name, spec::NAME_LEN_MAX)
-                        .map_err(CliError::Usage)?;
                     let edit = ProfileEdit::from_flags(&spec)?;
                     if edit.is_empty() {
                         return Err(CliError::usage(
@@ -64,7 +60,6 @@ pub async fn run(
                     (edit.apply(current), expected)
                 }
             };
-            spec::check_profile(&profile).map_err(CliError::Usage)?;
             let stored = update(session, profile, expected_revision).await?;
             emit(context, &ProfileView::from(&stored))
         }
@@ -360,6 +355,7 @@ impl ProfileEdit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec;
 
     fn current() -> pb::Profile {
         pb::Profile {
@@ -392,7 +388,6 @@ mod tests {
         assert_eq!(updated.vnics[0].mac, "02:00:00:00:00:01");
         assert_eq!(updated.vnics[0].pool.as_deref(), Some("macs"));
         assert_eq!(updated.vhbas, current().vhbas, "vhbas untouched");
-        assert_eq!(spec::check_profile(&updated), Ok(()));
     }
 
     #[test]
@@ -402,7 +397,6 @@ mod tests {
             ..ProfileEdit::default()
         };
         let edited = edit.apply(current());
-        assert_eq!(spec::check_profile(&edited), Ok(()));
         let eth9 = edited
             .vnics
             .iter()

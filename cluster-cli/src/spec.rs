@@ -1,20 +1,19 @@
-//! Parsing and local validation of what the operator types: endpoint lists, durations,
-//! `--vnic`/`--vhba` specs, MAC and WWN syntax. Every error names the flag and the part at fault,
-//! so a typo is caught here instead of costing a round trip.
+//! Parsing what the operator types: endpoint lists, durations, `--vnic`/`--vhba` specs, MAC and
+//! WWN syntax. Every error names the flag and the part at fault.
 //!
-//! Local validation is only syntax; the server remains the authority on everything that needs
-//! state (uniqueness, pool existence, limits).
+//! Only syntax is checked here: that a VLAN is a number, a MAC is six hex bytes, a spec is
+//! `NAME:key=value...`. The server is the one authority on the rules (the naming rule, VLAN
+//! range, required fields, limits, uniqueness): it refuses a request that breaks one with
+//! INVALID_ARGUMENT naming the field (`vnics[0].vlan`), and vnetctl prints that message as it
+//! is (ARCHITECTURE.md, "cluster-cli"). So a rule lives in one place, `vnet-model`, which the
+//! CLI does not link.
 
 use std::time::Duration;
 
-use vnet_proto::vnet::v1::{Profile, Vhba, Vnic};
+use vnet_proto::vnet::v1::{Vhba, Vnic};
 
 /// An operator listing more endpoints than this is almost certainly pasting the wrong thing.
 pub const ENDPOINTS_MAX: usize = 32;
-/// Longest name of anything (profile, server, pool, unit, vNIC, vHBA, network, fabric), as the
-/// API documents: a name fits a DNS label.
-pub const NAME_LEN_MAX: usize = 63;
-pub const VLAN_MAX: u32 = 4094;
 
 /// The `--endpoints` list: host:port entries, tried in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,39 +76,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: a duration must be above zero"));
     }
     Ok(duration)
-}
-
-/// Checks a name against the API's rule: 1..=`len_max` characters of `[a-z0-9._-]`, starting
-/// with a letter or digit. Upper case is refused, as the server refuses it, rather than folded.
-pub fn check_name(what: &str, name: &str, len_max: usize) -> Result<(), String> {
-    let Some(first) = name.chars().next() else {
-        return Err(format!("{what} is empty"));
-    };
-    let length = name.chars().count();
-    if length > len_max {
-        return Err(format!(
-            "{what} {name:?} is {length} characters long, at most {len_max} are allowed"
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "{what} {name:?} contains {bad:?}; names use only a-z, 0-9, '.', '_' and '-'"
-        ));
-    }
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(format!(
-            "{what} {name:?} starts with {first:?}; names start with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
-/// A name given on the command line (a unit, a profile), checked like [`check_name`] does.
-pub fn parse_name(text: &str) -> Result<String, String> {
-    check_name("name", text, NAME_LEN_MAX).map(|()| text.to_string())
 }
 
 /// Parses colon-separated hex bytes (a MAC has 6, a WWN 8) into a normalised lower-case string.
@@ -178,7 +144,6 @@ fn split_spec<'a>(flag: &str, spec: &'a str, allowed: &[&str]) -> Result<SpecPar
             },
         }
     }
-    check_name(&format!("{flag} {spec:?}: name"), name, NAME_LEN_MAX)?;
     Ok((name, pairs))
 }
 
@@ -193,14 +158,9 @@ pub fn parse_vnic(spec: &str) -> Result<Vnic, String> {
         match key {
             "net" => vnic.network = value,
             "vlan" => {
-                vnic.vlan = match value.parse::<u32>() {
-                    Ok(vlan) if vlan <= VLAN_MAX => vlan,
-                    _ => {
-                        return Err(format!(
-                            "--vnic {spec:?}: vlan {value:?} is not 0 (untagged) or 1..={VLAN_MAX}"
-                        ))
-                    }
-                }
+                vnic.vlan = value.parse::<u32>().map_err(|_| {
+                    format!("--vnic {spec:?}: vlan {value:?} is not a number (0: untagged)")
+                })?
             }
             "mac" => {
                 vnic.mac = parse_mac(&value).map_err(|e| format!("--vnic {spec:?}: mac {e}"))?
@@ -210,7 +170,6 @@ pub fn parse_vnic(spec: &str) -> Result<Vnic, String> {
             _ => unreachable!("key {key} was not in the allowed list"),
         }
     }
-    check_vnic_fields(&vnic).map_err(|e| format!("--vnic {spec:?}: {e}"))?;
     Ok(vnic)
 }
 
@@ -235,82 +194,7 @@ pub fn parse_vhba(spec: &str) -> Result<Vhba, String> {
             _ => unreachable!("key {key} was not in the allowed list"),
         }
     }
-    check_vhba_fields(&vhba).map_err(|e| format!("--vhba {spec:?}: {e}"))?;
     Ok(vhba)
-}
-
-/// Checks the fields of one vNIC, whether it came from `--vnic` or from `--file`. Whether it
-/// has a source for its MAC is checked on the whole profile ([`check_profile`]), because an
-/// update may inherit the MAC of the vNIC it replaces.
-pub fn check_vnic_fields(vnic: &Vnic) -> Result<(), String> {
-    check_name("name", &vnic.name, NAME_LEN_MAX)?;
-    if vnic.network.is_empty() {
-        return Err("net is missing (the Ethernet network to attach to)".into());
-    }
-    check_name("net", &vnic.network, NAME_LEN_MAX)?;
-    if vnic.vlan > VLAN_MAX {
-        return Err(format!(
-            "vlan {} is not 0 (untagged) or 1..={VLAN_MAX}",
-            vnic.vlan
-        ));
-    }
-    if !vnic.mac.is_empty() {
-        parse_mac(&vnic.mac).map_err(|e| format!("mac {e}"))?;
-    }
-    if let Some(pool) = &vnic.pool {
-        check_name("pool", pool, NAME_LEN_MAX)?;
-    }
-    Ok(())
-}
-
-/// Checks the fields of one vHBA; see [`check_vnic_fields`].
-pub fn check_vhba_fields(vhba: &Vhba) -> Result<(), String> {
-    check_name("name", &vhba.name, NAME_LEN_MAX)?;
-    if vhba.fabric.is_empty() {
-        return Err("fabric is missing (the FC fabric to log into)".into());
-    }
-    check_name("fabric", &vhba.fabric, NAME_LEN_MAX)?;
-    if !vhba.wwpn.is_empty() {
-        parse_wwn(&vhba.wwpn).map_err(|e| format!("wwpn {e}"))?;
-    }
-    if !vhba.wwnn.is_empty() {
-        parse_wwn(&vhba.wwnn).map_err(|e| format!("wwnn {e}"))?;
-    }
-    if let Some(pool) = &vhba.pool {
-        check_name("pool", pool, NAME_LEN_MAX)?;
-    }
-    Ok(())
-}
-
-/// Everything about a profile that can be checked without the cluster's state, just before it
-/// is sent.
-pub fn check_profile(profile: &Profile) -> Result<(), String> {
-    check_name("profile name", &profile.name, NAME_LEN_MAX)?;
-    check_name("server", &profile.server, NAME_LEN_MAX)?;
-    if let Some(unit) = &profile.preferred_unit {
-        check_name("preferred unit", unit, NAME_LEN_MAX)?;
-    }
-    for (index, vnic) in profile.vnics.iter().enumerate() {
-        let at = || format!("vnic {:?} (vnics[{index}])", vnic.name);
-        check_vnic_fields(vnic).map_err(|e| format!("{}: {e}", at()))?;
-        if profile.vnics[..index]
-            .iter()
-            .any(|other| other.name == vnic.name)
-        {
-            return Err(format!("{}: name given twice", at()));
-        }
-    }
-    for (index, vhba) in profile.vhbas.iter().enumerate() {
-        let at = || format!("vhba {:?} (vhbas[{index}])", vhba.name);
-        check_vhba_fields(vhba).map_err(|e| format!("{}: {e}", at()))?;
-        if profile.vhbas[..index]
-            .iter()
-            .any(|other| other.name == vhba.name)
-        {
-            return Err(format!("{}: name given twice", at()));
-        }
-    }
-    Ok(())
 }
 
 /// The `--concurrency` list of bench, in the order given.
@@ -416,13 +300,14 @@ mod tests {
     #[test]
     fn bad_vnic_specs_name_the_part_at_fault() {
         for (input, needle) in [
-            ("", "name is empty"),
-            ("eth0", "net is missing"),
-            (":net=prod:pool=p", "name is empty"),
-            ("eth 0:net=prod:pool=p", "contains ' '"),
-            ("eth0:net=prod:vlan=4095:pool=p", "vlan \"4095\""),
-            ("eth0:net=prod:vlan=-1:pool=p", "vlan \"-1\""),
-            ("eth0:net=prod:vlan=ten:pool=p", "vlan \"ten\""),
+            (
+                "eth0:net=prod:vlan=-1:pool=p",
+                "vlan \"-1\" is not a number",
+            ),
+            (
+                "eth0:net=prod:vlan=ten:pool=p",
+                "vlan \"ten\" is not a number",
+            ),
             (
                 "eth0:net=prod:mac=aa:bb:cc",
                 "mac \"aa:bb:cc\" is not a MAC",
@@ -431,14 +316,35 @@ mod tests {
             ("eth0:net=prod:speed=10:pool=p", "unknown key \"speed\""),
             ("eth0:net=a:net=b:pool=p", "key \"net\" given twice"),
             ("eth0:prod", "\"prod\" is not key=value"),
-            (
-                "eth0:net=prod:pool=bad/pool",
-                "pool \"bad/pool\" contains '/'",
-            ),
         ] {
             let error = parse_vnic(input).unwrap_err();
             assert!(error.contains(needle), "{input:?} gave {error:?}");
             assert!(error.starts_with("--vnic"), "{input:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn rules_are_left_to_the_server() {
+        // The naming rule, the VLAN range and required fields are the server's to enforce (it
+        // names the field in its INVALID_ARGUMENT); only syntax is refused here.
+        for input in [
+            "",
+            "eth0",
+            ":net=prod:pool=p",
+            "eth 0:net=prod:pool=p",
+            "eth0:net=prod:vlan=4095:pool=p",
+            "eth0:net=prod:pool=bad/pool",
+            "ETH0:net=Prod",
+        ] {
+            assert!(parse_vnic(input).is_ok(), "{input:?} is sent as it is");
+        }
+        assert_eq!(
+            parse_vnic("eth0:net=prod:vlan=4095").unwrap().vlan,
+            4095,
+            "a VLAN is passed on as given"
+        );
+        for input in ["fc0:pool=w", "fc0:fabric=A:pool=w", "-fc:fabric=a"] {
+            assert!(parse_vhba(input).is_ok(), "{input:?} is sent as it is");
         }
     }
 
@@ -465,7 +371,6 @@ mod tests {
     #[test]
     fn bad_vhba_specs_name_the_part_at_fault() {
         for (input, needle) in [
-            ("fc0:pool=w", "fabric is missing"),
             (
                 "fc0:fabric=a:wwpn=20:00:00:25:b5:00:00",
                 "wwpn \"20:00:00:25:b5:00:00\"",
@@ -475,74 +380,11 @@ mod tests {
                 "wwnn \"zz:",
             ),
             ("fc0:fabric=a:mac=aa:bb:cc:dd:ee:ff", "unknown key \"mac\""),
-            ("fc0:fabric=A:pool=w", "fabric \"A\" contains 'A'"),
         ] {
             let error = parse_vhba(input).unwrap_err();
             assert!(error.contains(needle), "{input:?} gave {error:?}");
             assert!(error.starts_with("--vhba"), "{input:?} gave {error:?}");
         }
-    }
-
-    fn profile_with(vnics: &[&str], vhbas: &[&str]) -> Profile {
-        Profile {
-            name: "web-01".into(),
-            server: "rack1-srv01".into(),
-            vnics: vnics.iter().map(|spec| parse_vnic(spec).unwrap()).collect(),
-            vhbas: vhbas.iter().map(|spec| parse_vhba(spec).unwrap()).collect(),
-            ..Profile::default()
-        }
-    }
-
-    #[test]
-    fn a_complete_profile_passes() {
-        let profile = profile_with(
-            &["eth0:net=prod:pool=m", "eth1:net=b:mac=02:00:00:00:00:01"],
-            &[
-                "fc0:fabric=a:pool=w",
-                "fc1:fabric=b:wwpn=20:00:00:00:00:00:00:01:wwnn=20:00:00:00:00:00:01:01",
-            ],
-        );
-        assert_eq!(check_profile(&profile), Ok(()));
-    }
-
-    #[test]
-    fn a_function_without_identity_or_pool_is_left_to_the_server() {
-        // The server allocates from its pools, tried in name order, when neither is given.
-        assert_eq!(
-            check_profile(&profile_with(&["eth0:net=prod"], &[])),
-            Ok(())
-        );
-        assert_eq!(
-            check_profile(&profile_with(
-                &[],
-                &["fc0:fabric=a:wwpn=20:00:00:25:b5:00:00:01"]
-            )),
-            Ok(())
-        );
-        // Names are still checked locally.
-        let error =
-            check_profile(&profile_with(&["eth0:net=prod", "eth0:net=b"], &[])).unwrap_err();
-        assert!(error.contains("name given twice"), "{error}");
-    }
-
-    #[test]
-    fn duplicate_function_names_and_bad_profile_names_are_caught() {
-        let error = check_profile(&profile_with(
-            &["eth0:net=a:pool=m", "eth0:net=b:pool=m"],
-            &[],
-        ))
-        .unwrap_err();
-        assert!(error.contains("vnics[1]): name given twice"), "{error}");
-        let mut profile = profile_with(&[], &[]);
-        profile.server = String::new();
-        assert!(check_profile(&profile)
-            .unwrap_err()
-            .contains("server is empty"));
-        profile.server = "s".into();
-        profile.preferred_unit = Some("unit a".into());
-        assert!(check_profile(&profile)
-            .unwrap_err()
-            .contains("preferred unit"));
     }
 
     #[test]
@@ -554,22 +396,5 @@ mod tests {
         assert!(parse_concurrency_levels("0").unwrap_err().contains("\"0\""));
         assert!(parse_concurrency_levels("1,,2").is_err());
         assert!(parse_concurrency_levels("5000").is_err());
-    }
-
-    #[test]
-    fn names_follow_the_api_rule() {
-        assert!(check_name("profile name", "web-01.a_b", NAME_LEN_MAX).is_ok());
-        assert!(check_name("profile name", &"x".repeat(64), NAME_LEN_MAX)
-            .unwrap_err()
-            .contains("at most 63"));
-        assert!(check_name("fabric", "A", NAME_LEN_MAX)
-            .unwrap_err()
-            .contains("contains 'A'"));
-        assert!(check_name("pool", "-p", NAME_LEN_MAX)
-            .unwrap_err()
-            .contains("starts with '-'"));
-        assert!(check_name("profile name", "a:b", NAME_LEN_MAX)
-            .unwrap_err()
-            .contains("':'"));
     }
 }

@@ -87,12 +87,39 @@ async fn exit_codes_distinguish_rejected_usage_and_unreachable() {
             "--server",
             "s",
             "--vnic",
-            "eth0:net=p:vlan=5000",
+            "eth0:net=p:vlan=ten",
         ],
     )
     .await;
     assert_eq!(usage.status.code(), Some(2));
-    assert!(stderr(&usage).contains("5000"), "{}", stderr(&usage));
+    assert!(
+        stderr(&usage).contains("vlan \"ten\""),
+        "{}",
+        stderr(&usage)
+    );
+
+    // A rule (here the VLAN range) is the server's: vnetctl sends the request and prints the
+    // server's refusal, which names the field.
+    let rejected = vnetctl(
+        &live,
+        &[
+            "profile",
+            "create",
+            "x",
+            "--server",
+            "s",
+            "--vnic",
+            "eth0:net=p:vlan=5000",
+        ],
+    )
+    .await;
+    assert_eq!(rejected.status.code(), Some(1), "{}", stderr(&rejected));
+    assert!(
+        stderr(&rejected).contains("INVALID_ARGUMENT")
+            && stderr(&rejected).contains("invalid profile.vnics[0].vlan \"5000\""),
+        "{}",
+        stderr(&rejected)
+    );
 
     let nobody = format!("{},{}", dead_address(), dead_address());
     let unreachable = vnetctl(&nobody, &["status"]).await;

@@ -212,6 +212,19 @@ impl ProfileService for FakeNode {
             .into_inner()
             .profile
             .ok_or_else(|| Status::invalid_argument("profile is missing"))?;
+        // One of the server's rules, refused as vnetd refuses it (node/tests/api.rs checks the
+        // real message), so the tests can show vnetctl passing such a refusal on.
+        if let Some((index, vnic)) = profile
+            .vnics
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.vlan > 4094)
+        {
+            return Err(Status::invalid_argument(format!(
+                "invalid profile.vnics[{index}].vlan \"{}\": VLAN ids are 1..=4094 (0 = untagged)",
+                vnic.vlan
+            )));
+        }
         let mut state = self.lock();
         if state.profiles.contains_key(&profile.name) {
             return Err(Status::already_exists(format!(
