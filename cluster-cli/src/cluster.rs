@@ -7,7 +7,7 @@ use crate::cli::{AlarmCommand, LeaderCommand, MemberAddArgs, MemberCommand, Role
 use crate::error::CliError;
 use crate::output::MemberListView;
 use crate::retry::CallKind;
-use crate::session::{unary, Session};
+use crate::session::{rpc, unary, Session};
 use crate::spec;
 use crate::view::{
     AlarmListView, AlarmView, LeaderView, MemberChangeView, MemberRemovedView, MemberView,
@@ -26,11 +26,7 @@ pub async fn fetch_status(
         session,
         CallKind::Read,
         message,
-        |channel, request| async move {
-            ClusterServiceClient::new(channel)
-                .get_cluster_status(request)
-                .await
-        },
+        rpc!(ClusterServiceClient::get_cluster_status),
     )
     .await
 }
@@ -62,9 +58,7 @@ pub async fn member(
                 session,
                 CallKind::Write,
                 message,
-                |channel, request| async move {
-                    ClusterServiceClient::new(channel).add_member(request).await
-                },
+                rpc!(ClusterServiceClient::add_member),
             )
             .await?;
             emit(
@@ -80,11 +74,7 @@ pub async fn member(
                 session,
                 CallKind::Write,
                 pb::PromoteMemberRequest { id },
-                |channel, request| async move {
-                    ClusterServiceClient::new(channel)
-                        .promote_member(request)
-                        .await
-                },
+                rpc!(ClusterServiceClient::promote_member),
             )
             .await?;
             emit(
@@ -100,11 +90,7 @@ pub async fn member(
                 session,
                 CallKind::Write,
                 pb::RemoveMemberRequest { id },
-                |channel, request| async move {
-                    ClusterServiceClient::new(channel)
-                        .remove_member(request)
-                        .await
-                },
+                rpc!(ClusterServiceClient::remove_member),
             )
             .await?;
             emit(
@@ -161,11 +147,7 @@ pub async fn alarm(
                 pb::ListAlarmsRequest {
                     consistency: consistency as i32,
                 },
-                |channel, request| async move {
-                    ClusterServiceClient::new(channel)
-                        .list_alarms(request)
-                        .await
-                },
+                rpc!(ClusterServiceClient::list_alarms),
             )
             .await?;
             emit(
@@ -186,11 +168,7 @@ pub async fn alarm(
                 session,
                 CallKind::Write,
                 message,
-                |channel, request| async move {
-                    ClusterServiceClient::new(channel)
-                        .disarm_alarm(request)
-                        .await
-                },
+                rpc!(ClusterServiceClient::disarm_alarm),
             )
             .await?;
             emit(
@@ -218,11 +196,7 @@ pub async fn leader(
         session,
         CallKind::Write,
         pb::TransferLeaderRequest { to_id: to },
-        |channel, request| async move {
-            ClusterServiceClient::new(channel)
-                .transfer_leader(request)
-                .await
-        },
+        rpc!(ClusterServiceClient::transfer_leader),
     )
     .await?;
     emit(

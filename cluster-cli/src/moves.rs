@@ -14,7 +14,7 @@ use crate::cli::{DrainArgs, FailoverArgs, DRAIN_WAIT_DEFAULT};
 use crate::error::CliError;
 use crate::output::Format;
 use crate::retry::CallKind;
-use crate::session::{unary, Session};
+use crate::session::{rpc, unary, Session};
 use crate::view::{DrainView, FailoverView, PlacementStateView, PlacementView, UndrainView};
 use crate::{cluster, emit, write_stdout, Context};
 
@@ -33,7 +33,7 @@ pub async fn drain(
         session,
         CallKind::Write,
         message,
-        |channel, request| async move { ClusterServiceClient::new(channel).drain(request).await },
+        rpc!(ClusterServiceClient::drain),
     )
     .await?;
     let mut view = DrainView {
@@ -103,7 +103,7 @@ pub async fn undrain(
         session,
         CallKind::Write,
         message,
-        |channel, request| async move { ClusterServiceClient::new(channel).undrain(request).await },
+        rpc!(ClusterServiceClient::undrain),
     )
     .await?;
     emit(
@@ -121,7 +121,13 @@ pub async fn failover(
     args: FailoverArgs,
 ) -> Result<(), CliError> {
     let message = failover_request(&args)?;
-    let response = unary(session, CallKind::Write, message, |channel, request| async move { ClusterServiceClient::new(channel).failover(request).await }).await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        rpc!(ClusterServiceClient::failover),
+    )
+    .await?;
     emit(
         context,
         &FailoverView {

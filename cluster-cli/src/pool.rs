@@ -6,7 +6,7 @@ use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
 use crate::cli::{PoolCommand, PoolKindArg};
 use crate::error::CliError;
 use crate::retry::CallKind;
-use crate::session::{unary, Session};
+use crate::session::{rpc, unary, Session};
 use crate::spec;
 use crate::view::{DeletedView, PoolListView, PoolUsageListView, PoolView};
 use crate::{emit, Context};
@@ -33,9 +33,7 @@ pub async fn run(
                 session,
                 CallKind::Read,
                 pb::ListPoolsRequest { consistency },
-                |channel, request| async move {
-                    PoolServiceClient::new(channel).list_pools(request).await
-                },
+                rpc!(PoolServiceClient::list_pools),
             )
             .await?;
             emit(
@@ -55,11 +53,7 @@ pub async fn run(
                 session,
                 CallKind::Read,
                 message,
-                |channel, request| async move {
-                    PoolServiceClient::new(channel)
-                        .get_pool_usage(request)
-                        .await
-                },
+                rpc!(PoolServiceClient::get_pool_usage),
             )
             .await?;
             emit(context, &PoolUsageListView::from(&response))
@@ -113,7 +107,13 @@ pub fn pool_from_flags(
 
 pub async fn create(session: &mut Session, pool: pb::Pool) -> Result<pb::Pool, CliError> {
     let message = pb::CreatePoolRequest { pool: Some(pool) };
-    let response = unary(session, CallKind::Write, message, |channel, request| async move { PoolServiceClient::new(channel).create_pool(request).await }).await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        rpc!(PoolServiceClient::create_pool),
+    )
+    .await?;
     Ok(response.pool.unwrap_or_default())
 }
 
@@ -126,7 +126,13 @@ pub async fn delete(
         name: name.to_string(),
         expected_revision,
     };
-    let response = unary(session, CallKind::Write, message, |channel, request| async move { PoolServiceClient::new(channel).delete_pool(request).await }).await?;
+    let response = unary(
+        session,
+        CallKind::Write,
+        message,
+        rpc!(PoolServiceClient::delete_pool),
+    )
+    .await?;
     Ok(response.revision)
 }
 

@@ -6,7 +6,7 @@ use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 use crate::cli::{FailbackArg, ProfileCommand, ProfileListArgs, ProfileSpecArgs};
 use crate::error::CliError;
 use crate::retry::CallKind;
-use crate::session::{unary, Session};
+use crate::session::{rpc, unary, Session};
 use crate::view::{DeletedView, ProfileListView, ProfileView};
 use crate::{emit, Context};
 
@@ -87,11 +87,7 @@ pub async fn create(session: &mut Session, profile: pb::Profile) -> Result<pb::P
         session,
         CallKind::Write,
         message,
-        |channel, request| async move {
-            ProfileServiceClient::new(channel)
-                .create_profile(request)
-                .await
-        },
+        rpc!(ProfileServiceClient::create_profile),
     )
     .await?;
     Ok(response.profile.unwrap_or_default())
@@ -110,11 +106,7 @@ pub async fn get(
         session,
         CallKind::Read,
         message,
-        |channel, request| async move {
-            ProfileServiceClient::new(channel)
-                .get_profile(request)
-                .await
-        },
+        rpc!(ProfileServiceClient::get_profile),
     )
     .await
 }
@@ -132,11 +124,7 @@ async fn update(
         session,
         CallKind::Write,
         message,
-        |channel, request| async move {
-            ProfileServiceClient::new(channel)
-                .update_profile(request)
-                .await
-        },
+        rpc!(ProfileServiceClient::update_profile),
     )
     .await?;
     Ok(response.profile.unwrap_or_default())
@@ -155,11 +143,7 @@ pub async fn delete(
         session,
         CallKind::Write,
         message,
-        |channel, request| async move {
-            ProfileServiceClient::new(channel)
-                .delete_profile(request)
-                .await
-        },
+        rpc!(ProfileServiceClient::delete_profile),
     )
     .await?;
     Ok(response.revision)
@@ -191,11 +175,7 @@ async fn list(
             session,
             CallKind::Read,
             message,
-            |channel, request| async move {
-                ProfileServiceClient::new(channel)
-                    .list_profiles(request)
-                    .await
-            },
+            rpc!(ProfileServiceClient::list_profiles),
         )
         .await?;
         result.revision = page.revision;

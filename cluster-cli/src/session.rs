@@ -75,8 +75,8 @@ pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 /// endpoint the policy picks (and again to the next one when `kind` allows, see
 /// [`crate::retry`]); the answer's body comes back, a failure as the policy's [`CliError`].
 ///
-/// `rpc` makes the call on a channel, e.g.
-/// `|channel, request| async move { PoolServiceClient::new(channel).list_pools(request).await }`.
+/// `rpc` makes the call on a channel; [`rpc!`] writes it for one method of a generated client:
+/// `unary(session, CallKind::Read, message, rpc!(PoolServiceClient::list_pools))`.
 pub async fn unary<Req, Resp, F, Fut>(
     session: &mut Session,
     kind: CallKind,
@@ -96,6 +96,15 @@ where
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// The `rpc` argument of [`unary`] for one method of a generated client, e.g.
+/// `rpc!(PoolServiceClient::list_pools)`.
+macro_rules! rpc {
+    ($client:ident :: $method:ident) => {
+        |channel, request| async move { $client::new(channel).$method(request).await }
+    };
+}
+pub(crate) use rpc;
 
 #[cfg(test)]
 mod tests {
