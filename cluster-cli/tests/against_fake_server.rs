@@ -78,19 +78,14 @@ async fn exit_codes_distinguish_rejected_usage_and_unreachable() {
     assert_eq!(error["error"]["code"], "NOT_FOUND");
     assert_eq!(error["exit_code"], 1);
 
-    let usage = vnetctl(
-        &live,
-        &[
-            "profile",
-            "create",
-            "x",
-            "--server",
-            "s",
-            "--vnic",
-            "eth0:net=p:vlan=ten",
-        ],
-    )
-    .await;
+    let create_with_vnic = |vnic: &'static str| {
+        let live = live.clone();
+        async move {
+            let args = ["profile", "create", "x", "--server", "s", "--vnic", vnic];
+            vnetctl(&live, &args).await
+        }
+    };
+    let usage = create_with_vnic("eth0:net=p:vlan=ten").await;
     assert_eq!(usage.status.code(), Some(2));
     assert!(
         stderr(&usage).contains("vlan \"ten\""),
@@ -100,19 +95,7 @@ async fn exit_codes_distinguish_rejected_usage_and_unreachable() {
 
     // A rule (here the VLAN range) is the server's: vnetctl sends the request and prints the
     // server's refusal, which names the field.
-    let rejected = vnetctl(
-        &live,
-        &[
-            "profile",
-            "create",
-            "x",
-            "--server",
-            "s",
-            "--vnic",
-            "eth0:net=p:vlan=5000",
-        ],
-    )
-    .await;
+    let rejected = create_with_vnic("eth0:net=p:vlan=5000").await;
     assert_eq!(rejected.status.code(), Some(1), "{}", stderr(&rejected));
     assert!(
         stderr(&rejected).contains("INVALID_ARGUMENT")
