@@ -22,6 +22,8 @@
 //! - [`fabric`]: the switches from the harness: their state read inside each unit host, failover
 //!   durations and takeovers from their journals.
 //! - [`workload`]: the clients on the client host, and the final reads after healing.
+//! - [`data_plane`]: the cluster on `vnet-switchd --backend linux`, with traffic, captures and
+//!   the per-server outage (`tests/data_plane_linux.rs`).
 //! - [`run`]: one run from setup to verdicts; [`report`]: what it prints.
 //! - [`sweep`]: `chaos-tests sweep`, many seeds one after another: the seed range, the line
 //!   per seed, the summary and its exit code.
@@ -32,6 +34,7 @@
 
 pub mod checks;
 pub mod cluster;
+pub mod data_plane;
 pub mod fabric;
 pub mod history;
 pub mod netns;

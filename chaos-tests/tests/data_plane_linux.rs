@@ -1,0 +1,447 @@
+//! Failover measured in packets, on `vnet-switchd --backend linux` (see
+//! `chaos_tests::data_plane` for the topology): servers as namespaces cabled to both units, a
+//! LAN host sending UDP to every presented server every 10 ms, and unit-a killed whole (its
+//! vnetd and its vnet-switchd). For each server it measures the gap in echoes and checks:
+//!
+//! - traffic resumes through unit-b with the **same MAC** (the LAN host's neighbour entry, and
+//!   the source MAC of the frames on unit-b's uplink);
+//! - frames of a profile's MAC appear only on the uplinks of the profile's segment;
+//! - no frame of a profile's MAC comes through both units in the same interval: every frame
+//!   through unit-a precedes every frame through unit-b (from the uplink captures, not from the
+//!   journals);
+//! - the dead switch's vNICs left the servers (the switch's death removed them).
+//!
+//! It prints per-server outage (min / p50 / max) beside the journal-based failover time (kill
+//! to unit-b's `Programmed`). Timing is printed, not asserted.
+//!
+//! Needs root and `ip`; without them it FAILS with the reason. `VNET_DP_FAILOVERS=N` repeats
+//! the kill N times (2 by default: each unit dies once), alternating units and restarting the
+//! killed one, for a benchmark.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chaos_tests::data_plane::{
+    in_netns, lan_neighbour, largest_gap_ms, mac_text, min_p50_max, preflight, sweep_leftovers,
+    DataPlaneCluster, Recorded, Traffic, SEGMENTS, UNITS, WITNESS,
+};
+use chaos_tests::history::monotonic_now_ns;
+use chaos_tests::run::{default_switchd_path, default_vnetd_path};
+use fabric_agent::journal::{self, Event};
+use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
+
+const SERVERS: usize = 4;
+const MS: u64 = 1_000_000;
+/// How long traffic must flow before a kill, and after every server answered again.
+const STEADY_MS: u64 = 1_000;
+const RESUME_DEADLINE_MS: u64 = 20_000;
+const SETUP_DEADLINE_MS: u64 = 40_000;
+
+fn profile(server: &chaos_tests::data_plane::ServerSpec, k: usize) -> pb::Profile {
+    let (network, vlan) = SEGMENTS[server.segment];
+    pb::Profile {
+        name: server.profile.clone(),
+        server: server.name.clone(),
+        vnics: vec![pb::Vnic {
+            name: "eth0".into(),
+            mac: server.mac_text(),
+            network: network.into(),
+            vlan: vlan.map_or(0, u32::from),
+            pool: None,
+        }],
+        // No kernel counterpart: a simulated fabric login on either backend.
+        vhbas: vec![pb::Vhba {
+            name: "fc0".into(),
+            wwpn: format!("21:00:00:19:00:00:00:{:02x}", k + 1),
+            wwnn: format!("20:00:00:19:00:00:00:{:02x}", k + 1),
+            fabric: "a".into(),
+            pool: None,
+        }],
+        preferred_unit: Some(UNITS[0].into()),
+        failback: pb::FailbackPolicy::Manual as i32,
+        revision: 0,
+        created_revision: 0,
+    }
+}
+
+/// Creates every profile through the witness's namespace (the control network), retrying
+/// until a leader takes them.
+fn create_profiles(cluster: &DataPlaneCluster) -> anyhow::Result<()> {
+    let profiles: Vec<pb::Profile> = cluster
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(k, s)| profile(s, k))
+        .collect();
+    let endpoints = cluster.api_endpoints();
+    in_netns(&cluster.ns(WITNESS), "dp-client", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let deadline = monotonic_now_ns() + SETUP_DEADLINE_MS * MS;
+            for p in profiles {
+                let mut last = String::new();
+                'retry: loop {
+                    for endpoint in &endpoints {
+                        let channel = chaos_tests::workload::channel(endpoint)?;
+                        let reply = ProfileServiceClient::new(channel)
+                            .create_profile(pb::CreateProfileRequest {
+                                profile: Some(p.clone()),
+                            })
+                            .await;
+                        match reply {
+                            Ok(_) => break 'retry,
+                            Err(s) if s.code() == tonic::Code::AlreadyExists => break 'retry,
+                            Err(s) => last = format!("{endpoint}: {s}"),
+                        }
+                    }
+                    if monotonic_now_ns() > deadline {
+                        anyhow::bail!("cannot create profile {}: {last}", p.name);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Ok(())
+        })
+    })?
+    .join()
+    .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+}
+
+/// Waits until every server answered at or after `since_ns` (after losing its NIC then, if
+/// `after_loss`), or fails after `deadline_ms`.
+fn wait_all_answer(
+    traffic: &Traffic,
+    since_ns: u64,
+    after_loss: bool,
+    deadline_ms: u64,
+    what: &str,
+) -> anyhow::Result<u64> {
+    let deadline = monotonic_now_ns() + deadline_ms * MS;
+    loop {
+        let answered = if after_loss {
+            traffic.resumed_since(since_ns)
+        } else {
+            traffic.answered_since(since_ns)
+        };
+        if answered.len() == SERVERS {
+            return Ok(monotonic_now_ns());
+        }
+        if monotonic_now_ns() > deadline {
+            anyhow::bail!("{what}: only servers {answered:?} answered within {deadline_ms} ms");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The unit every server's frames came through in the last `window_ms`, if it is one unit.
+fn presenting_unit(traffic: &Traffic, window_ms: u64) -> Result<usize, String> {
+    let since = monotonic_now_ns().saturating_sub(window_ms * MS);
+    let recorded = traffic.recorded.lock().unwrap();
+    let mut units: BTreeMap<[u8; 6], std::collections::BTreeSet<usize>> = BTreeMap::new();
+    for f in recorded.frames.iter().filter(|f| f.at_ns >= since) {
+        units.entry(f.src).or_default().insert(f.unit);
+    }
+    let all: std::collections::BTreeSet<usize> = units.values().flatten().copied().collect();
+    match (units.len(), all.len()) {
+        (SERVERS, 1) => Ok(*all.iter().next().unwrap_or(&0)),
+        _ => Err(format!(
+            "the servers are not all presented through one unit in the last {window_ms} ms: \
+             {:?}",
+            units
+                .iter()
+                .map(|(mac, units)| (mac_text(mac), units.clone()))
+                .collect::<Vec<_>>()
+        )),
+    }
+}
+
+/// One failover's figures and verdicts.
+struct Failover {
+    from: usize,
+    kill_ns: u64,
+    outage_ms: Vec<f64>,
+    journal_ms: Vec<f64>,
+    vanish_ms: Vec<f64>,
+    /// Kill to the first echo through the new path.
+    resumed_ms: Vec<f64>,
+}
+
+fn journal_failover_ms(
+    cluster: &DataPlaneCluster,
+    to_unit: &str,
+    profile: &str,
+    kill_ns: u64,
+) -> anyhow::Result<f64> {
+    let records = journal::read(&cluster.journal_path(to_unit))?;
+    records
+        .iter()
+        .find(|r| {
+            r.mono_ns >= kill_ns
+                && matches!(&r.event, Event::Programmed { profile: p, .. } if p == profile)
+        })
+        .map(|r| (r.mono_ns - kill_ns) as f64 / 1e6)
+        .ok_or_else(|| {
+            anyhow::anyhow!("{to_unit}'s journal never programmed {profile} after the kill")
+        })
+}
+
+/// Checks the captures of one failover window `[from_ns, to_ns)`; returns violations.
+fn check_frames(
+    cluster: &DataPlaneCluster,
+    recorded: &Recorded,
+    failover: &Failover,
+    to_ns: u64,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let to = 1 - failover.from;
+    for server in &cluster.servers {
+        let frames: Vec<_> = recorded
+            .frames
+            .iter()
+            .filter(|f| f.src == server.mac && f.at_ns < to_ns)
+            .collect();
+        for f in &frames {
+            if f.segment != server.segment {
+                violations.push(format!(
+                    "{}: a frame from {} on segment {} ({:?}), not its own",
+                    server.profile,
+                    server.mac_text(),
+                    f.segment,
+                    SEGMENTS[f.segment]
+                ));
+                break;
+            }
+        }
+        let after_kill_via_to: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.unit == to && f.at_ns >= failover.kill_ns)
+            .map(|f| f.at_ns)
+            .collect();
+        let Some(&first_via_to) = after_kill_via_to.iter().min() else {
+            violations.push(format!(
+                "{}: no frame from {} through {} after the kill",
+                server.profile,
+                server.mac_text(),
+                UNITS[to]
+            ));
+            continue;
+        };
+        // The data-plane form of "never presented twice": within the window, every frame
+        // through the old unit precedes every frame through the new one.
+        let window_start = failover.kill_ns.saturating_sub(STEADY_MS * MS);
+        if let Some(last_via_from) = frames
+            .iter()
+            .filter(|f| f.unit == failover.from && f.at_ns >= window_start)
+            .map(|f| f.at_ns)
+            .max()
+        {
+            if last_via_from >= first_via_to {
+                violations.push(format!(
+                    "{}: frames from {} through both units at once: through {} until {} ns, \
+                     through {} from {} ns",
+                    server.profile,
+                    server.mac_text(),
+                    UNITS[failover.from],
+                    last_via_from,
+                    UNITS[to],
+                    first_via_to
+                ));
+            }
+        }
+        if frames
+            .iter()
+            .any(|f| f.unit == to && f.at_ns >= window_start && f.at_ns < failover.kill_ns)
+        {
+            violations.push(format!(
+                "{}: frames through {} before the kill of {}",
+                server.profile, UNITS[to], UNITS[failover.from]
+            ));
+        }
+    }
+    violations
+}
+
+fn run_failover(
+    cluster: &mut DataPlaneCluster,
+    traffic: &Traffic,
+    from: usize,
+) -> anyhow::Result<(Failover, u64)> {
+    let to = 1 - from;
+    let kill_ns = cluster.kill_unit(UNITS[from]);
+    let resumed = wait_all_answer(traffic, kill_ns, true, RESUME_DEADLINE_MS, "after the kill")?;
+    // Steady traffic after the last server came back, so the window closes on settled flow.
+    std::thread::sleep(Duration::from_millis(STEADY_MS));
+    let end_ns = monotonic_now_ns();
+    let recorded = traffic.recorded.lock().unwrap();
+    let mut failover = Failover {
+        from,
+        kill_ns,
+        outage_ms: Vec::new(),
+        journal_ms: Vec::new(),
+        vanish_ms: Vec::new(),
+        resumed_ms: Vec::new(),
+    };
+    for (k, server) in cluster.servers.iter().enumerate() {
+        let echoes = recorded.echoes.get(&k).map(Vec::as_slice).unwrap_or(&[]);
+        failover.outage_ms.push(
+            largest_gap_ms(echoes, kill_ns, end_ns)
+                .ok_or_else(|| anyhow::anyhow!("{}: no echo around the kill", server.profile))?,
+        );
+        failover.journal_ms.push(journal_failover_ms(
+            cluster,
+            UNITS[to],
+            &server.profile,
+            kill_ns,
+        )?);
+        if let Some(gone) = recorded
+            .links
+            .get(&k)
+            .and_then(|events| events.iter().find(|e| !e.present && e.at_ns >= kill_ns))
+        {
+            failover.vanish_ms.push((gone.at_ns - kill_ns) as f64 / 1e6);
+            if let Some(first) = echoes.iter().find(|t| **t > gone.at_ns) {
+                failover.resumed_ms.push((first - kill_ns) as f64 / 1e6);
+            }
+        }
+    }
+    let _ = resumed;
+    Ok((failover, end_ns))
+}
+
+fn print_failover(number: usize, cluster: &DataPlaneCluster, f: &Failover) {
+    let (omin, op50, omax) = min_p50_max(&f.outage_ms);
+    let (jmin, jp50, jmax) = min_p50_max(&f.journal_ms);
+    println!(
+        "failover {number}: kill {} whole -> {}: data-plane outage min/p50/max {omin:.0}/{op50:.0}/{omax:.0} ms; journal failover (kill -> Programmed) {jmin:.0}/{jp50:.0}/{jmax:.0} ms; dead switch's vNICs gone after {:?} ms",
+        UNITS[f.from],
+        UNITS[1 - f.from],
+        f.vanish_ms.iter().map(|v| v.round()).collect::<Vec<_>>()
+    );
+    for (k, server) in cluster.servers.iter().enumerate() {
+        println!(
+            "  {} {} ({}{}): outage {:.0} ms, traffic back {:.0} ms after the kill, journal {:.0} ms",
+            server.profile,
+            server.mac_text(),
+            SEGMENTS[server.segment].0,
+            SEGMENTS[server.segment]
+                .1
+                .map_or(String::new(), |v| format!(":{v}")),
+            f.outage_ms[k],
+            f.resumed_ms.get(k).copied().unwrap_or(f64::NAN),
+            f.journal_ms[k]
+        );
+    }
+}
+
+#[test]
+fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
+    preflight().unwrap_or_else(|e| panic!("{e:#}"));
+    let swept = sweep_leftovers().unwrap_or_else(|e| panic!("{e:#}"));
+    if !swept.is_empty() {
+        eprintln!("removed namespaces left by earlier runs: {swept:?}");
+    }
+    let (vnetd, switchd) = (default_vnetd_path(), default_switchd_path());
+    for path in [&vnetd, &switchd] {
+        assert!(
+            path.exists(),
+            "{} not found: build the binaries first (`cargo build --bins`; `cargo test \
+             --workspace` builds them)",
+            path.display()
+        );
+    }
+    let failovers: usize = std::env::var("VNET_DP_FAILOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DataPlaneCluster::start(dir.path(), SERVERS, &vnetd, &switchd)
+        .unwrap_or_else(|e| panic!("cannot build the data-plane cluster: {e:#}"));
+    let traffic = Traffic::start(&cluster).unwrap_or_else(|e| panic!("{e:#}"));
+    let setup = (|| -> anyhow::Result<()> {
+        create_profiles(&cluster)?;
+        wait_all_answer(
+            &traffic,
+            monotonic_now_ns(),
+            false,
+            SETUP_DEADLINE_MS,
+            "before any fault",
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        panic!("{e:#}\n{}", cluster.log_tails());
+    }
+    std::thread::sleep(Duration::from_millis(STEADY_MS));
+    // The profiles prefer unit-a, but a unit that was not ready when they were placed leaves
+    // them on its peer (failback is manual): the first kill is of the unit that carries them.
+    let mut from = presenting_unit(&traffic, STEADY_MS)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails()));
+    println!("every server is presented through {}", UNITS[from]);
+
+    let mut results = Vec::new();
+    for number in 1..=failovers {
+        let (failover, end_ns) = run_failover(&mut cluster, &traffic, from)
+            .unwrap_or_else(|e| panic!("failover {number}: {e:#}\n{}", cluster.log_tails()));
+        let violations = {
+            let recorded = traffic.recorded.lock().unwrap();
+            check_frames(&cluster, &recorded, &failover, end_ns)
+        };
+        print_failover(number, &cluster, &failover);
+        assert!(violations.is_empty(), "failover {number}: {violations:#?}");
+        // The LAN host's neighbour entry of each server still names the profile's MAC.
+        for server in &cluster.servers {
+            let entry = lan_neighbour(&cluster, server.addr).unwrap();
+            assert!(
+                entry.contains(&server.mac_text()),
+                "{}: the LAN host's neighbour entry is {entry:?}, not {}",
+                server.profile,
+                server.mac_text()
+            );
+        }
+        assert_eq!(
+            failover.vanish_ms.len(),
+            SERVERS,
+            "every server's NIC through {} must vanish when it dies",
+            UNITS[from]
+        );
+        results.push(failover);
+        if number < failovers {
+            cluster
+                .restart_unit(UNITS[from])
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            // Let the restarted unit rejoin and renew before the other unit dies.
+            std::thread::sleep(Duration::from_millis(3 * STEADY_MS));
+            from = 1 - from;
+        }
+    }
+    let recorded = traffic.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    let all_outages: Vec<f64> = results.iter().flat_map(|f| f.outage_ms.clone()).collect();
+    let all_journal: Vec<f64> = results.iter().flat_map(|f| f.journal_ms.clone()).collect();
+    let (omin, op50, omax) = min_p50_max(&all_outages);
+    let (jmin, jp50, jmax) = min_p50_max(&all_journal);
+    let sent: u64 = recorded.sent.values().sum();
+    let echoed: usize = recorded.echoes.values().map(Vec::len).sum();
+    println!(
+        "{} failover(s), {} server-failovers: data-plane outage min/p50/max {omin:.0}/{op50:.0}/{omax:.0} ms beside journal failover {jmin:.0}/{jp50:.0}/{jmax:.0} ms; {echoed} of {sent} datagrams echoed; {} frames captured from profile MACs, none through both units at once",
+        results.len(),
+        all_outages.len(),
+        recorded.frames.len()
+    );
+    println!("vHBAs: simulated fabric logins (no kernel counterpart), journal only");
+    let per_unit: BTreeMap<usize, usize> =
+        recorded.frames.iter().fold(BTreeMap::new(), |mut m, f| {
+            *m.entry(f.unit).or_default() += 1;
+            m
+        });
+    println!(
+        "frames per unit uplink: {per_unit:?}; MACs {:?}",
+        cluster
+            .servers
+            .iter()
+            .map(|s| mac_text(&s.mac))
+            .collect::<Vec<_>>()
+    );
+}
