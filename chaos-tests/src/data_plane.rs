@@ -395,6 +395,28 @@ impl DataPlaneCluster {
         at
     }
 
+    /// Kills `unit`'s vnetd only (its switch stays up and fences at the lease's end).
+    pub fn kill_vnetd(&mut self, unit: &str) -> u64 {
+        let at = monotonic_now_ns();
+        for p in self.processes.get_mut(unit).into_iter().flatten() {
+            if p.name == "vnetd" {
+                p.kill();
+            }
+        }
+        at
+    }
+
+    /// Cuts (or restores) `host`'s control link: a partition from the quorum that leaves its
+    /// uplinks to the LAN as they are.
+    pub fn set_control_link(&self, host: &str, up: bool) -> anyhow::Result<u64> {
+        let at = monotonic_now_ns();
+        ipn(
+            &self.ns(host),
+            &["link", "set", "eth0", if up { "up" } else { "down" }],
+        )?;
+        Ok(at)
+    }
+
     /// Starts every process of `unit` that is down, the switch first.
     pub fn restart_unit(&mut self, unit: &str) -> anyhow::Result<()> {
         for p in self.processes.get_mut(unit).into_iter().flatten() {
@@ -776,6 +798,17 @@ pub fn min_p50_max(values: &[f64]) -> (f64, f64, f64) {
     )
 }
 
+/// The `q`-quantile (0..=1, nearest rank) of `values`; NaN if empty.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// The largest gap (ms) between consecutive echoes of a server from the last echo before
 /// `from_ns` (the fault) to `to_ns`, so an outage that begins at the fault is measured whole;
 /// `None` if no echo came before the fault or none after it.
@@ -808,5 +841,8 @@ mod tests {
         assert_eq!(largest_gap_ms(&times, 25 * ms, 2_000 * ms), Some(880.0));
         assert_eq!(largest_gap_ms(&times, 25 * ms, 500 * ms), None);
         assert_eq!(min_p50_max(&[3.0, 1.0, 2.0]), (1.0, 2.0, 3.0));
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&hundred, 0.99), 99.0);
+        assert_eq!(quantile(&[5.0], 0.99), 5.0);
     }
 }

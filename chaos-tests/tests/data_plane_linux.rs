@@ -14,6 +14,10 @@
 //! It prints per-server outage (min / p50 / max) beside the journal-based failover time (kill
 //! to unit-b's `Programmed`). Timing is printed, not asserted.
 //!
+//! A second test does the same for a vnetd-only kill (the switch's watchdog fences), a partition
+//! of the presenting unit from the quorum (its control link cut, its uplinks kept) and a drain
+//! (planned, break before make), each on the unit presenting at the time, healed before the next.
+//!
 //! Needs root and `ip`; without them it FAILS with the reason. `VNET_DP_FAILOVERS=N` repeats
 //! the kill N times (2 by default: each unit dies once), alternating units and restarting the
 //! killed one, for a benchmark.
@@ -22,13 +26,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chaos_tests::data_plane::{
-    in_netns, lan_neighbour, largest_gap_ms, mac_text, min_p50_max, preflight, sweep_leftovers,
-    DataPlaneCluster, Recorded, Traffic, SEGMENTS, UNITS, WITNESS,
+    in_netns, lan_neighbour, largest_gap_ms, mac_text, min_p50_max, preflight, quantile,
+    sweep_leftovers, DataPlaneCluster, Recorded, Traffic, SEGMENTS, SWITCH_PORT, UNITS, WITNESS,
 };
 use chaos_tests::history::monotonic_now_ns;
 use chaos_tests::run::{default_switchd_path, default_vnetd_path};
 use fabric_agent::journal::{self, Event};
+use fabric_agent::{FabricDriver, SimDriver};
 use vnet_proto::vnet::v1 as pb;
+use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
 const SERVERS: usize = 4;
@@ -65,8 +71,52 @@ fn profile(server: &chaos_tests::data_plane::ServerSpec, k: usize) -> pb::Profil
     }
 }
 
-/// Creates every profile through the witness's namespace (the control network), retrying
-/// until a leader takes them.
+/// Runs `work` with the API endpoints on a thread in the witness's namespace (the control
+/// network), on its own runtime.
+fn with_api<T: Send + 'static, F>(cluster: &DataPlaneCluster, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(
+            Vec<String>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>
+        + Send
+        + 'static,
+{
+    let endpoints = cluster.api_endpoints();
+    in_netns(&cluster.ns(WITNESS), "dp-client", move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work(endpoints))
+    })?
+    .join()
+    .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+}
+
+/// Sends one call to each endpoint in turn until one accepts it (`AlreadyExists` counts: a
+/// retried create), or fails after [`SETUP_DEADLINE_MS`] with the last refusal.
+async fn until_accepted<F, Fut>(endpoints: &[String], what: &str, mut call: F) -> anyhow::Result<()>
+where
+    F: FnMut(tonic::transport::Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let deadline = monotonic_now_ns() + SETUP_DEADLINE_MS * MS;
+    let mut last = String::new();
+    loop {
+        for endpoint in endpoints {
+            match call(chaos_tests::workload::channel(endpoint)?).await {
+                Ok(()) => return Ok(()),
+                Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(()),
+                Err(s) => last = format!("{endpoint}: {s}"),
+            }
+        }
+        if monotonic_now_ns() > deadline {
+            anyhow::bail!("{what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates every profile, retrying until a leader takes them.
 fn create_profiles(cluster: &DataPlaneCluster) -> anyhow::Result<()> {
     let profiles: Vec<pb::Profile> = cluster
         .servers
@@ -74,40 +124,120 @@ fn create_profiles(cluster: &DataPlaneCluster) -> anyhow::Result<()> {
         .enumerate()
         .map(|(k, s)| profile(s, k))
         .collect();
-    let endpoints = cluster.api_endpoints();
-    in_netns(&cluster.ns(WITNESS), "dp-client", move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let deadline = monotonic_now_ns() + SETUP_DEADLINE_MS * MS;
+    with_api(cluster, move |endpoints| {
+        Box::pin(async move {
             for p in profiles {
-                let mut last = String::new();
-                'retry: loop {
-                    for endpoint in &endpoints {
-                        let channel = chaos_tests::workload::channel(endpoint)?;
-                        let reply = ProfileServiceClient::new(channel)
-                            .create_profile(pb::CreateProfileRequest {
-                                profile: Some(p.clone()),
-                            })
-                            .await;
-                        match reply {
-                            Ok(_) => break 'retry,
-                            Err(s) if s.code() == tonic::Code::AlreadyExists => break 'retry,
-                            Err(s) => last = format!("{endpoint}: {s}"),
-                        }
+                until_accepted(&endpoints, &format!("create profile {}", p.name), |ch| {
+                    let p = p.clone();
+                    async move {
+                        ProfileServiceClient::new(ch)
+                            .create_profile(pb::CreateProfileRequest { profile: Some(p) })
+                            .await
+                            .map(drop)
                     }
-                    if monotonic_now_ns() > deadline {
-                        anyhow::bail!("cannot create profile {}: {last}", p.name);
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                })
+                .await?;
             }
             Ok(())
         })
+    })
+}
+
+/// Drains `unit`, or ends its drain.
+fn drain(cluster: &DataPlaneCluster, unit: &str, on: bool) -> anyhow::Result<()> {
+    let unit = unit.to_owned();
+    with_api(cluster, move |endpoints| {
+        Box::pin(async move {
+            until_accepted(&endpoints, &format!("drain {unit} {on}"), |ch| {
+                let unit = unit.clone();
+                async move {
+                    let mut client = ClusterServiceClient::new(ch);
+                    if on {
+                        client.drain(pb::DrainRequest { unit }).await.map(drop)
+                    } else {
+                        client.undrain(pb::UndrainRequest { unit }).await.map(drop)
+                    }
+                }
+            })
+            .await
+        })
+    })
+}
+
+/// Waits until `unit`'s switch holds a live lease (armed, not fenced): the unit is back.
+fn wait_unit_leased(cluster: &DataPlaneCluster, unit: &str) -> anyhow::Result<()> {
+    in_netns(&cluster.ns(unit), "dp-switch-state", move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let driver = SimDriver::connect_lazy(&format!("127.0.0.1:{SWITCH_PORT}"))?;
+                let deadline = monotonic_now_ns() + SETUP_DEADLINE_MS * MS;
+                loop {
+                    if let Ok(state) = driver.state().await {
+                        let now = monotonic_now_ns();
+                        if !state.fenced && state.watchdog_deadline_mono_ns.is_some_and(|d| d > now)
+                        {
+                            return Ok(());
+                        }
+                    }
+                    if monotonic_now_ns() > deadline {
+                        anyhow::bail!("the switch never held a live lease again");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
     })?
     .join()
-    .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+    .map_err(|_| anyhow::anyhow!("the state thread panicked"))?
+}
+
+/// A fault on the unit that presents every server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Its vnetd and its vnet-switchd SIGKILLed.
+    KillUnit,
+    /// Its vnetd SIGKILLed: the switch fences by itself at the lease's end.
+    KillVnetd,
+    /// Its control link cut: it loses the quorum, its uplinks stay.
+    Partition,
+    /// `Drain`: planned, break before make.
+    Drain,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::KillUnit => "whole-unit kill",
+            Fault::KillVnetd => "vnetd-only kill",
+            Fault::Partition => "partition from the quorum",
+            Fault::Drain => "drain",
+        }
+    }
+
+    fn inject(self, cluster: &mut DataPlaneCluster, unit: &str) -> anyhow::Result<u64> {
+        Ok(match self {
+            Fault::KillUnit => cluster.kill_unit(unit),
+            Fault::KillVnetd => cluster.kill_vnetd(unit),
+            Fault::Partition => cluster.set_control_link(unit, false)?,
+            Fault::Drain => {
+                let at = monotonic_now_ns();
+                drain(cluster, unit, true)?;
+                at
+            }
+        })
+    }
+
+    fn heal(self, cluster: &mut DataPlaneCluster, unit: &str) -> anyhow::Result<()> {
+        match self {
+            Fault::KillUnit | Fault::KillVnetd => cluster.restart_unit(unit)?,
+            Fault::Partition => {
+                cluster.set_control_link(unit, true)?;
+            }
+            Fault::Drain => drain(cluster, unit, false)?,
+        }
+        wait_unit_leased(cluster, unit)
+    }
 }
 
 /// Waits until every server answered at or after `since_ns` (after losing its NIC then, if
@@ -160,6 +290,7 @@ fn presenting_unit(traffic: &Traffic, window_ms: u64) -> Result<usize, String> {
 
 /// One failover's figures and verdicts.
 struct Failover {
+    fault: Fault,
     from: usize,
     kill_ns: u64,
     outage_ms: Vec<f64>,
@@ -267,16 +398,18 @@ fn check_frames(
 fn run_failover(
     cluster: &mut DataPlaneCluster,
     traffic: &Traffic,
+    fault: Fault,
     from: usize,
 ) -> anyhow::Result<(Failover, u64)> {
     let to = 1 - from;
-    let kill_ns = cluster.kill_unit(UNITS[from]);
+    let kill_ns = fault.inject(cluster, UNITS[from])?;
     let resumed = wait_all_answer(traffic, kill_ns, true, RESUME_DEADLINE_MS, "after the kill")?;
     // Steady traffic after the last server came back, so the window closes on settled flow.
     std::thread::sleep(Duration::from_millis(STEADY_MS));
     let end_ns = monotonic_now_ns();
     let recorded = traffic.recorded.lock().unwrap();
     let mut failover = Failover {
+        fault,
         from,
         kill_ns,
         outage_ms: Vec::new(),
@@ -315,14 +448,15 @@ fn print_failover(number: usize, cluster: &DataPlaneCluster, f: &Failover) {
     let (omin, op50, omax) = min_p50_max(&f.outage_ms);
     let (jmin, jp50, jmax) = min_p50_max(&f.journal_ms);
     println!(
-        "failover {number}: kill {} whole -> {}: data-plane outage min/p50/max {omin:.0}/{op50:.0}/{omax:.0} ms; journal failover (kill -> Programmed) {jmin:.0}/{jp50:.0}/{jmax:.0} ms; dead switch's vNICs gone after {:?} ms",
+        "failover {number}: {} of {} -> {}: data-plane outage min/p50/max {omin:.0}/{op50:.0}/{omax:.0} ms; journal failover (fault -> Programmed) {jmin:.0}/{jp50:.0}/{jmax:.0} ms; old path's vNICs gone after {:?} ms",
+        f.fault.label(),
         UNITS[f.from],
         UNITS[1 - f.from],
         f.vanish_ms.iter().map(|v| v.round()).collect::<Vec<_>>()
     );
     for (k, server) in cluster.servers.iter().enumerate() {
         println!(
-            "  {} {} ({}{}): outage {:.0} ms, traffic back {:.0} ms after the kill, journal {:.0} ms",
+            "  {} {} ({}{}): outage {:.0} ms, traffic back {:.0} ms after the fault, journal {:.0} ms",
             server.profile,
             server.mac_text(),
             SEGMENTS[server.segment].0,
@@ -336,8 +470,10 @@ fn print_failover(number: usize, cluster: &DataPlaneCluster, f: &Failover) {
     }
 }
 
-#[test]
-fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
+/// Builds the cluster, waits for steady traffic, then runs `faults` in order, each on the unit
+/// that presents every server at the time, healing it before the next; checks and prints
+/// each, then the totals.
+fn run_scenario(faults: &[Fault]) {
     preflight().unwrap_or_else(|e| panic!("{e:#}"));
     let swept = sweep_leftovers().unwrap_or_else(|e| panic!("{e:#}"));
     if !swept.is_empty() {
@@ -352,10 +488,6 @@ fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
             path.display()
         );
     }
-    let failovers: usize = std::env::var("VNET_DP_FAILOVERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DataPlaneCluster::start(dir.path(), SERVERS, &vnetd, &switchd)
         .unwrap_or_else(|e| panic!("cannot build the data-plane cluster: {e:#}"));
@@ -382,8 +514,9 @@ fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
     println!("every server is presented through {}", UNITS[from]);
 
     let mut results = Vec::new();
-    for number in 1..=failovers {
-        let (failover, end_ns) = run_failover(&mut cluster, &traffic, from)
+    for (i, &fault) in faults.iter().enumerate() {
+        let number = i + 1;
+        let (failover, end_ns) = run_failover(&mut cluster, &traffic, fault, from)
             .unwrap_or_else(|e| panic!("failover {number}: {e:#}\n{}", cluster.log_tails()));
         let violations = {
             let recorded = traffic.recorded.lock().unwrap();
@@ -404,16 +537,17 @@ fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
         assert_eq!(
             failover.vanish_ms.len(),
             SERVERS,
-            "every server's NIC through {} must vanish when it dies",
-            UNITS[from]
+            "every server's NIC through {} must vanish after the {}",
+            UNITS[from],
+            fault.label()
         );
         results.push(failover);
-        if number < failovers {
-            cluster
-                .restart_unit(UNITS[from])
-                .unwrap_or_else(|e| panic!("{e:#}"));
-            // Let the restarted unit rejoin and renew before the other unit dies.
-            std::thread::sleep(Duration::from_millis(3 * STEADY_MS));
+        if number < faults.len() {
+            fault
+                .heal(&mut cluster, UNITS[from])
+                .unwrap_or_else(|e| panic!("heal {}: {e:#}\n{}", UNITS[from], cluster.log_tails()));
+            // The servers stay where they went (failback is manual): the next fault is on the
+            // unit that now presents them.
             from = 1 - from;
         }
     }
@@ -422,10 +556,11 @@ fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
     let all_journal: Vec<f64> = results.iter().flat_map(|f| f.journal_ms.clone()).collect();
     let (omin, op50, omax) = min_p50_max(&all_outages);
     let (jmin, jp50, jmax) = min_p50_max(&all_journal);
+    let (op99, jp99) = (quantile(&all_outages, 0.99), quantile(&all_journal, 0.99));
     let sent: u64 = recorded.sent.values().sum();
     let echoed: usize = recorded.echoes.values().map(Vec::len).sum();
     println!(
-        "{} failover(s), {} server-failovers: data-plane outage min/p50/max {omin:.0}/{op50:.0}/{omax:.0} ms beside journal failover {jmin:.0}/{jp50:.0}/{jmax:.0} ms; {echoed} of {sent} datagrams echoed; {} frames captured from profile MACs, none through both units at once",
+        "{} failover(s), {} server-failovers: data-plane outage min/p50/p99/max {omin:.0}/{op50:.0}/{op99:.0}/{omax:.0} ms beside journal failover {jmin:.0}/{jp50:.0}/{jp99:.0}/{jmax:.0} ms; {echoed} of {sent} datagrams echoed; {} frames captured from profile MACs, none through both units at once",
         results.len(),
         all_outages.len(),
         recorded.frames.len()
@@ -444,4 +579,28 @@ fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
             .map(|s| mac_text(&s.mac))
             .collect::<Vec<_>>()
     );
+}
+
+/// One cluster at a time: each is short, and taking turns keeps their timings away from each
+/// other's CPU use on small machines.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn whole_unit_kill_moves_every_server_to_the_peer_with_the_same_mac() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kills: usize = std::env::var("VNET_DP_FAILOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    run_scenario(&vec![Fault::KillUnit; kills]);
+}
+
+#[test]
+fn vnetd_kill_partition_and_drain_move_every_server_with_the_same_mac() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    run_scenario(&[Fault::KillVnetd, Fault::Partition, Fault::Drain]);
 }
