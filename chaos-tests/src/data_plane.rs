@@ -544,18 +544,13 @@ impl Traffic {
             .collect()
     }
 
-    /// Server indexes whose `eth0` vanished at or after `since_ns` and that got an echo after
-    /// that: the servers that came back through the other path.
+    /// Server indexes whose `eth0` vanished at or after `since_ns`, reappeared (through the
+    /// other path) and then carried an echo: the servers that came back. An echo that was in
+    /// flight when the old NIC went does not count.
     pub fn resumed_since(&self, since_ns: u64) -> Vec<usize> {
         let recorded = self.recorded.lock().unwrap();
-        recorded
-            .links
-            .iter()
-            .filter_map(|(k, events)| {
-                let gone = events.iter().find(|e| !e.present && e.at_ns >= since_ns)?;
-                let last = *recorded.echoes.get(k)?.last()?;
-                (last > gone.at_ns).then_some(*k)
-            })
+        (0..recorded.links.len().max(recorded.echoes.len()))
+            .filter(|k| resumed_at(&recorded, *k, since_ns).is_some())
             .collect()
     }
 
@@ -571,6 +566,20 @@ impl Traffic {
             .into_inner()
             .unwrap())
     }
+}
+
+/// When server `k`'s traffic came back after losing its NIC at or after `since_ns`: the first
+/// echo after the NIC reappeared.
+pub fn resumed_at(recorded: &Recorded, k: usize, since_ns: u64) -> Option<u64> {
+    let events = recorded.links.get(&k)?;
+    let gone = events.iter().find(|e| !e.present && e.at_ns >= since_ns)?;
+    let back = events.iter().find(|e| e.present && e.at_ns > gone.at_ns)?;
+    recorded
+        .echoes
+        .get(&k)?
+        .iter()
+        .find(|t| **t > back.at_ns)
+        .copied()
 }
 
 fn watch_server(

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use chaos_tests::data_plane::{
     in_netns, lan_neighbour, largest_gap_ms, mac_text, min_p50_max, preflight, quantile,
-    sweep_leftovers, DataPlaneCluster, Recorded, Traffic, SEGMENTS, SWITCH_PORT, UNITS, WITNESS,
+    resumed_at, sweep_leftovers, DataPlaneCluster, Recorded, Traffic, SEGMENTS, SWITCH_PORT, UNITS,
+    WITNESS,
 };
 use chaos_tests::history::monotonic_now_ns;
 use chaos_tests::run::{default_switchd_path, default_vnetd_path};
@@ -435,7 +436,7 @@ fn run_failover(
             .and_then(|events| events.iter().find(|e| !e.present && e.at_ns >= kill_ns))
         {
             failover.vanish_ms.push((gone.at_ns - kill_ns) as f64 / 1e6);
-            if let Some(first) = echoes.iter().find(|t| **t > gone.at_ns) {
+            if let Some(first) = resumed_at(&recorded, k, kill_ns) {
                 failover.resumed_ms.push((first - kill_ns) as f64 / 1e6);
             }
         }

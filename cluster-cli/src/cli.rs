@@ -608,6 +608,24 @@ pub struct DemoArgs {
     /// profile to be presented.
     #[arg(long, default_value = "30s", value_parser = spec::parse_duration)]
     pub startup_timeout: Duration,
+    /// What the switches present: `sim` (recorded only) or `linux` (ROOT ONLY: real vNICs).
+    /// With `linux` each server is a network namespace (vnetdemo-rack1-srv01..06) cabled to
+    /// both units, a LAN host namespace (vnetdemo-lan) has a bridge per network+VLAN, and each
+    /// unit's switch runs with --backend linux, so the servers' vNICs appear with the
+    /// profiles' MACs and move with them: ping a server from the LAN host, kill unit-a, and
+    /// watch the ping resume through unit-b. Needs `ip` (iproute2); everything is removed when
+    /// the demo stops.
+    #[arg(long, value_enum, default_value = "sim")]
+    pub dataplane: DemoDataPlane,
+}
+
+/// What the demo's switches present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoDataPlane {
+    /// The simulated switch: state and journal only.
+    Sim,
+    /// Real interfaces in network namespaces (root only).
+    Linux,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use vnet_launch::{Launch, Process, Program};
 use vnet_proto::vnet::v1 as pb;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, DemoDataPlane};
 use crate::error::CliError;
 use crate::spec::Endpoints;
 use crate::view::PlacementStateView;
 use crate::{cluster, emit, session, Context};
 
+pub mod linux;
 pub mod plan;
 pub mod sample;
 pub mod view;
@@ -83,6 +84,10 @@ pub async fn run(context: &Context, args: DemoArgs, timeout: Duration) -> Result
         )
         .map_err(local)?;
     check_ports_free(&nodes, args.base_port)?;
+    let rack = match args.dataplane {
+        DemoDataPlane::Sim => None,
+        DemoDataPlane::Linux => Some(linux::Rack::build().map_err(local)?),
+    };
 
     let root = tempfile::Builder::new()
         .prefix("vnetctl-demo-")
@@ -93,6 +98,7 @@ pub async fn run(context: &Context, args: DemoArgs, timeout: Duration) -> Result
         &Binaries {
             vnetd: &vnetd,
             switchd: &switchd,
+            rack: rack.as_ref(),
         },
         &nodes,
         root.path(),
@@ -101,10 +107,23 @@ pub async fn run(context: &Context, args: DemoArgs, timeout: Duration) -> Result
     )
     .await;
     let result = match started {
-        Ok(()) => serve(context, &args, timeout, &nodes, root.path(), &mut running).await,
+        Ok(()) => {
+            serve(
+                context,
+                &args,
+                timeout,
+                &nodes,
+                root.path(),
+                rack.as_ref(),
+                &mut running,
+            )
+            .await
+        }
         Err(error) => Err(error),
     };
     stop_all(&mut running).await;
+    // After the switches: their vNICs went with them; the rack goes now.
+    drop(rack);
     if args.keep_data {
         let kept = root.keep();
         eprintln!("data and logs kept in {}", kept.display());
@@ -121,6 +140,8 @@ pub async fn run(context: &Context, args: DemoArgs, timeout: Duration) -> Result
 struct Binaries<'a> {
     vnetd: &'a Path,
     switchd: &'a Path,
+    /// `--dataplane linux`: the namespaces the switches present into.
+    rack: Option<&'a linux::Rack>,
 }
 
 /// Starts every process: for each unit its switch (waiting until it listens) and then its
@@ -139,7 +160,10 @@ async fn start_all(
             CliError::Local(anyhow::anyhow!("creating {}: {e}", data_dir.display()))
         })?;
         if let (Some(switch), Some(metrics)) = (&node.switch_addr, &node.switch_metrics_addr) {
-            let args = switchd_args(switch, metrics, &data_dir.join("switch.journal"));
+            let mut args = switchd_args(switch, metrics, &data_dir.join("switch.journal"));
+            if let Some(rack) = binaries.rack {
+                args.extend(rack.switch_args(usize::from(node.name != "unit-a")));
+            }
             let log = data_dir.join("switch.log");
             running.push(spawn(
                 binaries.switchd,
@@ -230,6 +254,7 @@ async fn serve(
     timeout: Duration,
     nodes: &[NodePlan],
     root: &Path,
+    rack: Option<&linux::Rack>,
     running: &mut [Running],
 ) -> Result<(), CliError> {
     let endpoints = Endpoints(nodes.iter().map(|node| node.api_addr.clone()).collect());
@@ -282,6 +307,7 @@ async fn serve(
             kill_command: format!("kill -9 {}", pids.join(" ")),
             then: failover_commands(),
         },
+        data_plane: rack.map(linux::Rack::instructions).unwrap_or_default(),
     };
     emit(context, &view)?;
     wait_for_stop(running).await

@@ -20,6 +20,9 @@ pub(super) struct DemoView {
     pub(super) try_commands: Vec<String>,
     pub(super) planned_moves: Vec<String>,
     pub(super) failover: FailoverDemoView,
+    /// `--dataplane linux`: where the vNICs are and how to ping across a failover.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) data_plane: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +101,12 @@ impl Render for DemoView {
         ));
         for command in &self.failover.then {
             out.push_str(&format!("  {command}\n"));
+        }
+        if !self.data_plane.is_empty() {
+            out.push_str("\nData plane (Linux):\n");
+            for line in &self.data_plane {
+                out.push_str(&format!("  {line}\n"));
+            }
         }
         out.push_str("\nCtrl-C stops the cluster and removes its data.\n");
         out
@@ -212,6 +221,7 @@ mod tests {
                 kill_command: "kill -9 11 12".into(),
                 then: failover_commands(),
             },
+            data_plane: Vec::new(),
         };
         let text = view.text();
         assert!(text.contains("6 profiles are presented"), "{text}");
