@@ -259,6 +259,50 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
     cluster.stop_all().await;
 }
 
+/// A three-node cluster whose peer port the next tests feed hostile input, through a raw peer
+/// client of one follower.
+struct PeerTarget {
+    cluster: TestCluster,
+    leader: u64,
+    follower: u64,
+    /// The leader's term, for messages that must look like the current leader's.
+    term: u64,
+}
+
+impl PeerTarget {
+    async fn start() -> Self {
+        let cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
+        let leader = cluster.leader().await;
+        let follower = cluster.other_than(leader);
+        let term = cluster
+            .node(leader)
+            .status(pb::ReadConsistency::Linearizable)
+            .await
+            .expect("status")
+            .term;
+        PeerTarget {
+            cluster,
+            leader,
+            follower,
+            term,
+        }
+    }
+
+    async fn peer(&self, id: u64) -> PeerClient {
+        self.cluster.node(id).peer().await
+    }
+
+    /// After the refusals node `id` still takes part: a write through it commits. Then stops
+    /// the cluster.
+    async fn assert_writes_go_on_through(mut self, id: u64) {
+        let created = create(self.cluster.node(id), sample_profile("web-01", 1))
+            .await
+            .expect("a write after the refusals");
+        assert_eq!(created.name, "web-01");
+        self.cluster.stop_all().await;
+    }
+}
+
 /// A peer asking for an election hold or campaign longer than `PEER_DURATION_MS_MAX` (here, so
 /// long that `Instant` arithmetic on it would overflow) is refused with `INVALID_ARGUMENT`; the
 /// node keeps serving.
@@ -266,10 +310,9 @@ async fn a_learner_joining_after_the_log_was_purged_catches_up_through_a_snapsho
 async fn an_out_of_range_election_control_is_refused() {
     use vnet_node::peer::{encode, ElectionControl, PEER_DURATION_MS_MAX};
 
-    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
-    let leader = cluster.leader().await;
-    let follower = cluster.other_than(leader);
-    let mut peer = cluster.node(follower).peer().await;
+    let target = PeerTarget::start().await;
+    let follower = target.follower;
+    let mut peer = target.peer(follower).await;
     for control in [
         ElectionControl::Campaign {
             deadline_ms: u64::MAX,
@@ -288,12 +331,7 @@ async fn an_out_of_range_election_control_is_refused() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains("_ms"), "{status:?}");
     }
-    // The follower still takes part: a write through it commits.
-    let created = create(cluster.node(follower), sample_profile("web-01", 1))
-        .await
-        .expect("create through the follower");
-    assert_eq!(created.name, "web-01");
-    cluster.stop_all().await;
+    target.assert_writes_go_on_through(follower).await;
 }
 
 /// A hold as long as a peer may ask (`PEER_DURATION_MS_MAX`, ten minutes) on every voter but the
@@ -338,11 +376,10 @@ async fn the_leader_refuses_an_entry_past_the_size_limit() {
     use vnet_node::peer::client::PEER_MESSAGE_BYTES_MAX;
     use vnet_node::peer::{decode, encode, encoded_len, LeaderRequest, LeaderResult};
 
-    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
-    let leader = cluster.leader().await;
-    let mut peer = cluster
-        .node(leader)
-        .peer()
+    let target = PeerTarget::start().await;
+    let leader = target.leader;
+    let mut peer = target
+        .peer(leader)
         .await
         .max_encoding_message_size(usize::MAX);
     // JSON writes U+0001 as six bytes: 750,000 of them make an entry of about 4.5 MB, past
@@ -381,11 +418,7 @@ async fn the_leader_refuses_an_entry_past_the_size_limit() {
         .expect_err("a message past PEER_MESSAGE_BYTES_MAX");
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
 
-    let created = create(cluster.node(leader), sample_profile("web-01", 1))
-        .await
-        .expect("a write after the refusals");
-    assert_eq!(created.name, "web-01");
-    cluster.stop_all().await;
+    target.assert_writes_go_on_through(leader).await;
 }
 
 /// A snapshot stream started by a chunk announcing 100 bytes, then a chunk at offset 2^60 (where
@@ -400,16 +433,9 @@ async fn a_snapshot_chunk_past_its_bounds_is_refused() {
     use raft_store::TypeConfig;
     use vnet_node::peer::encode;
 
-    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
-    let leader = cluster.leader().await;
-    let follower = cluster.other_than(leader);
-    let term = cluster
-        .node(leader)
-        .status(pb::ReadConsistency::Linearizable)
-        .await
-        .expect("status")
-        .term;
-    let mut peer = cluster.node(follower).peer().await;
+    let target = PeerTarget::start().await;
+    let (leader, follower, term) = (target.leader, target.follower, target.term);
+    let mut peer = target.peer(follower).await;
     // Chunks as the current leader would send them, so openraft takes the first one.
     let chunk = |offset: u64, data: Vec<u8>| {
         let mut message = encode(&InstallSnapshotRequest::<TypeConfig> {
@@ -442,11 +468,7 @@ async fn a_snapshot_chunk_past_its_bounds_is_refused() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains(why), "{status:?}");
     }
-    let created = create(cluster.node(follower), sample_profile("web-01", 1))
-        .await
-        .expect("a write through the follower");
-    assert_eq!(created.name, "web-01");
-    cluster.stop_all().await;
+    target.assert_writes_go_on_through(follower).await;
 }
 
 /// Log indexes and terms from a peer near `u64::MAX` (where openraft's `index + 1` and
@@ -460,16 +482,9 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
     use raft_store::{Entry, TypeConfig};
     use vnet_node::peer::encode;
 
-    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
-    let leader = cluster.leader().await;
-    let follower = cluster.other_than(leader);
-    let term = cluster
-        .node(leader)
-        .status(pb::ReadConsistency::Linearizable)
-        .await
-        .expect("status")
-        .term;
-    let mut peer = cluster.node(follower).peer().await;
+    let target = PeerTarget::start().await;
+    let (leader, follower, term) = (target.leader, target.follower, target.term);
+    let mut peer = target.peer(follower).await;
     let id = |index: u64| LogId::new(CommittedLeaderId::new(term, leader), index);
     let blank = |index: u64| Entry {
         log_id: id(index),
@@ -511,11 +526,7 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
             "{what}: {status:?}"
         );
     }
-    let created = create(cluster.node(follower), sample_profile("web-01", 1))
-        .await
-        .expect("a write through the follower");
-    assert_eq!(created.name, "web-01");
-    cluster.stop_all().await;
+    target.assert_writes_go_on_through(follower).await;
 }
 
 /// The lease RPCs of the peer port against hostile input: a renewal for half a million control
@@ -527,10 +538,9 @@ async fn hostile_lease_requests_are_refused_and_the_node_keeps_serving() {
     use vnet_node::peer::{decode, encode, LeaseRenewal};
     use vnet_proto::vnet::raft::v1::RaftMessage;
 
-    let mut cluster = TestCluster::start(&["unit-a", "unit-b", "witness"]).await;
-    let leader = cluster.leader().await;
-    let follower = cluster.other_than(leader);
-    let mut peer = cluster.node(follower).peer().await;
+    let target = PeerTarget::start().await;
+    let follower = target.follower;
+    let mut peer = target.peer(follower).await;
     let huge = LeaseRenewal {
         unit: "\u{1}".repeat(500_000),
     };
@@ -566,9 +576,5 @@ async fn hostile_lease_requests_are_refused_and_the_node_keeps_serving() {
     let reply = peer.lease_report(encode(&())).await.expect("answered");
     let report: VoterReport = decode(reply.get_ref(), "report").expect("decodes");
     assert_eq!(report.voter, follower, "a report speaks for the node asked");
-    let created = create(cluster.node(follower), sample_profile("web-01", 1))
-        .await
-        .expect("create through the follower");
-    assert_eq!(created.name, "web-01");
-    cluster.stop_all().await;
+    target.assert_writes_go_on_through(follower).await;
 }
