@@ -12,14 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::processes::{free_ports, Cluster, Proc, NAMES, VNETD};
+use common::processes::{cluster_id_of, free_ports, probe_as, Cluster, Proc, NAMES, VNETD};
 use common::wait_for;
 use futures::StreamExt;
 use raft_store::snapshot_file;
 use tonic::transport::Channel;
 use vnet_launch::Launch;
-use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
-use vnet_proto::vnet::raft::v1::RaftMessage;
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
 use vnet_proto::vnet::v1::pool_service_client::PoolServiceClient;
@@ -199,12 +197,6 @@ async fn a_backup_taken_during_writes_holds_every_write_acknowledged_before_it_b
     cluster.assert_alive();
 }
 
-fn cluster_id_of(data_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(data_dir.join("vnet-data.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json.get("cluster_id")?.as_str().map(str::to_string)
-}
-
 /// Runs `vnetd restore` for member `name`; it must succeed.
 fn restore(backup: &Path, data_dir: &Path, initial_cluster: &str, name: &str) {
     let out = Launch::new(VNETD)
@@ -222,26 +214,6 @@ fn restore(backup: &Path, data_dir: &Path, initial_cluster: &str, name: &str) {
         "vnetd restore failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn probe_as(peer_addr: SocketAddr, cluster_id: &str) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{peer_addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to the peer port");
-    let mut request = tonic::Request::new(RaftMessage {
-        format: "json/1".into(),
-        payload: b"null".to_vec(),
-        data: vec![],
-    });
-    request
-        .metadata_mut()
-        .insert("x-vnet-cluster-id", cluster_id.parse().expect("header"));
-    RaftPeerClient::new(channel)
-        .probe(request)
-        .await
-        .map(|_| ())
 }
 
 async fn local_status(channel: Channel) -> Option<pb::GetClusterStatusResponse> {
@@ -322,20 +294,14 @@ async fn a_restored_cluster_has_every_profile_and_pool_and_refuses_the_old_membe
         .map(|(i, name)| {
             let data_dir: PathBuf = dir.path().join(format!("new-{name}"));
             restore(&backup, &data_dir, &initial_cluster, name);
-            Proc {
-                id: i as u64 + 1,
+            Proc::new(
+                i as u64 + 1,
                 name,
-                api_addr: addrs[i].0,
-                peer_addr: addrs[i].1,
-                metrics_addr: addrs[i].2,
-                log_path: dir.path().join(format!("new-{name}.log")),
+                [addrs[i].0, addrs[i].1, addrs[i].2],
                 data_dir,
-                initial_cluster: initial_cluster.clone(),
-                extra_args: vec![],
-                extra_env: vec![],
-                child: None,
-                exited_early: None,
-            }
+                dir.path().join(format!("new-{name}.log")),
+                initial_cluster.clone(),
+            )
         })
         .collect();
     let new_ids: Vec<String> = new_procs
@@ -392,20 +358,14 @@ async fn a_restored_cluster_has_every_profile_and_pool_and_refuses_the_old_membe
         .await
         .expect("status")
         .term;
-    let mut stale = Proc {
-        id: 3,
-        name: "witness",
-        api_addr: old_addrs[2].0,
-        peer_addr: old_addrs[2].1,
-        metrics_addr: old_addrs[2].2,
-        log_path: dir.path().join("stale-witness.log"),
-        data_dir: old.proc(3).data_dir.clone(),
-        initial_cluster: old.proc(3).initial_cluster.clone(),
-        extra_args: vec![],
-        extra_env: vec![],
-        child: None,
-        exited_early: None,
-    };
+    let mut stale = Proc::new(
+        3,
+        "witness",
+        [old_addrs[2].0, old_addrs[2].1, old_addrs[2].2],
+        old.proc(3).data_dir.clone(),
+        dir.path().join("stale-witness.log"),
+        old.proc(3).initial_cluster.clone(),
+    );
     stale.start();
     let stale_api = stale.channel();
     let stale_term = local_status(stale_api.clone()).await.map(|s| s.term);
@@ -426,7 +386,7 @@ async fn a_restored_cluster_has_every_profile_and_pool_and_refuses_the_old_membe
         "the old member's campaign reached the new cluster"
     );
     for p in &new.procs {
-        let refused = probe_as(p.peer_addr, &old_id)
+        let refused = probe_as(p.peer_addr, &old_id, None)
             .await
             .expect_err("the old cluster's id is refused");
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);

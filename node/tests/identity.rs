@@ -4,67 +4,27 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use common::processes::{free_ports, Cluster, Proc, VNETD};
+use common::processes::{cluster_id_of, free_ports, probe_as, Cluster, Proc, VNETD};
 use common::wait_for;
 use vnet_launch::Launch;
-use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
-use vnet_proto::vnet::raft::v1::RaftMessage;
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::cluster_service_client::ClusterServiceClient;
-
-/// The cluster id in a data directory's `vnet-data.json`, once there is one.
-fn cluster_id_of(data_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(data_dir.join("vnet-data.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json.get("cluster_id")?.as_str().map(str::to_string)
-}
 
 /// A lone `vnetd` founding a cluster of its own (a unit without a switch).
 fn lone_node(dir: &Path, name: &'static str) -> Proc {
     let ports = free_ports(3);
     let data_dir = dir.join(name);
     std::fs::create_dir_all(&data_dir).expect("data dir");
-    Proc {
-        id: 1,
+    Proc::new(
+        1,
         name,
-        api_addr: ports[0],
-        peer_addr: ports[1],
-        metrics_addr: ports[2],
-        log_path: data_dir.join("vnetd.log"),
-        data_dir,
-        initial_cluster: format!("1={name}@{}", ports[1]),
-        extra_args: vec![],
-        extra_env: vec![],
-        child: None,
-        exited_early: None,
-    }
-}
-
-/// A `Probe` on the peer port carrying `cluster_id`, as a member of that cluster would send it.
-async fn probe_as(peer_addr: SocketAddr, cluster_id: &str) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{peer_addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to the peer port");
-    let mut request = tonic::Request::new(RaftMessage {
-        format: "json/1".into(),
-        payload: b"null".to_vec(),
-        data: vec![],
-    });
-    request
-        .metadata_mut()
-        .insert("x-vnet-cluster-id", cluster_id.parse().expect("header"));
-    request
-        .metadata_mut()
-        .insert("x-vnet-node-id", "9".parse().expect("header"));
-    RaftPeerClient::new(channel)
-        .probe(request)
-        .await
-        .map(|_| ())
+        [ports[0], ports[1], ports[2]],
+        data_dir.clone(),
+        data_dir.join("vnetd.log"),
+        format!("1={name}@{}", ports[1]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,13 +76,17 @@ async fn every_member_agrees_on_the_cluster_id_and_a_node_of_another_cluster_is_
 
     // Any peer call from another cluster is refused, whichever way it comes.
     for peer in [cluster.proc(2).peer_addr, cluster.proc(3).peer_addr] {
-        let refused = probe_as(peer, &other_id).await.expect_err("refused");
+        let refused = probe_as(peer, &other_id, Some(9))
+            .await
+            .expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(refused.message().contains(&id) && refused.message().contains(&other_id));
     }
-    let refused = probe_as(stray.peer_addr, &id).await.expect_err("refused");
+    let refused = probe_as(stray.peer_addr, &id, Some(9))
+        .await
+        .expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    probe_as(cluster.proc(2).peer_addr, &id)
+    probe_as(cluster.proc(2).peer_addr, &id, Some(9))
         .await
         .expect("a member of the same cluster is let in");
     stray.sigkill();

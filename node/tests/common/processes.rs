@@ -40,6 +40,32 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A node not started yet, listening on `ports` (api, peer, metrics).
+    pub fn new(
+        id: u64,
+        name: &'static str,
+        ports: [SocketAddr; 3],
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        initial_cluster: String,
+    ) -> Self {
+        let [api_addr, peer_addr, metrics_addr] = ports;
+        Proc {
+            id,
+            name,
+            api_addr,
+            peer_addr,
+            metrics_addr,
+            data_dir,
+            log_path,
+            initial_cluster,
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+            child: None,
+            exited_early: None,
+        }
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
         let launch = Launch::new(VNETD)
@@ -121,6 +147,48 @@ impl Proc {
     }
 }
 
+/// The cluster id in a data directory's `vnet-data.json`, once there is one.
+pub fn cluster_id_of(data_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join("vnet-data.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json.get("cluster_id")?.as_str().map(str::to_string)
+}
+
+/// A `Probe` on the peer port carrying `cluster_id` (and `node_id`, when given), as a member of
+/// that cluster would send it.
+pub async fn probe_as(
+    peer_addr: SocketAddr,
+    cluster_id: &str,
+    node_id: Option<u64>,
+) -> Result<(), tonic::Status> {
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+    use vnet_proto::vnet::raft::v1::RaftMessage;
+
+    let channel = Endpoint::from_shared(format!("http://{peer_addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the peer port");
+    let mut request = tonic::Request::new(RaftMessage {
+        format: "json/1".into(),
+        payload: b"null".to_vec(),
+        data: vec![],
+    });
+    request
+        .metadata_mut()
+        .insert("x-vnet-cluster-id", cluster_id.parse().expect("header"));
+    if let Some(node_id) = node_id {
+        request.metadata_mut().insert(
+            "x-vnet-node-id",
+            node_id.to_string().parse().expect("header"),
+        );
+    }
+    RaftPeerClient::new(channel)
+        .probe(request)
+        .await
+        .map(|_| ())
+}
+
 pub struct Cluster {
     pub procs: Vec<Proc>,
     /// `None` once kept for inspection after a failure.
@@ -177,23 +245,20 @@ impl Cluster {
             .map(|(i, name)| {
                 let data_dir = dir.path().join(name);
                 std::fs::create_dir_all(&data_dir).expect("create data dir");
-                Proc {
-                    id: i as u64 + 1,
+                let mut proc = Proc::new(
+                    i as u64 + 1,
                     name,
-                    api_addr: ports[3 * i],
-                    metrics_addr: ports[3 * i + 2],
-                    peer_addr: ports[3 * i + 1],
-                    log_path: data_dir.join("vnetd.log"),
-                    data_dir,
-                    initial_cluster: initial_cluster.clone(),
-                    extra_args: extra_args.to_vec(),
-                    extra_env: extra_env
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    child: None,
-                    exited_early: None,
-                }
+                    [ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]],
+                    data_dir.clone(),
+                    data_dir.join("vnetd.log"),
+                    initial_cluster.clone(),
+                );
+                proc.extra_args = extra_args.to_vec();
+                proc.extra_env = extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                proc
             })
             .collect();
         let mut cluster = Self {
