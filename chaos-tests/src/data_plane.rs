@@ -113,7 +113,13 @@ pub fn sweep_leftovers() -> anyhow::Result<Vec<String>> {
             continue;
         }
         let alive = std::fs::read_to_string(format!("/proc/{digits}/comm"))
-            .map(|comm| comm.trim().starts_with("data_plane") || comm.trim().starts_with("chaos"))
+            .map(|comm| {
+                // Live test processes that use this prefix: this crate's and fabric-agent's.
+                let comm = comm.trim();
+                ["data_plane", "chaos", "linux_backend"]
+                    .iter()
+                    .any(|name| comm.starts_with(name))
+            })
             .unwrap_or(false);
         if digits != std::process::id().to_string() && !alive {
             crate::netns::destroy_netns(ns);
@@ -793,6 +799,82 @@ fn capture(
     Ok(())
 }
 
+/// Checks the uplink captures of one failover away from unit `from` (a fault at `fault_ns`;
+/// the window `[window_start_ns, end_ns)`); returns the violations, each naming the profile:
+/// a frame of a profile's MAC on another segment's uplink; no frame through the new unit
+/// after the fault; a frame through the new unit before the fault; and the data-plane form of
+/// "never presented twice": a frame through the old unit at or after the first frame through
+/// the new one.
+pub fn check_frames(
+    servers: &[ServerSpec],
+    frames: &[Frame],
+    from: usize,
+    fault_ns: u64,
+    window_start_ns: u64,
+    end_ns: u64,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let to = 1 - from;
+    for server in servers {
+        let mine: Vec<&Frame> = frames
+            .iter()
+            .filter(|f| f.src == server.mac && f.at_ns >= window_start_ns && f.at_ns < end_ns)
+            .collect();
+        if let Some(f) = mine.iter().find(|f| f.segment != server.segment) {
+            violations.push(format!(
+                "{}: a frame from {} on segment {:?}, not its own {:?}",
+                server.profile,
+                server.mac_text(),
+                SEGMENTS[f.segment],
+                SEGMENTS[server.segment]
+            ));
+        }
+        let Some(first_via_to) = mine
+            .iter()
+            .filter(|f| f.unit == to && f.at_ns >= fault_ns)
+            .map(|f| f.at_ns)
+            .min()
+        else {
+            violations.push(format!(
+                "{}: no frame from {} through {} after the fault",
+                server.profile,
+                server.mac_text(),
+                UNITS[to]
+            ));
+            continue;
+        };
+        if let Some(last_via_from) = mine
+            .iter()
+            .filter(|f| f.unit == from)
+            .map(|f| f.at_ns)
+            .max()
+        {
+            if last_via_from >= first_via_to {
+                violations.push(format!(
+                    "{}: frames from {} through both units at once: through {} until {} ns, \
+                     through {} from {} ns",
+                    server.profile,
+                    server.mac_text(),
+                    UNITS[from],
+                    last_via_from,
+                    UNITS[to],
+                    first_via_to
+                ));
+            }
+        }
+        if mine.iter().any(|f| f.unit == to && f.at_ns < fault_ns) {
+            violations.push(format!(
+                "{}: frames from {} through {} before the fault on {}",
+                server.profile,
+                server.mac_text(),
+                UNITS[to],
+                UNITS[from]
+            ));
+        }
+    }
+    violations
+}
+
 /// Order statistics of a list of durations (ms).
 pub fn min_p50_max(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
@@ -842,6 +924,61 @@ pub fn lan_neighbour(cluster: &DataPlaneCluster, addr: Ipv4Addr) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(k: u8, segment: usize) -> ServerSpec {
+        ServerSpec {
+            name: format!("srv-{k:02}"),
+            profile: format!("dp-{k:02}"),
+            ns: String::new(),
+            segment,
+            addr: Ipv4Addr::new(198, 19, 10, 10 + k),
+            mac: [2, 0x19, 0, 0, 0, k + 1],
+        }
+    }
+
+    fn frame(at_ms: u64, unit: usize, segment: usize, k: u8) -> Frame {
+        Frame {
+            at_ns: at_ms * 1_000_000,
+            unit,
+            segment,
+            src: [2, 0x19, 0, 0, 0, k + 1],
+        }
+    }
+
+    #[test]
+    fn the_frame_checks_pass_a_handover_and_catch_each_planted_violation() {
+        let servers = [server(0, 0), server(1, 1)];
+        let clean = vec![
+            frame(100, 0, 0, 0),
+            frame(990, 0, 0, 0),
+            frame(2_000, 1, 0, 0),
+            frame(100, 0, 1, 1),
+            frame(2_100, 1, 1, 1),
+        ];
+        let check =
+            |frames: &[Frame]| check_frames(&servers, frames, 0, 1_000_000_000, 0, 9_000_000_000);
+        assert_eq!(check(&clean), Vec::<String>::new());
+        let cases: [(Frame, &str); 3] = [
+            // The old unit still sends after the new one started: both at once.
+            (frame(2_050, 0, 0, 0), "through both units at once"),
+            // A frame of dp-00's MAC on the other segment.
+            (frame(2_500, 1, 1, 0), "not its own"),
+            // The new unit sent before the fault.
+            (frame(500, 1, 1, 1), "before the fault"),
+        ];
+        for (planted, expected) in cases {
+            let mut frames = clean.clone();
+            frames.push(planted);
+            let violations = check(&frames);
+            assert!(
+                violations.len() == 1 && violations[0].contains(expected),
+                "{expected}: {violations:?}"
+            );
+        }
+        let silent: Vec<Frame> = clean.iter().copied().filter(|f| f.src[5] != 2).collect();
+        let violations = check(&silent);
+        assert!(violations[0].contains("dp-01: no frame"), "{violations:?}");
+    }
 
     #[test]
     fn the_gap_counts_from_the_fault() {

@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chaos_tests::data_plane::{
-    in_netns, lan_neighbour, largest_gap_ms, mac_text, min_p50_max, preflight, quantile,
-    resumed_at, sweep_leftovers, DataPlaneCluster, Recorded, Traffic, SEGMENTS, SWITCH_PORT, UNITS,
+    check_frames, in_netns, lan_neighbour, largest_gap_ms, mac_text, min_p50_max, preflight,
+    quantile, resumed_at, sweep_leftovers, DataPlaneCluster, Traffic, SEGMENTS, SWITCH_PORT, UNITS,
     WITNESS,
 };
 use chaos_tests::history::monotonic_now_ns;
@@ -320,82 +320,6 @@ fn journal_failover_ms(
         })
 }
 
-/// Checks the captures of one failover window `[from_ns, to_ns)`; returns violations.
-fn check_frames(
-    cluster: &DataPlaneCluster,
-    recorded: &Recorded,
-    failover: &Failover,
-    to_ns: u64,
-) -> Vec<String> {
-    let mut violations = Vec::new();
-    let to = 1 - failover.from;
-    for server in &cluster.servers {
-        let frames: Vec<_> = recorded
-            .frames
-            .iter()
-            .filter(|f| f.src == server.mac && f.at_ns < to_ns)
-            .collect();
-        for f in &frames {
-            if f.segment != server.segment {
-                violations.push(format!(
-                    "{}: a frame from {} on segment {} ({:?}), not its own",
-                    server.profile,
-                    server.mac_text(),
-                    f.segment,
-                    SEGMENTS[f.segment]
-                ));
-                break;
-            }
-        }
-        let after_kill_via_to: Vec<u64> = frames
-            .iter()
-            .filter(|f| f.unit == to && f.at_ns >= failover.kill_ns)
-            .map(|f| f.at_ns)
-            .collect();
-        let Some(&first_via_to) = after_kill_via_to.iter().min() else {
-            violations.push(format!(
-                "{}: no frame from {} through {} after the kill",
-                server.profile,
-                server.mac_text(),
-                UNITS[to]
-            ));
-            continue;
-        };
-        // The data-plane form of "never presented twice": within the window, every frame
-        // through the old unit precedes every frame through the new one.
-        let window_start = failover.kill_ns.saturating_sub(STEADY_MS * MS);
-        if let Some(last_via_from) = frames
-            .iter()
-            .filter(|f| f.unit == failover.from && f.at_ns >= window_start)
-            .map(|f| f.at_ns)
-            .max()
-        {
-            if last_via_from >= first_via_to {
-                violations.push(format!(
-                    "{}: frames from {} through both units at once: through {} until {} ns, \
-                     through {} from {} ns",
-                    server.profile,
-                    server.mac_text(),
-                    UNITS[failover.from],
-                    last_via_from,
-                    UNITS[to],
-                    first_via_to
-                ));
-            }
-        }
-        if frames
-            .iter()
-            .any(|f| f.unit == to && f.at_ns >= window_start && f.at_ns < failover.kill_ns)
-        {
-            violations.push(format!(
-                "{}: frames through {} before the kill of {}",
-                server.profile, UNITS[to], UNITS[failover.from]
-            ));
-        }
-    }
-    violations
-}
-
 fn run_failover(
     cluster: &mut DataPlaneCluster,
     traffic: &Traffic,
@@ -521,7 +445,14 @@ fn run_scenario(faults: &[Fault]) {
             .unwrap_or_else(|e| panic!("failover {number}: {e:#}\n{}", cluster.log_tails()));
         let violations = {
             let recorded = traffic.recorded.lock().unwrap();
-            check_frames(&cluster, &recorded, &failover, end_ns)
+            check_frames(
+                &cluster.servers,
+                &recorded.frames,
+                failover.from,
+                failover.kill_ns,
+                failover.kill_ns.saturating_sub(STEADY_MS * MS),
+                end_ns,
+            )
         };
         print_failover(number, &cluster, &failover);
         assert!(violations.is_empty(), "failover {number}: {violations:#?}");
