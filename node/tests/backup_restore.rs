@@ -25,36 +25,15 @@ use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
 
 /// A profile with one MAC given explicitly (from `n`) and one drawn from the pool `macs`.
 fn profile(name: &str, n: u64) -> pb::Profile {
-    pb::Profile {
-        name: name.to_string(),
-        server: format!("srv-{name}"),
-        vnics: vec![
-            pb::Vnic {
-                name: "eth0".into(),
-                mac: format!(
-                    "02:00:00:{:02x}:{:02x}:{:02x}",
-                    (n >> 16) & 0xff,
-                    (n >> 8) & 0xff,
-                    n & 0xff
-                ),
-                network: "prod".into(),
-                vlan: 100,
-                pool: None,
-            },
-            pb::Vnic {
-                name: "eth1".into(),
-                mac: String::new(),
-                network: "backup".into(),
-                vlan: 200,
-                pool: Some("macs".into()),
-            },
-        ],
-        vhbas: vec![],
-        preferred_unit: None,
-        failback: pb::FailbackPolicy::Manual as i32,
-        revision: 0,
-        created_revision: 0,
-    }
+    let mut profile = common::profile_with_mac(name, n);
+    profile.vnics.push(pb::Vnic {
+        name: "eth1".into(),
+        mac: String::new(),
+        network: "backup".into(),
+        vlan: 200,
+        pool: Some("macs".into()),
+    });
+    profile
 }
 
 async fn create_pool(channel: Channel) {

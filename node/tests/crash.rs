@@ -13,36 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::processes::{Cluster, Proc};
-use common::wait_for;
+use common::{profile_with_mac, wait_for};
 use tonic::transport::Channel;
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::profile_service_client::ProfileServiceClient;
-
-/// A profile with one explicitly given MAC derived from `n`, so every profile's MAC is unique
-/// and no pool is involved.
-fn profile(name: &str, n: u64) -> pb::Profile {
-    pb::Profile {
-        name: name.to_string(),
-        server: format!("srv-{name}"),
-        vnics: vec![pb::Vnic {
-            name: "eth0".into(),
-            mac: format!(
-                "02:00:00:{:02x}:{:02x}:{:02x}",
-                (n >> 16) & 0xff,
-                (n >> 8) & 0xff,
-                n & 0xff
-            ),
-            network: "prod".into(),
-            vlan: 100,
-            pool: None,
-        }],
-        vhbas: vec![],
-        preferred_unit: None,
-        failback: pb::FailbackPolicy::Manual as i32,
-        revision: 0,
-        created_revision: 0,
-    }
-}
 
 async fn create(channel: Channel, profile: pb::Profile) -> Result<pb::Profile, tonic::Status> {
     ProfileServiceClient::new(channel)
@@ -145,7 +119,7 @@ impl Writers {
             let after_kill = self.leader_dead.load(Ordering::SeqCst);
             let name = format!("crash-{n:06}");
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            let result = create(channel, profile(&name, n)).await;
+            let result = create(channel, profile_with_mac(&name, n)).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             match result {
                 Ok(stored) => {
@@ -308,7 +282,7 @@ async fn whole_cluster_restart_keeps_everything() {
         let name = format!("keep-{n:03}");
         let stored = create(
             channels[n as usize % channels.len()].clone(),
-            profile(&name, n),
+            profile_with_mac(&name, n),
         )
         .await
         .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
@@ -361,7 +335,7 @@ async fn whole_cluster_restart_keeps_everything() {
     }
 
     // The revision counter carries on from where it was: it never goes back.
-    let after = create(channels[0].clone(), profile("keep-after", 1000))
+    let after = create(channels[0].clone(), profile_with_mac("keep-after", 1000))
         .await
         .expect("create after the restart");
     assert!(

@@ -438,12 +438,24 @@ where
 }
 
 pub fn sample_profile(name: &str, mac_suffix: u8) -> pb::Profile {
+    profile_with_mac(name, mac_suffix.into())
+}
+
+/// A profile on server `srv-NAME` with one vNIC `eth0` whose MAC is given explicitly, derived
+/// from `n` (`02:00:00:` and the low three bytes of `n`), so distinct `n` give distinct MACs and
+/// no pool is involved.
+pub fn profile_with_mac(name: &str, n: u64) -> pb::Profile {
     pb::Profile {
         name: name.to_string(),
         server: format!("srv-{name}"),
         vnics: vec![pb::Vnic {
             name: "eth0".into(),
-            mac: format!("02:00:00:00:00:{mac_suffix:02x}"),
+            mac: format!(
+                "02:00:00:{:02x}:{:02x}:{:02x}",
+                (n >> 16) & 0xff,
+                (n >> 8) & 0xff,
+                n & 0xff
+            ),
             network: "prod".into(),
             vlan: 100,
             pool: None,
