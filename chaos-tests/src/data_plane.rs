@@ -474,7 +474,12 @@ pub struct Frame {
     pub unit: usize,
     pub segment: usize,
     pub src: [u8; 6],
+    /// 0x8035 for the switch's RARP announcement of the MAC.
+    pub ethertype: u16,
 }
+
+/// The ethertype of the announcement a switch sends from each MAC it presents.
+pub const ETHERTYPE_RARP: u16 = 0x8035;
 
 /// A link event in a server: `eth0` appeared (with its ifindex) or vanished.
 #[derive(Debug, Clone, Copy)]
@@ -793,6 +798,7 @@ fn capture(
                 unit,
                 segment,
                 src,
+                ethertype: u16::from_be_bytes([buf[12], buf[13]]),
             });
         }
     }
@@ -802,7 +808,8 @@ fn capture(
 /// Checks the uplink captures of one failover away from unit `from` (a fault at `fault_ns`;
 /// the window `[window_start_ns, end_ns)`); returns the violations, each naming the profile:
 /// a frame of a profile's MAC on another segment's uplink; no frame through the new unit
-/// after the fault; a frame through the new unit before the fault; and the data-plane form of
+/// after the fault, or no announcement (RARP) of the MAC among them; a frame through the new
+/// unit before the fault; and the data-plane form of
 /// "never presented twice": a frame through the old unit at or after the first frame through
 /// the new one.
 pub fn check_frames(
@@ -861,6 +868,17 @@ pub fn check_frames(
                     first_via_to
                 ));
             }
+        }
+        if !mine
+            .iter()
+            .any(|f| f.unit == to && f.at_ns >= fault_ns && f.ethertype == ETHERTYPE_RARP)
+        {
+            violations.push(format!(
+                "{}: {} took over {} without announcing it (no RARP frame from it)",
+                server.profile,
+                UNITS[to],
+                server.mac_text()
+            ));
         }
         if mine.iter().any(|f| f.unit == to && f.at_ns < fault_ns) {
             violations.push(format!(
@@ -942,17 +960,24 @@ mod tests {
             unit,
             segment,
             src: [2, 0x19, 0, 0, 0, k + 1],
+            ethertype: 0x0800,
         }
     }
 
     #[test]
     fn the_frame_checks_pass_a_handover_and_catch_each_planted_violation() {
         let servers = [server(0, 0), server(1, 1)];
+        let announce = |at_ms, segment, k| Frame {
+            ethertype: ETHERTYPE_RARP,
+            ..frame(at_ms, 1, segment, k)
+        };
         let clean = vec![
             frame(100, 0, 0, 0),
             frame(990, 0, 0, 0),
+            announce(1_990, 0, 0),
             frame(2_000, 1, 0, 0),
             frame(100, 0, 1, 1),
+            announce(2_090, 1, 1),
             frame(2_100, 1, 1, 1),
         ];
         let check =
@@ -978,6 +1003,16 @@ mod tests {
         let silent: Vec<Frame> = clean.iter().copied().filter(|f| f.src[5] != 2).collect();
         let violations = check(&silent);
         assert!(violations[0].contains("dp-01: no frame"), "{violations:?}");
+        let unannounced: Vec<Frame> = clean
+            .iter()
+            .copied()
+            .filter(|f| f.ethertype != ETHERTYPE_RARP || f.src[5] != 1)
+            .collect();
+        let violations = check(&unannounced);
+        assert!(
+            violations.len() == 1 && violations[0].contains("dp-00: unit-b took over"),
+            "{violations:?}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! vnetd and its vnet-switchd). For each server it measures the gap in echoes and checks:
 //!
 //! - traffic resumes through unit-b with the **same MAC** (the LAN host's neighbour entry, and
-//!   the source MAC of the frames on unit-b's uplink);
+//!   the source MAC of the frames on unit-b's uplink), and unit-b announced the MAC (a RARP
+//!   frame from it on its uplink);
 //! - frames of a profile's MAC appear only on the uplinks of the profile's segment;
 //! - no frame of a profile's MAC comes through both units in the same interval: every frame
 //!   through unit-a precedes every frame through unit-b (from the uplink captures, not from the
