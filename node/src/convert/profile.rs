@@ -1,13 +1,11 @@
 //! `vnet.v1.Profile` <-> [`ProfileSpec`] (what a client asks for) and [`Profile`] (what is stored).
 
+use vnet_model::limits::VLAN_ID_MAX;
 use vnet_model::{Failback, Profile, ProfileSpec, VHba, VHbaSpec, VNic, VNicSpec};
 use vnet_proto::vnet::v1 as pb;
 
 use super::optional;
 use crate::error::ApiError;
-
-/// The highest 802.1Q VLAN id a vNIC may use; 0 on the wire means untagged.
-pub const VLAN_MAX: u32 = 4094;
 
 pub fn spec_from_wire(wire: pb::Profile) -> Result<ProfileSpec, ApiError> {
     let failback = match pb::FailbackPolicy::try_from(wire.failback) {
@@ -30,12 +28,13 @@ pub fn spec_from_wire(wire: pb::Profile) -> Result<ProfileSpec, ApiError> {
             let field = |name: &str| format!("profile.vnics[{i}].{name}");
             let vlan = match vnic.vlan {
                 0 => None,
-                v if v <= VLAN_MAX => Some(v as u16),
+                // The model checks the range too; here it keeps `as u16` from wrapping.
+                v if v <= u32::from(VLAN_ID_MAX) => Some(v as u16),
                 v => {
                     return Err(ApiError::invalid(
                         &field("vlan"),
                         v,
-                        format!("VLAN ids are 1..={VLAN_MAX} (0 = untagged)"),
+                        format!("VLAN ids are 1..={VLAN_ID_MAX} (0 = untagged)"),
                     ))
                 }
             };
