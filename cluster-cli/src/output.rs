@@ -599,12 +599,16 @@ impl WatchEventView {
                 "drain {}   {unit}",
                 if *draining { "started" } else { "ended  " }
             ),
+            ChangeView::RoleGranted { principal, role } => {
+                format!("role granted    {principal}: {role}")
+            }
+            ChangeView::RoleRevoked { principal } => format!("role revoked    {principal}"),
             ChangeView::Unknown => "unknown change (newer server than this vnetctl)".into(),
         };
-        let actor = if self.actor.is_empty() {
-            "-"
-        } else {
-            &self.actor
+        let actor = match (self.actor.as_str(), &self.on_behalf_of) {
+            ("", _) => "-".to_string(),
+            (actor, None) => actor.to_string(),
+            (actor, Some(note)) => format!("{actor} (on behalf of {note})"),
         };
         format!("{:>8}  {actor}  {what}", self.revision)
     }
@@ -1081,6 +1085,7 @@ mod tests {
         let deleted = pb::WatchEvent {
             revision: 9,
             actor: "alice".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::ProfileDeleted("web-01".into())),
         };
         assert_eq!(
@@ -1090,6 +1095,7 @@ mod tests {
         let removed = pb::WatchEvent {
             revision: 10,
             actor: "system".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::MemberRemoved(4)),
         };
         assert_eq!(
@@ -1099,6 +1105,7 @@ mod tests {
         let put = pb::WatchEvent {
             revision: 11,
             actor: "bob".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::ProfilePut(sample_profile())),
         };
         let line: serde_json::Value =
@@ -1108,6 +1115,7 @@ mod tests {
         let drain = pb::WatchEvent {
             revision: 13,
             actor: "alice".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::Drain(pb::UnitDrain {
                 unit: "unit-a".into(),
                 draining: true,
@@ -1122,6 +1130,7 @@ mod tests {
         let presented = pb::WatchEvent {
             revision: 14,
             actor: "unit-b".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::Presented(pb::UnitPresented {
                 unit: "unit-b".into(),
                 profiles: vec!["db-01".into(), "web-01".into()],
@@ -1139,6 +1148,7 @@ mod tests {
         let placements = pb::WatchEvent {
             revision: 15,
             actor: "system".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::Placements(pb::PlacementChanges {
                 placements: vec![
                     pb::ProfilePlacement {
@@ -1178,11 +1188,44 @@ mod tests {
         let unknown = pb::WatchEvent {
             revision: 12,
             actor: String::new(),
+            on_behalf_of: String::new(),
             change: None,
         };
         assert!(WatchEventView::from(&unknown)
             .line()
             .contains("unknown change"));
+    }
+
+    #[test]
+    fn role_events_and_notes_print_beside_the_actor() {
+        let granted = pb::WatchEvent {
+            revision: 20,
+            actor: "root".into(),
+            on_behalf_of: "ticket-7".into(),
+            change: Some(pb::watch_event::Change::RoleGranted(pb::RoleBinding {
+                principal: "ops".into(),
+                role: pb::AccessRole::Operator as i32,
+            })),
+        };
+        let view = WatchEventView::from(&granted);
+        assert_eq!(
+            json_line(&view),
+            r#"{"revision":20,"actor":"root","on_behalf_of":"ticket-7","change":"role_granted","principal":"ops","role":"operator"}"#
+        );
+        assert_eq!(
+            view.line(),
+            "      20  root (on behalf of ticket-7)  role granted    ops: operator"
+        );
+        let revoked = pb::WatchEvent {
+            revision: 21,
+            actor: "root".into(),
+            on_behalf_of: String::new(),
+            change: Some(pb::watch_event::Change::RoleRevoked("ops".into())),
+        };
+        assert_eq!(
+            json_line(&WatchEventView::from(&revoked)),
+            r#"{"revision":21,"actor":"root","change":"role_revoked","principal":"ops"}"#
+        );
     }
 
     #[test]

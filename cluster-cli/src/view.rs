@@ -589,6 +589,9 @@ pub struct FailoverView {
 pub struct WatchEventView {
     pub revision: u64,
     pub actor: String,
+    /// Whom the actor said it acted for (its `x-vnet-actor` header), if it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     #[serde(flatten)]
     pub change: ChangeView,
 }
@@ -648,6 +651,14 @@ pub enum ChangeView {
     AlarmsDisarmed {
         alarms: Vec<AlarmView>,
     },
+    /// A principal was given a role (replacing any it had).
+    RoleGranted {
+        principal: String,
+        role: String,
+    },
+    RoleRevoked {
+        principal: String,
+    },
     /// An event kind newer than this CLI.
     Unknown,
 }
@@ -691,13 +702,31 @@ impl From<&pb::WatchEvent> for WatchEventView {
             Some(Change::AlarmsDisarmed(disarmed)) => ChangeView::AlarmsDisarmed {
                 alarms: disarmed.alarms.iter().map(AlarmView::from).collect(),
             },
+            Some(Change::RoleGranted(binding)) => ChangeView::RoleGranted {
+                principal: binding.principal.clone(),
+                role: access_role_name(binding.role).to_string(),
+            },
+            Some(Change::RoleRevoked(principal)) => ChangeView::RoleRevoked {
+                principal: principal.clone(),
+            },
             None => ChangeView::Unknown,
         };
         WatchEventView {
             revision: event.revision,
             actor: event.actor.clone(),
+            on_behalf_of: (!event.on_behalf_of.is_empty()).then(|| event.on_behalf_of.clone()),
             change,
         }
+    }
+}
+
+/// An access role as operators type it; `unspecified` for a value this CLI does not know.
+pub fn access_role_name(role: i32) -> &'static str {
+    match pb::AccessRole::try_from(role) {
+        Ok(pb::AccessRole::Viewer) => "viewer",
+        Ok(pb::AccessRole::Operator) => "operator",
+        Ok(pb::AccessRole::Admin) => "admin",
+        Ok(pb::AccessRole::Unspecified) | Err(_) => "unspecified",
     }
 }
 

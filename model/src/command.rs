@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessRole;
 use crate::alarm::{Alarm, AlarmKind};
 use crate::member::Member;
 use crate::placement::PlacementChange;
@@ -24,6 +25,11 @@ pub struct Request {
     /// decisions. Absent in entries written before it existed, and then `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Whom the actor says it acts for (a client's `x-vnet-actor` note), recorded beside the
+    /// actor and never instead of it: the actor is always the authenticated principal or the
+    /// system (ARCHITECTURE.md, "Roles and audit"). Absent in entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +122,21 @@ pub enum Command {
         member: Option<String>,
         kind: Option<AlarmKind>,
     },
+    /// Gives `principal` the role `role`, replacing any role it had. Refused when it would
+    /// demote the last administrator.
+    GrantRole {
+        principal: String,
+        role: AccessRole,
+    },
+    /// Takes away `principal`'s role. Refused for the last administrator.
+    RevokeRole {
+        principal: String,
+    },
+    /// Makes `principal` the first administrator, from a node's `--bootstrap-admin`. Refused
+    /// once any administrator exists, so it takes effect at most once whoever proposes it.
+    BootstrapAdmin {
+        principal: String,
+    },
 }
 
 impl Command {
@@ -176,5 +197,16 @@ pub enum Outcome {
     },
     AlarmsDisarmed {
         alarms: Vec<Alarm>,
+    },
+    /// `principal` now holds `role`; `previous` is the role it held before, if any.
+    RoleGranted {
+        principal: String,
+        role: AccessRole,
+        previous: Option<AccessRole>,
+    },
+    /// `principal` no longer holds `role`.
+    RoleRevoked {
+        principal: String,
+        role: AccessRole,
     },
 }

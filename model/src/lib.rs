@@ -13,6 +13,7 @@
 //! - [`name`]: the one naming rule for profiles, servers, pools, members, vNICs, networks, ….
 //! - [`profile`], [`pool`], [`member`]: the objects in the state and the specs clients send, each
 //!   with `validate` for the checks that need no state (the API edge can call these early).
+//! - [`access`]: [`AccessRole`] and the rule for principals, the replicated role map's types.
 //! - [`placement`]: desired placement of profiles on units, reported presentation, drain.
 //! - [`command`]: [`Request`], [`Command`] and [`Outcome`], the input and output of `apply`.
 //! - [`state`]: [`State`], [`apply`], and the bounded history of [`Event`]s.
@@ -23,6 +24,7 @@
 //! serialized), and `plan` works out a profile's identities before anything is changed, so a
 //! refused command leaves the state exactly as it was.
 
+pub mod access;
 pub mod alarm;
 pub mod command;
 pub mod error;
@@ -37,6 +39,7 @@ pub mod pool;
 pub mod profile;
 pub mod state;
 
+pub use access::AccessRole;
 pub use alarm::{Alarm, AlarmKind};
 pub use command::{Command, Outcome, Request};
 pub use error::{HistoryTruncated, Rejection};

@@ -43,6 +43,14 @@ pub const ADDR_LEN_MAX: usize = 255;
 /// Characters in a request's actor (the client identity recorded for audit).
 pub const ACTOR_LEN_MAX: usize = 255;
 
+/// Characters in a principal's name (the identity a client certificate carries), as granted a
+/// role. Shorter than `ACTOR_LEN_MAX`, so a principal is always a valid actor.
+pub const PRINCIPAL_LEN_MAX: usize = 128;
+
+/// Principals the replicated role map holds: enough for every person and program of a site, and
+/// small enough that the map adds little to a snapshot.
+pub const ROLES_MAX: usize = 1024;
+
 /// Characters of an offending value that an error message echoes before cutting it short.
 pub const VALUE_SHOWN_LEN_MAX: usize = 80;
 

@@ -23,6 +23,7 @@ impl Replica {
                 actor: "tester".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             },
         );
         if result.is_err() {

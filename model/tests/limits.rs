@@ -25,6 +25,7 @@ fn request(command: Command) -> Request {
         command,
         // A W3C traceparent, the only form a node records.
         trace: Some(format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16))),
+        on_behalf_of: None,
     }
 }
 

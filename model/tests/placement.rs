@@ -95,6 +95,7 @@ impl Cluster {
                 actor: "t".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             },
         );
         if result.is_err() {

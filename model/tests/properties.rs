@@ -276,6 +276,7 @@ fn run_checked(steps: &[Step]) -> Result<(State, Log), TestCaseError> {
             actor: format!("client-{}", position % 3),
             command: resolve(step, &state),
             trace: None,
+            on_behalf_of: None,
         };
         let before = state.clone();
         let result = apply(&mut state, revision, &request);

@@ -210,6 +210,7 @@ mod tests {
                 actor: "t".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             };
             apply(state, index, &request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
         };
@@ -326,6 +327,7 @@ mod tests {
                 unit: "unit-a".into(),
             },
             trace: None,
+            on_behalf_of: None,
         };
         apply(&mut state, 100, &request).expect("revoke");
         // Revoked, but the voters have not yet reported applying it: nothing moves.
@@ -368,6 +370,7 @@ mod tests {
                 actor: "t".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             };
             apply(&mut state, 100 + index as u64, &request).expect("applied");
         }

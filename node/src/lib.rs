@@ -20,7 +20,8 @@
 //! - [`controller`]: one controller pass without I/O: judging unit health, deciding and acting
 //!   on failures under the lease table's lock; `node` performs its writes.
 //! - [`peer`]: the peer API between nodes (Raft transport, forwarding) — client and server.
-//! - [`api`]: the public `vnet.v1` services.
+//! - [`api`]: the public `vnet.v1` services, each call checked and audited at the edge.
+//! - [`auth`]: the caller's principal, the permission table of roles, and the audit log.
 //! - [`convert`]: wire <-> model conversions, one file per type.
 //! - [`error`]: [`error::ApiError`] and its gRPC status mapping.
 //! - [`health`]: readiness, told through `/readyz` and the gRPC health service.
@@ -59,6 +60,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeerServer;
+use vnet_proto::vnet::v1::access_service_server::AccessServiceServer;
 use vnet_proto::vnet::v1::cluster_service_server::ClusterServiceServer;
 use vnet_proto::vnet::v1::pool_service_server::PoolServiceServer;
 use vnet_proto::vnet::v1::profile_service_server::ProfileServiceServer;
@@ -117,6 +119,24 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(
+        config,
+        listeners,
+        shutdown,
+        auth::edge::PrincipalSource::Transport,
+    )
+    .await
+}
+
+/// [`run`], with the public calls' principals from `principals`. `vnetd` always runs with
+/// `Transport`; in-process tests pass a `Test` source to act as any principal without
+/// certificates (`auth::edge`).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    principals: auth::edge::PrincipalSource,
+) -> anyhow::Result<()> {
     let api_addr = match &config.api_advertise {
         Some(addr) => addr.clone(),
         None => listeners.api.local_addr()?.to_string(),
@@ -168,10 +188,13 @@ pub async fn run(
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(peer_incoming, stop.signal().triggered());
+    let audit_log = auth::audit::AuditLog::open(node.config().audit.clone())
+        .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
     let api = api::Api {
         node: node.clone(),
         stopping: stop.signal(),
         watchers: Arc::new(tokio::sync::Semaphore::new(limits.watchers_max)),
+        audit: Arc::new(audit_log),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // The reporter starts out SERVING; nothing is known yet.
@@ -197,6 +220,12 @@ pub async fn run(
             node_metrics.grpc.clone(),
             NodeMetrics::public_methods(),
         ))
+        .layer(auth::edge::EdgeLayer::new(principals))
+        .add_service(
+            AccessServiceServer::new(api.clone())
+                .max_decoding_message_size(api::PUBLIC_REQUEST_BYTES_MAX)
+                .max_encoding_message_size(api::PUBLIC_RESPONSE_BYTES_MAX),
+        )
         .add_service(
             ProfileServiceServer::new(api.clone())
                 .max_decoding_message_size(api::PUBLIC_REQUEST_BYTES_MAX)
@@ -249,6 +278,10 @@ pub async fn run(
                 let node = node.clone();
                 async move { node.register_self(api_addr).await }
             });
+            let bootstrapping_admin = node.config().bootstrap_admin.clone().map(|principal| {
+                let node = node.clone();
+                tokio::spawn(async move { node.bootstrap_admin(principal).await })
+            });
             let agent = match (&node.config().switch, node.config().role) {
                 (Some(addr), vnet_model::Role::Unit) => {
                     let driver = fabric_agent::SimDriver::connect_lazy(addr)
@@ -276,6 +309,9 @@ pub async fn run(
                 reason = raft_stopped(node.clone()) => Some(reason),
             };
             registering.abort();
+            if let Some(task) = bootstrapping_admin {
+                task.abort();
+            }
             stop.trigger();
             let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
             stop_within("the placement controller", placing, grace).await;

@@ -35,7 +35,8 @@ use vnet_model::Role;
 use crate::node::{placement_status, Node, PlacementStateKind};
 
 /// The services of the public API, as the protobuf files name them.
-pub const PUBLIC_SERVICES: [&str; 4] = [
+pub const PUBLIC_SERVICES: [&str; 5] = [
+    "vnet.v1.AccessService",
     "vnet.v1.ProfileService",
     "vnet.v1.PoolService",
     "vnet.v1.ClusterService",

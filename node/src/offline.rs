@@ -362,6 +362,7 @@ pub async fn recover(
                 lost: confirmed_lost.clone(),
             },
             trace: None,
+            on_behalf_of: None,
         },
     )
     .map_err(|e| anyhow::anyhow!("recording the recovery was refused: {e}"))?;

@@ -538,6 +538,7 @@ mod tests {
                 actor: "t".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             };
             apply(&mut self.state, self.revision, &request)
                 .unwrap_or_else(|e| panic!("{request:?}: {e}"));

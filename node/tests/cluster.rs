@@ -392,6 +392,7 @@ async fn the_leader_refuses_an_entry_past_the_size_limit() {
                 expected_revision: None,
             },
             trace: None,
+            on_behalf_of: None,
         })
     };
     let request = oversize(750_000);

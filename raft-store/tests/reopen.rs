@@ -17,6 +17,7 @@ fn create_pool(name: &str, first: &str, last: &str) -> Request {
             },
         }),
         trace: None,
+        on_behalf_of: None,
     }
 }
 

@@ -197,6 +197,7 @@ pub fn put_event(state: &mut State, profile: &pb::Profile) {
     state.history.push(pb::WatchEvent {
         revision: state.revision,
         actor: "test".into(),
+        on_behalf_of: String::new(),
         change: Some(pb::watch_event::Change::ProfilePut(profile.clone())),
     });
 }
@@ -344,6 +345,7 @@ impl ProfileService for FakeNode {
         state.history.push(pb::WatchEvent {
             revision,
             actor: "test".into(),
+            on_behalf_of: String::new(),
             change: Some(pb::watch_event::Change::ProfileDeleted(name)),
         });
         Ok(Response::new(pb::DeleteProfileResponse { revision }))

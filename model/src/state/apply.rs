@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Change, Event, State};
+use crate::access::AccessRole;
 use crate::alarm::{Alarm, AlarmKind};
 use crate::command::{Command, Outcome, Request};
 use crate::error::Rejection;
 use crate::identity::Identity;
 use crate::limits::{
     ACTOR_LEN_MAX, EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX, REMOVED_IDS_MAX,
+    ROLES_MAX,
 };
 use crate::member::{Member, Role};
 use crate::name::validate_name;
@@ -470,6 +472,25 @@ fn validate_actor(actor: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The "on behalf of" note beside an actor: the same bound as an actor, but never empty.
+fn validate_on_behalf_of(note: &str) -> Result<(), Rejection> {
+    if note.is_empty() {
+        return Err(Rejection::invalid(
+            "on_behalf_of",
+            note,
+            "must not be empty; leave it out instead",
+        ));
+    }
+    validate_actor(note).map_err(|rejection| match rejection {
+        Rejection::InvalidArgument { value, reason, .. } => Rejection::InvalidArgument {
+            field: "on_behalf_of".to_string(),
+            value,
+            reason,
+        },
+        other => other,
+    })
+}
+
 /// Applies one committed request at `revision` (its Raft log index, strictly increasing across
 /// calls).
 ///
@@ -494,6 +515,9 @@ pub fn apply(
         });
     }
     validate_actor(&request.actor)?;
+    if let Some(note) = &request.on_behalf_of {
+        validate_on_behalf_of(note)?;
+    }
     if request.command.adds_data() {
         if let Some(alarm) = state.no_space_alarm() {
             return Err(Rejection::AlarmRaised {
@@ -543,6 +567,9 @@ pub fn apply(
             quota_bytes,
         } => state.report_space(revision, member, *used_bytes, *quota_bytes)?,
         Command::DisarmAlarm { member, kind } => state.disarm_alarms(member.as_deref(), *kind)?,
+        Command::GrantRole { principal, role } => state.grant_role(principal, *role)?,
+        Command::RevokeRole { principal } => state.revoke_role(principal)?,
+        Command::BootstrapAdmin { principal } => state.bootstrap_admin(principal)?,
     };
     let change = match &outcome {
         Outcome::Pool(pool) => Change::PoolPut(pool.clone()),
@@ -578,6 +605,15 @@ pub fn apply(
         Outcome::AlarmsDisarmed { alarms } => Change::AlarmsDisarmed {
             alarms: alarms.clone(),
         },
+        Outcome::RoleGranted {
+            principal, role, ..
+        } => Change::RoleGranted {
+            principal: principal.clone(),
+            role: *role,
+        },
+        Outcome::RoleRevoked { principal, .. } => Change::RoleRevoked {
+            principal: principal.clone(),
+        },
     };
     state.revision = revision;
     state.record(Event {
@@ -585,6 +621,7 @@ pub fn apply(
         actor: request.actor.clone(),
         change,
         trace: request.trace.clone(),
+        on_behalf_of: request.on_behalf_of.clone(),
     });
     Ok(outcome)
 }
@@ -684,5 +721,66 @@ impl State {
             .filter_map(|key| self.alarms.remove(key))
             .collect();
         Ok(Outcome::AlarmsDisarmed { alarms })
+    }
+}
+
+impl State {
+    fn grant_role(&mut self, principal: &str, role: AccessRole) -> Result<Outcome, Rejection> {
+        crate::access::validate_principal("principal", principal)?;
+        let previous = self.roles.get(principal).copied();
+        if previous == Some(AccessRole::Admin) && role != AccessRole::Admin && self.admins() == 1 {
+            return Err(last_admin(principal, &format!("given the role {role}")));
+        }
+        if previous.is_none() && self.roles.len() >= ROLES_MAX {
+            return Err(Rejection::limit("principals with a role", ROLES_MAX));
+        }
+        self.roles.insert(principal.to_string(), role);
+        Ok(Outcome::RoleGranted {
+            principal: principal.to_string(),
+            role,
+            previous,
+        })
+    }
+
+    fn revoke_role(&mut self, principal: &str) -> Result<Outcome, Rejection> {
+        crate::access::validate_principal("principal", principal)?;
+        let Some(role) = self.roles.get(principal).copied() else {
+            return Err(Rejection::not_found("role of principal", principal));
+        };
+        if role == AccessRole::Admin && self.admins() == 1 {
+            return Err(last_admin(principal, "revoked"));
+        }
+        self.roles.remove(principal);
+        Ok(Outcome::RoleRevoked {
+            principal: principal.to_string(),
+            role,
+        })
+    }
+
+    fn bootstrap_admin(&mut self, principal: &str) -> Result<Outcome, Rejection> {
+        crate::access::validate_principal("principal", principal)?;
+        if let Some((admin, _)) = self
+            .roles
+            .iter()
+            .find(|(_, role)| **role == AccessRole::Admin)
+        {
+            return Err(Rejection::FailedPrecondition {
+                reason: format!(
+                    "the cluster already has an administrator ({admin:?}); a bootstrap admin \
+                     is taken only while it has none"
+                ),
+            });
+        }
+        self.grant_role(principal, AccessRole::Admin)
+    }
+}
+
+/// The refusal that keeps the cluster from losing its last administrator.
+fn last_admin(principal: &str, what: &str) -> Rejection {
+    Rejection::FailedPrecondition {
+        reason: format!(
+            "{principal:?} is the only admin and cannot be {what}: grant admin to another \
+             principal first, so the cluster keeps one"
+        ),
     }
 }

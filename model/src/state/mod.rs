@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::access::AccessRole;
 use crate::alarm::{Alarm, AlarmKind};
 use crate::error::HistoryTruncated;
 use crate::identity::{Identity, Mac, Wwn};
 use crate::index::IdentityIndex;
-use crate::limits::{EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX};
+use crate::limits::{EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX, ROLES_MAX};
 use crate::member::Member;
 use crate::placement::Placement;
 use crate::pool::{Pool, PoolUsage};
@@ -32,6 +33,9 @@ pub struct Event {
     /// The `traceparent` of the request that made the change, if it was traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Whom the actor said it acted for, if it said (see `Request::on_behalf_of`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +88,15 @@ pub enum Change {
     AlarmsDisarmed {
         alarms: Vec<Alarm>,
     },
+    /// `principal` was given `role` (replacing any role it had).
+    RoleGranted {
+        principal: String,
+        role: AccessRole,
+    },
+    /// `principal` lost its role.
+    RoleRevoked {
+        principal: String,
+    },
 }
 
 /// Everything the cluster agrees on. Changed only by `apply`, so every replica that applies the
@@ -113,6 +126,8 @@ pub struct State {
     removed_ids: BTreeSet<u64>,
     /// Raised alarms, by member and kind.
     alarms: BTreeMap<(String, AlarmKind), Alarm>,
+    /// Each principal's access role (`access`): who may do what on the public API.
+    roles: BTreeMap<String, AccessRole>,
     /// The newest changes, oldest first, at most `EVENT_HISTORY_MAX`.
     events: VecDeque<Event>,
     /// The lowest `from` that `events_since` can serve in full: one past the newest dropped event.
@@ -136,6 +151,26 @@ impl State {
         self.removed_ids.clear();
         self.revoked.clear();
         self
+    }
+
+    /// The role `principal` holds, if any.
+    pub fn role_of(&self, principal: &str) -> Option<AccessRole> {
+        self.roles.get(principal).copied()
+    }
+
+    /// Every principal with its role, in principal order.
+    pub fn roles(&self) -> impl Iterator<Item = (&String, AccessRole)> {
+        self.roles
+            .iter()
+            .map(|(principal, role)| (principal, *role))
+    }
+
+    /// How many principals hold the admin role.
+    pub fn admins(&self) -> usize {
+        self.roles
+            .values()
+            .filter(|role| **role == AccessRole::Admin)
+            .count()
     }
 
     /// Raised alarms, by member then kind.
@@ -335,6 +370,11 @@ impl State {
             crate::limits::REMOVED_IDS_MAX,
         )?;
         over("alarms", self.alarms.len(), MEMBERS_MAX)?;
+        over("principals with a role", self.roles.len(), ROLES_MAX)?;
+        for principal in self.roles.keys() {
+            crate::access::validate_principal("principal", principal)
+                .map_err(|rejection| format!("role map: {rejection}"))?;
+        }
         for ((member, kind), alarm) in &self.alarms {
             if &alarm.member != member || alarm.kind != *kind {
                 return Err(format!(
@@ -455,6 +495,8 @@ struct SnapshotRef<'a> {
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     removed_ids: &'a BTreeSet<u64>,
     alarms: Vec<&'a Alarm>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    roles: &'a BTreeMap<String, AccessRole>,
     events: &'a VecDeque<Event>,
 }
 
@@ -483,6 +525,9 @@ struct Snapshot {
     /// Absent in snapshots written before alarms existed: none raised.
     #[serde(default)]
     alarms: Vec<Alarm>,
+    /// Absent in snapshots written before roles existed, or holding no role: none granted.
+    #[serde(default)]
+    roles: BTreeMap<String, AccessRole>,
     events: VecDeque<Event>,
 }
 
@@ -502,6 +547,7 @@ impl Serialize for State {
             settled_membership: self.settled_membership,
             removed_ids: &self.removed_ids,
             alarms: self.alarms.values().collect(),
+            roles: &self.roles,
             events: &self.events,
         }
         .serialize(serializer)
@@ -562,6 +608,7 @@ impl State {
                 |a| (a.member.clone(), a.kind),
                 |(member, kind)| format!("{kind} of {member:?}"),
             )?,
+            roles: snapshot.roles,
             events: snapshot.events,
             index: IdentityIndex::default(),
         };

@@ -10,6 +10,7 @@ fn revisions_must_increase_and_actors_are_bounded() {
         actor: "alice".into(),
         command: mac_pool("macs", 0, 3),
         trace: None,
+        on_behalf_of: None,
     };
     apply(&mut state, 5, &request).expect("fresh pool");
     let before = state.clone();
@@ -29,6 +30,7 @@ fn revisions_must_increase_and_actors_are_bounded() {
         actor: "x".repeat(1000),
         command: mac_pool("other", 10, 11),
         trace: None,
+        on_behalf_of: None,
     };
     assert!(matches!(
         apply(&mut state, 6, &long_actor),
@@ -94,6 +96,7 @@ fn history_is_bounded_and_says_when_it_is_truncated() {
             actor: "tester".into(),
             command: Command::PutMember(member(1, &format!("unit-{i}"))),
             trace: None,
+            on_behalf_of: None,
         };
         apply(&mut state, revision, &request).expect("member refresh");
     }
@@ -182,6 +185,7 @@ fn a_recovery_removes_the_lost_members_for_good_and_is_recorded_with_its_actor()
         actor: "alice".to_string(),
         command,
         trace: None,
+        on_behalf_of: None,
     };
     for (revision, (id, name)) in [(1, "unit-a"), (2, "unit-b"), (3, "witness")]
         .into_iter()

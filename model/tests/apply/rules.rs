@@ -349,6 +349,7 @@ fn profile_limit() {
         actor: "tester".into(),
         command: create(spec(&name, vec![], vec![])),
         trace: None,
+        on_behalf_of: None,
     };
     for i in 0..PROFILES_MAX {
         let revision = i as Revision + 1;

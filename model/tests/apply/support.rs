@@ -31,6 +31,7 @@ impl Cluster {
             actor: actor.to_owned(),
             command,
             trace: None,
+            on_behalf_of: None,
         };
         let result = apply(&mut self.state, revision, &request);
         match &result {

@@ -6,7 +6,7 @@ use vnet_proto::vnet::v1::cluster_service_server::ClusterService;
 
 use raft_store::PeerNode;
 
-use super::{consistency, name, optional_name, Api};
+use super::{consistency, name, optional_name, Api, Caller};
 use crate::convert::member::{role_from_wire, status_to_wire, to_wire};
 use crate::error::ApiError;
 use crate::peer::{LeaderReply, LeaderRequest};
@@ -41,6 +41,21 @@ fn membership_index(reply: LeaderReply) -> Result<u64, ApiError> {
         other => Err(ApiError::Internal {
             reason: format!("a membership change produced {other:?}"),
         }),
+    }
+}
+
+/// What a failover acts on, for the audit log: the profile, or the unit it moves profiles off,
+/// and where to.
+fn failover_target(request: &pb::FailoverRequest) -> String {
+    let what = if request.profile.is_empty() {
+        format!("unit {}", request.from_unit)
+    } else {
+        format!("profile {}", request.profile)
+    };
+    if request.to_unit.is_empty() {
+        what
+    } else {
+        format!("{what} to {}", request.to_unit)
     }
 }
 
@@ -86,16 +101,15 @@ impl Api {
     }
 }
 
-#[tonic::async_trait]
-impl ClusterService for Api {
-    type SaveSnapshotStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<pb::SaveSnapshotResponse, Status>> + Send>,
-    >;
+pub type SaveSnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SaveSnapshotResponse, Status>> + Send>>;
 
-    async fn save_snapshot(
+impl Api {
+    async fn save_snapshot_as(
         &self,
+        _caller: Caller,
         _request: Request<pb::SaveSnapshotRequest>,
-    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+    ) -> Result<Response<SaveSnapshotStream>, Status> {
         use pb::save_snapshot_response::Part;
         let (header, bytes) = self.backup().await?;
         tracing::info!(
@@ -114,8 +128,9 @@ impl ClusterService for Api {
         Ok(Response::new(Box::pin(tokio_stream::iter(parts))))
     }
 
-    async fn list_alarms(
+    async fn list_alarms_as(
         &self,
+        _caller: Caller,
         request: Request<pb::ListAlarmsRequest>,
     ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
         let consistency = consistency("consistency", request.get_ref().consistency)?;
@@ -132,11 +147,11 @@ impl ClusterService for Api {
         Ok(Response::new(pb::ListAlarmsResponse { alarms, revision }))
     }
 
-    async fn disarm_alarm(
+    async fn disarm_alarm_as(
         &self,
+        caller: Caller,
         request: Request<pb::DisarmAlarmRequest>,
     ) -> Result<Response<pb::DisarmAlarmResponse>, Status> {
-        let actor = super::actor(&request)?;
         let request = request.into_inner();
         optional_name("member", &request.member)?;
         let kind = crate::convert::alarm::kind_from_wire("kind", request.kind)?;
@@ -144,7 +159,7 @@ impl ClusterService for Api {
             member: (!request.member.is_empty()).then_some(request.member),
             kind,
         };
-        match self.node.write(&actor, command).await? {
+        match self.node.write_by(caller.by(), command).await? {
             (vnet_model::Outcome::AlarmsDisarmed { alarms }, revision) => {
                 Ok(Response::new(pb::DisarmAlarmResponse {
                     disarmed: alarms.iter().map(crate::convert::alarm::to_wire).collect(),
@@ -158,8 +173,9 @@ impl ClusterService for Api {
         }
     }
 
-    async fn get_cluster_status(
+    async fn get_cluster_status_as(
         &self,
+        _caller: Caller,
         request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
         let consistency = consistency("consistency", request.get_ref().consistency)?;
@@ -167,8 +183,9 @@ impl ClusterService for Api {
         Ok(Response::new(status_to_wire(&status)))
     }
 
-    async fn add_member(
+    async fn add_member_as(
         &self,
+        caller: Caller,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let request = request.into_inner();
@@ -188,6 +205,7 @@ impl ClusterService for Api {
                 },
                 api_addr: request.api_addr,
                 role,
+                by: Some(caller.by()),
             })
             .await?;
         let revision = membership_index(reply)?;
@@ -197,8 +215,9 @@ impl ClusterService for Api {
         }))
     }
 
-    async fn promote_member(
+    async fn promote_member_as(
         &self,
+        _caller: Caller,
         request: Request<pb::PromoteMemberRequest>,
     ) -> Result<Response<pb::PromoteMemberResponse>, Status> {
         let id = request.into_inner().id;
@@ -210,29 +229,36 @@ impl ClusterService for Api {
         }))
     }
 
-    async fn remove_member(
+    async fn remove_member_as(
         &self,
+        caller: Caller,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
         let id = request.into_inner().id;
-        let reply = self.node.execute(LeaderRequest::Remove { id }).await?;
+        let reply = self
+            .node
+            .execute(LeaderRequest::Remove {
+                id,
+                by: Some(caller.by()),
+            })
+            .await?;
         Ok(Response::new(pb::RemoveMemberResponse {
             revision: membership_index(reply)?,
         }))
     }
 
-    async fn drain(
+    async fn drain_as(
         &self,
+        caller: Caller,
         request: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
-        let actor = super::actor(&request)?;
         let unit = request.into_inner().unit;
         name("unit", &unit)?;
         let command = vnet_model::Command::SetDrain {
             unit: unit.clone(),
             draining: true,
         };
-        let (_, revision) = self.node.write(&actor, command).await?;
+        let (_, revision) = self.node.write_by(caller.by(), command).await?;
         let profiles = self.node.view().read(|a| {
             a.state
                 .placements()
@@ -243,23 +269,24 @@ impl ClusterService for Api {
         Ok(Response::new(pb::DrainResponse { revision, profiles }))
     }
 
-    async fn undrain(
+    async fn undrain_as(
         &self,
+        caller: Caller,
         request: Request<pb::UndrainRequest>,
     ) -> Result<Response<pb::UndrainResponse>, Status> {
-        let actor = super::actor(&request)?;
         let unit = request.into_inner().unit;
         name("unit", &unit)?;
         let command = vnet_model::Command::SetDrain {
             unit,
             draining: false,
         };
-        let (_, revision) = self.node.write(&actor, command).await?;
+        let (_, revision) = self.node.write_by(caller.by(), command).await?;
         Ok(Response::new(pb::UndrainResponse { revision }))
     }
 
-    async fn failover(
+    async fn failover_as(
         &self,
+        caller: Caller,
         request: Request<pb::FailoverRequest>,
     ) -> Result<Response<pb::FailoverResponse>, Status> {
         let request = request.into_inner();
@@ -273,6 +300,7 @@ impl ClusterService for Api {
                 profile: non_empty(request.profile),
                 from: non_empty(request.from_unit),
                 to: non_empty(request.to_unit),
+                by: Some(caller.by()),
             })
             .await?;
         match reply {
@@ -286,8 +314,9 @@ impl ClusterService for Api {
         }
     }
 
-    async fn transfer_leader(
+    async fn transfer_leader_as(
         &self,
+        _caller: Caller,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let to = request.into_inner().to_id;
@@ -307,5 +336,139 @@ impl ClusterService for Api {
             }
             .into()),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Api {
+    type SaveSnapshotStream = SaveSnapshotStream;
+    async fn save_snapshot(
+        &self,
+        request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        self.guarded(
+            request,
+            |_| String::new(),
+            |caller, request| self.save_snapshot_as(caller, request),
+        )
+        .await
+    }
+
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        self.guarded(
+            request,
+            |_| String::new(),
+            |caller, request| self.list_alarms_as(caller, request),
+        )
+        .await
+    }
+
+    async fn disarm_alarm(
+        &self,
+        request: Request<pb::DisarmAlarmRequest>,
+    ) -> Result<Response<pb::DisarmAlarmResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.member.clone(),
+            |caller, request| self.disarm_alarm_as(caller, request),
+        )
+        .await
+    }
+
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        self.guarded(
+            request,
+            |_| String::new(),
+            |caller, request| self.get_cluster_status_as(caller, request),
+        )
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        self.guarded(
+            request,
+            |r| format!("member {} {}", r.id, r.name),
+            |caller, request| self.add_member_as(caller, request),
+        )
+        .await
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<pb::PromoteMemberRequest>,
+    ) -> Result<Response<pb::PromoteMemberResponse>, Status> {
+        self.guarded(
+            request,
+            |r| format!("member {}", r.id),
+            |caller, request| self.promote_member_as(caller, request),
+        )
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        self.guarded(
+            request,
+            |r| format!("member {}", r.id),
+            |caller, request| self.remove_member_as(caller, request),
+        )
+        .await
+    }
+
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.unit.clone(),
+            |caller, request| self.drain_as(caller, request),
+        )
+        .await
+    }
+
+    async fn undrain(
+        &self,
+        request: Request<pb::UndrainRequest>,
+    ) -> Result<Response<pb::UndrainResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.unit.clone(),
+            |caller, request| self.undrain_as(caller, request),
+        )
+        .await
+    }
+
+    async fn failover(
+        &self,
+        request: Request<pb::FailoverRequest>,
+    ) -> Result<Response<pb::FailoverResponse>, Status> {
+        self.guarded(request, failover_target, |caller, request| {
+            self.failover_as(caller, request)
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.guarded(
+            request,
+            |r| format!("member {}", r.to_id),
+            |caller, request| self.transfer_leader_as(caller, request),
+        )
+        .await
     }
 }

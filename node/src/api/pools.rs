@@ -5,23 +5,25 @@ use vnet_model::{Command, Outcome, Rejection};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::pool_service_server::PoolService;
 
-use super::{actor, consistency, name, optional_name, Api};
+use super::{consistency, name, optional_name, Api, Caller};
 use crate::convert::pool::{spec_from_wire, to_wire, usage_to_wire};
 use crate::error::ApiError;
 
-#[tonic::async_trait]
-impl PoolService for Api {
-    async fn create_pool(
+impl Api {
+    async fn create_pool_as(
         &self,
+        caller: Caller,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::CreatePoolResponse>, Status> {
-        let actor = actor(&request)?;
         let pool = request
             .into_inner()
             .pool
             .ok_or_else(|| ApiError::invalid("pool", "<absent>", "is required"))?;
         let spec = spec_from_wire(pool)?;
-        let (outcome, _) = self.node.write(&actor, Command::CreatePool(spec)).await?;
+        let (outcome, _) = self
+            .node
+            .write_by(caller.by(), Command::CreatePool(spec))
+            .await?;
         let Outcome::Pool(pool) = outcome else {
             return Err(ApiError::Internal {
                 reason: format!("creating a pool produced {outcome:?}"),
@@ -33,8 +35,9 @@ impl PoolService for Api {
         }))
     }
 
-    async fn list_pools(
+    async fn list_pools_as(
         &self,
+        _caller: Caller,
         request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let consistency = consistency("consistency", request.get_ref().consistency)?;
@@ -48,8 +51,9 @@ impl PoolService for Api {
         Ok(Response::new(pb::ListPoolsResponse { pools, revision }))
     }
 
-    async fn get_pool_usage(
+    async fn get_pool_usage_as(
         &self,
+        _caller: Caller,
         request: Request<pb::GetPoolUsageRequest>,
     ) -> Result<Response<pb::GetPoolUsageResponse>, Status> {
         let request = request.into_inner();
@@ -76,11 +80,11 @@ impl PoolService for Api {
         }))
     }
 
-    async fn delete_pool(
+    async fn delete_pool_as(
         &self,
+        caller: Caller,
         request: Request<pb::DeletePoolRequest>,
     ) -> Result<Response<pb::DeletePoolResponse>, Status> {
-        let actor = actor(&request)?;
         let request = request.into_inner();
         name("name", &request.name)?;
         if request.expected_revision != 0 {
@@ -102,8 +106,59 @@ impl PoolService for Api {
         }
         let (_, revision) = self
             .node
-            .write(&actor, Command::DeletePool { name: request.name })
+            .write_by(caller.by(), Command::DeletePool { name: request.name })
             .await?;
         Ok(Response::new(pb::DeletePoolResponse { revision }))
+    }
+}
+
+#[tonic::async_trait]
+impl PoolService for Api {
+    async fn create_pool(
+        &self,
+        request: Request<pb::CreatePoolRequest>,
+    ) -> Result<Response<pb::CreatePoolResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.pool.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            |caller, request| self.create_pool_as(caller, request),
+        )
+        .await
+    }
+
+    async fn list_pools(
+        &self,
+        request: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        self.guarded(
+            request,
+            |_| String::new(),
+            |caller, request| self.list_pools_as(caller, request),
+        )
+        .await
+    }
+
+    async fn get_pool_usage(
+        &self,
+        request: Request<pb::GetPoolUsageRequest>,
+    ) -> Result<Response<pb::GetPoolUsageResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.name.clone(),
+            |caller, request| self.get_pool_usage_as(caller, request),
+        )
+        .await
+    }
+
+    async fn delete_pool(
+        &self,
+        request: Request<pb::DeletePoolRequest>,
+    ) -> Result<Response<pb::DeletePoolResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.name.clone(),
+            |caller, request| self.delete_pool_as(caller, request),
+        )
+        .await
     }
 }

@@ -5,7 +5,7 @@ use vnet_model::{Command, Outcome};
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::profile_service_server::ProfileService;
 
-use super::{actor, consistency, name, optional_name, Api};
+use super::{consistency, name, optional_name, Api, Caller};
 use crate::convert::profile::{spec_from_wire, to_wire};
 use crate::error::ApiError;
 
@@ -33,25 +33,25 @@ fn expected(revision: u64) -> Option<u64> {
     (revision != 0).then_some(revision)
 }
 
-#[tonic::async_trait]
-impl ProfileService for Api {
-    async fn create_profile(
+impl Api {
+    async fn create_profile_as(
         &self,
+        caller: Caller,
         request: Request<pb::CreateProfileRequest>,
     ) -> Result<Response<pb::CreateProfileResponse>, Status> {
-        let actor = actor(&request)?;
         let spec = spec_from_wire(required_profile(request.into_inner().profile)?)?;
         let (outcome, _) = self
             .node
-            .write(&actor, Command::CreateProfile(spec))
+            .write_by(caller.by(), Command::CreateProfile(spec))
             .await?;
         Ok(Response::new(pb::CreateProfileResponse {
             profile: Some(outcome_profile(outcome)?),
         }))
     }
 
-    async fn get_profile(
+    async fn get_profile_as(
         &self,
+        _caller: Caller,
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
         let request = request.into_inner();
@@ -76,8 +76,9 @@ impl ProfileService for Api {
         }))
     }
 
-    async fn list_profiles(
+    async fn list_profiles_as(
         &self,
+        _caller: Caller,
         request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let request = request.into_inner();
@@ -132,36 +133,109 @@ impl ProfileService for Api {
         }))
     }
 
-    async fn update_profile(
+    async fn update_profile_as(
         &self,
+        caller: Caller,
         request: Request<pb::UpdateProfileRequest>,
     ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
-        let actor = actor(&request)?;
         let request = request.into_inner();
         let spec = spec_from_wire(required_profile(request.profile)?)?;
         let command = Command::UpdateProfile {
             spec,
             expected_revision: expected(request.expected_revision),
         };
-        let (outcome, _) = self.node.write(&actor, command).await?;
+        let (outcome, _) = self.node.write_by(caller.by(), command).await?;
         Ok(Response::new(pb::UpdateProfileResponse {
             profile: Some(outcome_profile(outcome)?),
         }))
     }
 
-    async fn delete_profile(
+    async fn delete_profile_as(
         &self,
+        caller: Caller,
         request: Request<pb::DeleteProfileRequest>,
     ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
-        let actor = actor(&request)?;
         let request = request.into_inner();
         name("name", &request.name)?;
         let command = Command::DeleteProfile {
             name: request.name,
             expected_revision: expected(request.expected_revision),
         };
-        let (_, revision) = self.node.write(&actor, command).await?;
+        let (_, revision) = self.node.write_by(caller.by(), command).await?;
         Ok(Response::new(pb::DeleteProfileResponse { revision }))
+    }
+}
+
+#[tonic::async_trait]
+impl ProfileService for Api {
+    async fn create_profile(
+        &self,
+        request: Request<pb::CreateProfileRequest>,
+    ) -> Result<Response<pb::CreateProfileResponse>, Status> {
+        self.guarded(
+            request,
+            |r| {
+                r.profile
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default()
+            },
+            |caller, request| self.create_profile_as(caller, request),
+        )
+        .await
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.name.clone(),
+            |caller, request| self.get_profile_as(caller, request),
+        )
+        .await
+    }
+
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        self.guarded(
+            request,
+            |_| String::new(),
+            |caller, request| self.list_profiles_as(caller, request),
+        )
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        self.guarded(
+            request,
+            |r| {
+                r.profile
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default()
+            },
+            |caller, request| self.update_profile_as(caller, request),
+        )
+        .await
+    }
+
+    async fn delete_profile(
+        &self,
+        request: Request<pb::DeleteProfileRequest>,
+    ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
+        self.guarded(
+            request,
+            |r| r.name.clone(),
+            |caller, request| self.delete_profile_as(caller, request),
+        )
+        .await
     }
 }
 

@@ -23,7 +23,7 @@ use vnet_model::HistoryTruncated;
 use vnet_proto::vnet::v1 as pb;
 use vnet_proto::vnet::v1::watch_service_server::WatchService;
 
-use super::Api;
+use super::{Api, Caller};
 use crate::connections::RateLimitedLog;
 use crate::convert::event::to_wire;
 use crate::shutdown::ShutdownSignal;
@@ -50,14 +50,14 @@ struct Bounds {
     stall: Duration,
 }
 
-#[tonic::async_trait]
-impl WatchService for Api {
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
-    async fn watch(
+impl Api {
+    async fn watch_as(
         &self,
+        _caller: Caller,
         request: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<WatchStream>, Status> {
         let limits = &self.node.config().limits;
         // The slot is held by the stream the server sends from, so a stream that was cut off but
         // whose client has not yet read its buffered events still counts (and so does its memory).
@@ -107,6 +107,22 @@ impl WatchService for Api {
             just_sent: false,
             _slot: slot,
         })))
+    }
+}
+
+#[tonic::async_trait]
+impl WatchService for Api {
+    type WatchStream = WatchStream;
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.guarded(
+            request,
+            |_| String::new(),
+            |caller, request| self.watch_as(caller, request),
+        )
+        .await
     }
 }
 

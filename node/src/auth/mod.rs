@@ -9,10 +9,18 @@
 //! `UNAUTHENTICATED`: no connection of a vnetd server is without one, so this means a server was
 //! put together without the layer, and refusing is the safe answer.
 //!
+//! What follows from the principal: [`roles`] (may it make this call; what actor it writes as),
+//! [`audit`] (the record of the call) and [`edge`] (the called method beside it, and the
+//! test-only principal source).
+//!
 //! How a principal is named (ARCHITECTURE.md, "Security"):
 //! - a client certificate: [`Principal::Client`] with the certificate's subject Common Name;
 //! - a node certificate (a SAN URI `vnet://node/<id>`): [`Principal::Node`] with that id;
 //! - a plaintext connection, served only with `--insecure` or on loopback: [`Principal::Insecure`].
+
+pub mod audit;
+pub mod edge;
+pub mod roles;
 
 use std::task::{Context, Poll};
 

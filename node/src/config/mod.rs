@@ -250,6 +250,22 @@ pub struct Args {
     #[arg(long, env = "VNET_QUOTA_BYTES", value_name = "BYTES")]
     pub quota_bytes: Option<u64>,
 
+    /// The principal (a client certificate's identity) made the cluster's first admin, once: while
+    /// the replicated role map has no admin, this node proposes it (ARCHITECTURE.md, "Roles and
+    /// audit"). Give it on the founding members; once any admin exists it is ignored.
+    #[arg(long, env = "VNET_BOOTSTRAP_ADMIN", value_name = "PRINCIPAL")]
+    pub bootstrap_admin: Option<String>,
+
+    /// Bytes of one audit log file (under --data-dir/audit) before it is rotated.
+    /// [default: 16777216]
+    #[arg(long, env = "VNET_AUDIT_FILE_BYTES_MAX", value_name = "BYTES")]
+    pub audit_file_bytes_max: Option<u64>,
+
+    /// Audit log files kept, the current one included; the oldest is deleted at rotation.
+    /// [default: 8]
+    #[arg(long, env = "VNET_AUDIT_FILES_KEPT", value_name = "N")]
+    pub audit_files_kept: Option<u32>,
+
     /// Log filter, e.g. `info` or `vnet_node=debug,openraft=warn`. [default: info]
     #[arg(long, env = "VNET_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -351,6 +367,10 @@ pub struct Config {
     pub limits: ServerLimits,
     /// The store's disk quota (see `quota`).
     pub quota_bytes: u64,
+    /// The principal this node makes the first admin while the cluster has none.
+    pub bootstrap_admin: Option<String>,
+    /// Where the audit log goes and how much of it is kept (`auth::audit`).
+    pub audit: crate::auth::audit::AuditConfig,
     pub log_level: String,
     pub log_format: LogFormat,
     /// The OTLP/gRPC collector to export traces to; `None`: no traces.
@@ -449,6 +469,9 @@ impl Args {
             watch_buffer_events: self.watch_buffer_events.or(file.watch_buffer_events),
             watch_stall_timeout_ms: self.watch_stall_timeout_ms.or(file.watch_stall_timeout_ms),
             quota_bytes: self.quota_bytes.or(file.quota_bytes),
+            bootstrap_admin: self.bootstrap_admin.or(file.bootstrap_admin),
+            audit_file_bytes_max: self.audit_file_bytes_max.or(file.audit_file_bytes_max),
+            audit_files_kept: self.audit_files_kept.or(file.audit_files_kept),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
         }
@@ -630,6 +653,23 @@ impl Args {
                 format!("must be at least {QUOTA_BYTES_MIN}: a fresh store takes about that much"),
             ));
         }
+        if let Some(principal) = &self.bootstrap_admin {
+            vnet_model::access::validate_principal("bootstrap_admin", principal).map_err(
+                |rejection| invalid("bootstrap_admin", principal.clone(), rejection.to_string()),
+            )?;
+        }
+        let audit = crate::auth::audit::AuditConfig {
+            dir: data_dir.join(crate::auth::audit::AUDIT_DIR),
+            file_bytes_max: self
+                .audit_file_bytes_max
+                .unwrap_or(crate::auth::audit::DEFAULT_FILE_BYTES_MAX),
+            files_kept: self
+                .audit_files_kept
+                .unwrap_or(crate::auth::audit::DEFAULT_FILES_KEPT),
+        };
+        audit
+            .validate()
+            .map_err(|(key, value, reason)| invalid(key, value, reason))?;
         Ok(Config {
             id,
             name,
@@ -650,6 +690,8 @@ impl Args {
             request_timeout_ms,
             limits,
             quota_bytes,
+            bootstrap_admin: self.bootstrap_admin,
+            audit,
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             otlp_endpoint: self.otlp_endpoint,
@@ -834,6 +876,27 @@ mod tests {
                     ..base()
                 },
                 "quota_bytes",
+            ),
+            (
+                Args {
+                    bootstrap_admin: Some("system/root".into()),
+                    ..base()
+                },
+                "bootstrap_admin",
+            ),
+            (
+                Args {
+                    audit_file_bytes_max: Some(1),
+                    ..base()
+                },
+                "audit_file_bytes_max",
+            ),
+            (
+                Args {
+                    audit_files_kept: Some(0),
+                    ..base()
+                },
+                "audit_files_kept",
             ),
         ];
         for (args, key) in cases {

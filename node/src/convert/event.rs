@@ -40,6 +40,10 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
         Change::AlarmsDisarmed { alarms } => Wire::AlarmsDisarmed(pb::AlarmsDisarmed {
             alarms: alarms.iter().map(super::alarm::to_wire).collect(),
         }),
+        Change::RoleGranted { principal, role } => {
+            Wire::RoleGranted(super::access::binding_to_wire(principal, *role))
+        }
+        Change::RoleRevoked { principal } => Wire::RoleRevoked(principal.clone()),
         Change::FailedOver { placements, .. } => Wire::Placements(pb::PlacementChanges {
             placements: placements
                 .iter()
@@ -50,6 +54,7 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
     pb::WatchEvent {
         revision: event.revision,
         actor: event.actor.clone(),
+        on_behalf_of: event.on_behalf_of.clone().unwrap_or_default(),
         change: Some(change),
     }
 }
@@ -125,6 +130,7 @@ mod tests {
                     actor: "alice".into(),
                     change,
                     trace: None,
+                    on_behalf_of: None,
                 })
             })
             .collect();

@@ -2,6 +2,7 @@
 //! per type. Only this layer knows both; each conversion from the wire validates and names the
 //! field at fault (as `profile.vnics[1].mac`), and each is round-trip tested.
 
+pub mod access;
 pub mod alarm;
 pub mod event;
 pub mod member;

@@ -441,10 +441,27 @@ impl Node {
         actor: &str,
         command: Command,
     ) -> Result<u64, ApiError> {
+        self.write_as_leader_by(
+            crate::peer::By {
+                actor: actor.to_string(),
+                on_behalf_of: None,
+            },
+            command,
+        )
+        .await
+    }
+
+    /// [`Node::write_as_leader`] for a request made by `by`.
+    pub(super) async fn write_as_leader_by(
+        &self,
+        by: crate::peer::By,
+        command: Command,
+    ) -> Result<u64, ApiError> {
         let request = Request {
-            actor: actor.to_string(),
+            actor: by.actor,
             command,
             trace: None,
+            on_behalf_of: by.on_behalf_of,
         };
         match self
             .execute_as_leader(LeaderRequest::Write(request))
@@ -462,6 +479,7 @@ impl Node {
         profile: Option<String>,
         from: Option<String>,
         to: Option<String>,
+        by: Option<crate::peer::By>,
     ) -> LeaderResult {
         self.require_leader()?;
         let controller = self.controller();
@@ -496,8 +514,14 @@ impl Node {
                 profiles,
             });
         }
+        // The move is the operator's: its event names them (a request from a node older than
+        // roles names no one, and is written as the system's, as it was).
+        let by = by.unwrap_or_else(|| crate::peer::By {
+            actor: "system/failover".to_string(),
+            on_behalf_of: None,
+        });
         let revision = self
-            .write_as_leader("system/failover", Command::Place { changes })
+            .write_as_leader_by(by, Command::Place { changes })
             .await?;
         Ok(LeaderReply::FailoverStarted { revision, profiles })
     }

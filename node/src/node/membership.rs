@@ -4,12 +4,21 @@
 use super::*;
 
 impl Node {
+    /// This node acting as itself.
+    fn system_by(&self) -> crate::peer::By {
+        crate::peer::By {
+            actor: format!("vnetd/{}", self.config().name),
+            on_behalf_of: None,
+        }
+    }
+
     pub(super) async fn add_learner(
         &self,
         id: NodeId,
         node: PeerNode,
         api_addr: String,
         role: Role,
+        by: Option<crate::peer::By>,
     ) -> LeaderResult {
         let metrics = self.require_leader()?;
         if let Some(existing) = metrics.membership_config.membership().get_node(&id) {
@@ -97,10 +106,14 @@ impl Node {
         .map_err(client_write_error)?;
         // Record what the caller told us, so status shows the role at once; the member refreshes
         // its own record (cabling, capacity) when it starts.
+        // The record is the caller's change: its event names them (the system's, for a request
+        // from a node older than roles).
+        let by = by.unwrap_or_else(|| self.system_by());
         let request = Request {
-            actor: format!("vnetd/{}", self.config().name),
+            actor: by.actor,
             command: Command::PutMember(member),
             trace: None,
+            on_behalf_of: by.on_behalf_of,
         };
         match Box::pin(self.execute_as_leader(LeaderRequest::Write(request))).await {
             Ok(_) => {}
@@ -160,7 +173,7 @@ impl Node {
         Ok(())
     }
 
-    pub(super) async fn remove(&self, id: NodeId) -> LeaderResult {
+    pub(super) async fn remove(&self, id: NodeId, by: Option<crate::peer::By>) -> LeaderResult {
         let metrics = self.require_leader()?;
         let membership = metrics.membership_config.membership();
         if membership.get_node(&id).is_none() {
@@ -187,10 +200,12 @@ impl Node {
         })?
         .map_err(client_write_error)?;
         if self.view().read(|a| a.state.member(id).is_some()) {
+            let by = by.unwrap_or_else(|| self.system_by());
             let request = Request {
-                actor: format!("vnetd/{}", self.config().name),
+                actor: by.actor,
                 command: Command::RemoveMember { id },
                 trace: None,
+                on_behalf_of: by.on_behalf_of,
             };
             // Removing ourselves makes us step down; the record is then removed by a later
             // leader's view of the world only if someone asks. Log, don't fail: the membership

@@ -35,10 +35,12 @@ use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
 use crate::policy::Policy;
 
+mod access;
 mod leases;
 mod membership;
 mod status;
 
+pub use access::BOOTSTRAP_ACTOR;
 pub use leases::{
     voter_sets, LeaseView, LEASE_REPORT_FRESH_MS, LEASE_REPORT_TIMEOUT_MS,
     PLACEMENT_CHANGES_PER_PASS_MAX, PLACEMENT_TICK_MS,
@@ -321,6 +323,26 @@ impl Node {
             actor: actor.to_string(),
             command,
             trace: None,
+            on_behalf_of: None,
+        };
+        match self.execute(LeaderRequest::Write(request)).await? {
+            LeaderReply::Applied { outcome, revision } => Ok((outcome, revision)),
+            other => Err(unexpected_reply("write", &other)),
+        }
+    }
+
+    /// [`Node::write`] for a client: the actor is the authenticated principal, with the client's
+    /// "on behalf of" note beside it.
+    pub async fn write_by(
+        &self,
+        by: crate::peer::By,
+        command: Command,
+    ) -> Result<(Outcome, u64), ApiError> {
+        let request = Request {
+            actor: by.actor,
+            command,
+            trace: None,
+            on_behalf_of: by.on_behalf_of,
         };
         match self.execute(LeaderRequest::Write(request)).await? {
             LeaderReply::Applied { outcome, revision } => Ok((outcome, revision)),
@@ -339,6 +361,7 @@ impl Node {
             actor: actor.to_string(),
             command,
             trace: None,
+            on_behalf_of: None,
         };
         match self
             .execute_within(LeaderRequest::Write(request), budget)
@@ -590,17 +613,21 @@ impl Node {
                 node,
                 api_addr,
                 role,
-            } => self.add_learner(id, node, api_addr, role).await,
+                by,
+            } => self.add_learner(id, node, api_addr, role, by).await,
             LeaderRequest::Promote { id } => self.promote(id).await,
-            LeaderRequest::Remove { id } => self.remove(id).await,
+            LeaderRequest::Remove { id, by } => self.remove(id, by).await,
             LeaderRequest::TransferLeader { to } => self.transfer_leader(to).await,
             LeaderRequest::Status => {
                 self.require_leader()?;
                 Ok(LeaderReply::Status(Box::new(self.local_status())))
             }
-            LeaderRequest::Failover { profile, from, to } => {
-                Box::pin(self.planned_failover(profile, from, to)).await
-            }
+            LeaderRequest::Failover {
+                profile,
+                from,
+                to,
+                by,
+            } => Box::pin(self.planned_failover(profile, from, to, by)).await,
         }
     }
 

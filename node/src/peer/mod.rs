@@ -94,6 +94,17 @@ pub fn check_entry_size(request: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Who a leader request is made by: the actor the edge authenticated (ARCHITECTURE.md, "Roles
+/// and audit") and the client's "on behalf of" note. A leader trusts it because only an
+/// authenticated member can forward; absent from requests of nodes older than roles, and then
+/// the leader writes as the system, as they did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct By {
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
 /// What a follower asks of the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaderRequest {
@@ -108,11 +119,17 @@ pub enum LeaderRequest {
         node: PeerNode,
         api_addr: String,
         role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<By>,
     },
     /// Make a caught-up learner a voter.
     Promote { id: NodeId },
     /// Remove a node from the Raft membership and from the member records.
-    Remove { id: NodeId },
+    Remove {
+        id: NodeId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<By>,
+    },
     /// Hand leadership to `to`.
     TransferLeader { to: NodeId },
     /// The cluster as the leader sees it (replication progress, last contact).
@@ -123,6 +140,8 @@ pub enum LeaderRequest {
         profile: Option<String>,
         from: Option<String>,
         to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<By>,
     },
 }
 

@@ -37,6 +37,10 @@ pub struct TestNode {
     pub initial_cluster: String,
     /// `--snapshot-every`, when a test wants snapshots sooner than the default.
     pub snapshot_every: Option<u64>,
+    /// Where the public calls' principals come from (`vnet_node::auth::edge`).
+    pub principals: vnet_node::auth::edge::PrincipalSource,
+    /// `--bootstrap-admin`.
+    pub bootstrap_admin: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -97,6 +101,7 @@ async fn bind() -> (TcpListener, SocketAddr) {
 fn args(node: &TestNode) -> Args {
     Args {
         snapshot_every: node.snapshot_every,
+        bootstrap_admin: node.bootstrap_admin.clone(),
         id: Some(node.id),
         name: Some(node.name.clone()),
         role: Some(if node.name == "witness" {
@@ -121,7 +126,12 @@ impl TestNode {
             let _ = stop_rx.await;
         };
         self.stop = Some(stop_tx);
-        self.task = Some(tokio::spawn(vnet_node::run(config, listeners, shutdown)));
+        self.task = Some(tokio::spawn(vnet_node::run_with(
+            config,
+            listeners,
+            shutdown,
+            self.principals.clone(),
+        )));
     }
 
     pub fn is_running(&self) -> bool {
@@ -207,6 +217,31 @@ impl TestCluster {
 
     /// As [`TestCluster::start`], building a snapshot every `snapshot_every` log entries.
     pub async fn start_with_snapshots(names: &[&str], snapshot_every: Option<u64>) -> Self {
+        Self::start_with_options(
+            names,
+            snapshot_every,
+            vnet_node::auth::edge::PrincipalSource::Transport,
+            None,
+        )
+        .await
+    }
+
+    /// As [`TestCluster::start`], with the public calls' principals from `principals` and
+    /// `bootstrap_admin` given to every node.
+    pub async fn start_with_principals(
+        names: &[&str],
+        principals: vnet_node::auth::edge::PrincipalSource,
+        bootstrap_admin: Option<&str>,
+    ) -> Self {
+        Self::start_with_options(names, None, principals, bootstrap_admin).await
+    }
+
+    async fn start_with_options(
+        names: &[&str],
+        snapshot_every: Option<u64>,
+        principals: vnet_node::auth::edge::PrincipalSource,
+        bootstrap_admin: Option<&str>,
+    ) -> Self {
         init_test_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut bound = Vec::new();
@@ -232,6 +267,8 @@ impl TestCluster {
                 data_dir: dir.path().join(name),
                 initial_cluster: initial_cluster.clone(),
                 snapshot_every,
+                principals: principals.clone(),
+                bootstrap_admin: bootstrap_admin.map(str::to_string),
                 stop: None,
                 task: None,
             };

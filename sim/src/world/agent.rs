@@ -254,6 +254,7 @@ impl World {
                     actor: format!("vnetd/{}", self.nodes[i].name),
                     command,
                     trace: None,
+                    on_behalf_of: None,
                 };
                 let timeout = self.config.lease_ttl_ns;
                 self.call(

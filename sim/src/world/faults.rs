@@ -76,6 +76,7 @@ impl World {
                         draining,
                     },
                     trace: None,
+                    on_behalf_of: None,
                 };
                 self.operator(Call::Write(request));
             }

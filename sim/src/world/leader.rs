@@ -95,6 +95,7 @@ impl World {
                             actor: "system/failover".into(),
                             command: Command::Place { changes },
                             trace: None,
+                            on_behalf_of: None,
                         };
                         self.propose(i, request, waiter)
                     }
@@ -297,6 +298,7 @@ impl World {
                 actor: "system/placement".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             };
             self.propose(i, request, Waiter::Controller);
             return;

@@ -330,10 +330,11 @@ enum Ev {
     /// A report request's answer did not come in time (node, life, ask id).
     ReportTimeout(usize, u64, u64),
     Watchdog(usize, u64),
+    /// Boxed: a message is the largest event by far, and most events are ticks.
     Deliver {
         from: usize,
         to: usize,
-        wire: Wire,
+        wire: Box<Wire>,
     },
     Fault(Fault),
 }
@@ -550,7 +551,7 @@ impl World {
                     s.tick(now);
                 });
             }
-            Ev::Deliver { from, to, wire } if self.nodes[to].up => self.deliver(from, to, wire),
+            Ev::Deliver { from, to, wire } if self.nodes[to].up => self.deliver(from, to, *wire),
             Ev::Fault(fault) => self.fault(fault),
             _ => {}
         }

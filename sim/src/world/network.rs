@@ -15,7 +15,14 @@ impl World {
         }
         let wire_ns = self.rng.range(50_000, MS);
         let delay = wire_ns + self.work_ns(&wire) + self.delay_ns[from] + self.delay_ns[to];
-        self.at(self.now + delay, Ev::Deliver { from, to, wire });
+        self.at(
+            self.now + delay,
+            Ev::Deliver {
+                from,
+                to,
+                wire: Box::new(wire),
+            },
+        );
     }
 
     /// Time before a message arrives beyond the wire: scheduling on a busy machine (mostly

@@ -102,6 +102,7 @@ fn genesis() -> Vec<Entry> {
                 actor: "sim/setup".into(),
                 command,
                 trace: None,
+                on_behalf_of: None,
             }),
         })
         .collect()
