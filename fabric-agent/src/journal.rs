@@ -51,7 +51,14 @@ pub enum ClearReason {
 pub enum Event {
     /// The switch process started with every port clear, like hardware after a reset.
     /// `instance` differs on every start.
-    Started { instance: String },
+    Started {
+        instance: String,
+        /// What presenting does on this switch, when it is more than recording: on
+        /// `--backend linux`, that vNICs are kernel interfaces and vHBAs simulated fabric
+        /// logins. Absent on the simulated switch (and in journals written before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_plane: Option<String>,
+    },
     /// A host port started presenting `functions`.
     Programmed {
         port: u8,
@@ -509,6 +516,7 @@ mod tests {
         vec![
             Event::Started {
                 instance: "1-100".into(),
+                data_plane: None,
             },
             programmed(
                 3,
@@ -603,6 +611,7 @@ mod tests {
                 6,
                 Event::Started {
                     instance: "2-200".into(),
+                    data_plane: None,
                 },
             )
             .unwrap();
@@ -700,6 +709,7 @@ mod tests {
                 5,
                 Event::Started {
                     instance: "x".into(),
+                    data_plane: None,
                 },
             )
             .unwrap();
@@ -728,6 +738,7 @@ mod tests {
                 10,
                 Event::Started {
                     instance: "i1".into(),
+                    data_plane: None,
                 },
             ),
             record(2, 20, programmed(1, "pa", vec![nic(a)])),
@@ -764,6 +775,7 @@ mod tests {
                 90,
                 Event::Started {
                     instance: "i2".into(),
+                    data_plane: None,
                 },
             ),
             record(10, 95, programmed(4, "pa", vec![nic(a)])),

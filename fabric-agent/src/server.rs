@@ -299,6 +299,11 @@ impl Shared {
         let mut core = self.lock();
         let event = Event::Started {
             instance: self.instance.clone(),
+            data_plane: self.data_plane.as_ref().map(|_| {
+                "linux: vNICs are kernel interfaces in the servers' namespaces; vHBAs are \
+                 simulated fabric logins (no kernel counterpart)"
+                    .to_owned()
+            }),
         };
         write_events(
             &mut core.journal,
@@ -417,8 +422,11 @@ fn log_record(record: &journal::Record) {
         Event::Cleared { port, reason } => {
             tracing::info!(seq = record.seq, port, ?reason, "cleared")
         }
-        Event::Started { instance } => {
-            tracing::info!(seq = record.seq, instance = %instance, "started")
+        Event::Started {
+            instance,
+            data_plane,
+        } => {
+            tracing::info!(seq = record.seq, instance = %instance, data_plane = ?data_plane, "started")
         }
         Event::MacAnnounced { .. } | Event::FabricLogin { .. } => {
             tracing::debug!(seq = record.seq, event = ?record.event, "announced")

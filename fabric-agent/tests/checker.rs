@@ -39,6 +39,7 @@ fn presentations_of(dir: &Path, switch: &str, events: Vec<(u64, Event)>) -> Vec<
 fn started() -> Event {
     Event::Started {
         instance: "test".into(),
+        data_plane: None,
     }
 }
 

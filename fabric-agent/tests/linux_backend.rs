@@ -272,6 +272,17 @@ fn presents_real_interfaces_and_takes_them_away_on_clear_fence_and_death() {
         "a SIGKILLed switch's vNIC vanished {} ms after its death",
         gone_after.as_millis()
     );
+    // The journal says what this switch's presenting was: vNICs real, vHBAs simulated.
+    let records =
+        fabric_agent::journal::read(&rig._dir.path().join("switch.journal.jsonl")).unwrap();
+    let fabric_agent::journal::Event::Started { data_plane, .. } = &records[0].event else {
+        panic!("the journal starts with {:?}", records[0].event);
+    };
+    let label = data_plane.as_deref().unwrap_or_default();
+    assert!(
+        label.starts_with("linux:") && label.contains("vHBAs are simulated fabric logins"),
+        "{label:?}"
+    );
     // Nothing of the switch is left on the unit either (its adapter port's peer).
     let unit_links = must(&["-n", &rig.unit, "-o", "link", "show"]);
     assert!(!unit_links.contains(" vs"), "{unit_links}");

@@ -400,6 +400,7 @@ mod tests {
             at,
             journal::Event::Started {
                 instance: format!("i{seq}"),
+                data_plane: None,
             },
         )
     }
