@@ -147,6 +147,26 @@ pub enum Command {
     #[command(subcommand)]
     Alarm(AlarmCommand),
 
+    /// Grant, revoke and list the principals' roles (viewer, operator, admin).
+    ///
+    /// A principal is the identity of a client certificate (its Common Name). viewer reads,
+    /// watches and sees status; operator also changes profiles and drains, undrains and fails
+    /// over; admin also changes pools, members and leadership, roles and alarms, saves backups
+    /// and reads the audit log. The cluster always keeps one admin.
+    #[command(subcommand)]
+    Role(RoleCommand),
+
+    /// Show the audit log: every write and every refused call, as each node recorded it.
+    ///
+    /// Examples:
+    ///   vnetctl audit --since 1h
+    ///   vnetctl audit --principal operator -o json
+    ///
+    /// Each node keeps the calls made to it, so every endpoint in --endpoints is asked and the
+    /// records are merged by time; each names the node that served it.
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
+
     /// Create, read, update and delete server profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -354,6 +374,51 @@ pub enum AlarmCommand {
         #[arg(long)]
         member: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Every principal with its role.
+    ///
+    /// Example: vnetctl role list
+    List,
+    /// Give a principal a role, replacing the one it had.
+    ///
+    /// Example: vnetctl role grant alice operator
+    Grant {
+        /// The principal: a client certificate's Common Name.
+        #[arg(value_name = "PRINCIPAL")]
+        principal: String,
+        #[arg(value_name = "ROLE", value_enum)]
+        role: AccessRoleArg,
+    },
+    /// Take a principal's role away (refused for the only admin).
+    ///
+    /// Example: vnetctl role revoke alice
+    Revoke {
+        #[arg(value_name = "PRINCIPAL")]
+        principal: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessRoleArg {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only records this recent, e.g. 10m, 2h.
+    #[arg(long, value_parser = spec::parse_duration)]
+    pub since: Option<Duration>,
+    /// Only this principal's records.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// At most this many records from each node, the newest (0: the server's most, 2000).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
 }
 
 #[derive(Debug, Subcommand)]

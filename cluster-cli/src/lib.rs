@@ -15,6 +15,7 @@
 //!   prints them as tables or JSON.
 //! - [`error`] maps every failure to an exit code.
 
+pub mod access;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
@@ -76,6 +77,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Member(command) => cluster::member(&mut session(), &context, command).await,
         Command::Leader(command) => cluster::leader(&mut session(), &context, command).await,
         Command::Alarm(command) => cluster::alarm(&mut session(), &context, command).await,
+        Command::Role(command) => access::role(&mut session(), &context, command).await,
+        Command::Audit(args) => access::audit(&cli.endpoints, cli.timeout, &context, args).await,
         Command::Drain(args) => moves::drain(&mut session(), &context, args).await,
         Command::Undrain { unit } => moves::undrain(&mut session(), &context, unit).await,
         Command::Failover(args) => moves::failover(&mut session(), &context, args).await,

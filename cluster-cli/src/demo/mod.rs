@@ -262,6 +262,7 @@ async fn serve(
     wait_for_leader(&mut session, running, args.startup_timeout).await?;
     let (pools, profiles) = sample_data();
     seed(&mut session, pools, &profiles).await?;
+    sample::grant_roles(&mut session).await?;
     wait_for_presented(&mut session, running, profiles.len(), args.startup_timeout).await?;
 
     let endpoints_flag = endpoints.0.join(",");

@@ -99,7 +99,12 @@ pub fn host_ports() -> String {
         .join(",")
 }
 
-/// The vnetd command line for one node. A unit also gets its switch and cabling.
+/// The demo's principals, one per role: the bootstrap admin, and the two the demo grants
+/// (`sample::DEMO_ROLES`). Each is the Common Name of a client certificate.
+pub const DEMO_ADMIN: &str = "admin";
+
+/// The vnetd command line for one node. A unit also gets its switch and cabling; every node
+/// names the demo's admin as the bootstrap admin.
 pub fn vnetd_args(node: &NodePlan, data_dir: &Path, initial_cluster: &str) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--id".into(),
@@ -118,6 +123,8 @@ pub fn vnetd_args(node: &NodePlan, data_dir: &Path, initial_cluster: &str) -> Ve
         node.metrics_addr.clone(),
         "--initial-cluster".into(),
         initial_cluster.into(),
+        "--bootstrap-admin".into(),
+        DEMO_ADMIN.into(),
     ];
     if let Some(switch) = &node.switch_addr {
         args.extend([
@@ -256,7 +263,8 @@ mod tests {
             args.join(" "),
             "--id 3 --name witness --role witness --data-dir /tmp/d/witness \
              --api-listen 127.0.0.1:9003 --peer-listen 127.0.0.1:9103 \
-             --metrics-listen 127.0.0.1:9303 --initial-cluster CLUSTER --log-format text --log-level info"
+             --metrics-listen 127.0.0.1:9303 --initial-cluster CLUSTER --bootstrap-admin admin \
+             --log-format text --log-level info"
         );
     }
 

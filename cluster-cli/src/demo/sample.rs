@@ -94,6 +94,40 @@ pub(super) async fn seed(
     Ok(())
 }
 
+/// The roles the demo grants, principal and role: an operator and a viewer beside the bootstrap
+/// admin (`plan::DEMO_ADMIN`), to try what each may do.
+pub const DEMO_ROLES: [(&str, pb::AccessRole); 2] = [
+    ("operator", pb::AccessRole::Operator),
+    ("viewer", pb::AccessRole::Viewer),
+];
+
+/// Grants [`DEMO_ROLES`]; granting a principal the role it holds changes nothing, so a retry
+/// after an unknown outcome is harmless.
+pub(super) async fn grant_roles(session: &mut session::Session) -> Result<(), CliError> {
+    use vnet_proto::vnet::v1::access_service_client::AccessServiceClient;
+    let deadline = Instant::now() + SEED_DEADLINE;
+    for (principal, role) in DEMO_ROLES {
+        let message = pb::GrantRoleRequest {
+            principal: principal.to_string(),
+            role: role as i32,
+        };
+        while !settled(
+            session::unary(
+                session,
+                crate::retry::CallKind::Write,
+                message.clone(),
+                session::rpc!(AccessServiceClient::grant_role),
+            )
+            .await
+            .map(drop),
+            deadline,
+        )
+        .await?
+        {}
+    }
+    Ok(())
+}
+
 /// Whether a seeding write is done (true), worth another try after a pause (false), or failed.
 pub(super) async fn settled(
     outcome: Result<(), CliError>,

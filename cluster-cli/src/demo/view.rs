@@ -139,6 +139,14 @@ pub(super) fn try_commands() -> Vec<String> {
         ("vnetctl pool usage", ""),
         ("vnetctl watch", "in another terminal, then:"),
         ("vnetctl leader transfer --to 2", ""),
+        (
+            "vnetctl role list",
+            "admin (bootstrap), operator and viewer",
+        ),
+        (
+            "vnetctl audit --since 10m",
+            "every write and refusal, per node",
+        ),
     ])
 }
 
