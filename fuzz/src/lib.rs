@@ -10,13 +10,14 @@ use vnet_proto::vnet::raft::v1::RaftMessage;
 use vnet_proto::vnet::v1 as pb;
 
 /// The names of the targets, as directories under `fuzz/corpus/`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "peer_message",
     "snapshot_file",
     "log_entry",
     "journal_line",
     "config_file",
     "public_request",
+    "access",
 ];
 
 /// Runs the target called `name` on `data`.
@@ -28,6 +29,7 @@ pub fn run(name: &str, data: &[u8]) {
         "journal_line" => journal_line(data),
         "config_file" => config_file(data),
         "public_request" => public_request(data),
+        "access" => access(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -189,6 +191,36 @@ pub fn public_request(data: &[u8]) {
             if let Ok(r) = pb::UndrainRequest::decode(body) {
                 let _ = name("unit", &r.unit);
             }
+        }
+    }
+}
+
+/// Roles and audit: a line of an audit file as `ReadAudit` reads it back from disk, and each
+/// `AccessService` request converted and checked at the edge as the API does. The first byte
+/// picks which.
+pub fn access(data: &[u8]) {
+    use vnet_node::api::access::principal;
+    use vnet_node::convert::access::role_from_wire;
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    match pick % 4 {
+        0 => {
+            let _ = vnet_node::auth::audit::parse_line(body);
+        }
+        1 => {
+            if let Ok(r) = pb::GrantRoleRequest::decode(body) {
+                let _ = principal("principal", &r.principal);
+                let _ = role_from_wire("role", r.role);
+            }
+        }
+        2 => {
+            if let Ok(r) = pb::RevokeRoleRequest::decode(body) {
+                let _ = principal("principal", &r.principal);
+            }
+        }
+        _ => {
+            let _ = pb::ReadAuditRequest::decode(body);
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::convert::access::{binding_to_wire, record_to_wire, role_from_wire, ro
 use crate::error::ApiError;
 
 /// Checks a principal the client named, by the model's one rule, before it is proposed.
-fn principal(field: &str, value: &str) -> Result<(), ApiError> {
+pub fn principal(field: &str, value: &str) -> Result<(), ApiError> {
     vnet_model::access::validate_principal(field, value).map_err(ApiError::Rejected)
 }
 
