@@ -72,8 +72,9 @@ pub fn is_system_actor(actor: &str) -> bool {
         .any(|prefix| actor.starts_with(prefix))
 }
 
-/// The rule for a principal's name: 1..=`PRINCIPAL_LEN_MAX` characters, no control characters
-/// and no whitespace (a certificate's common name or SAN as issued), and not a system actor.
+/// The rule for a principal's name: 1..=`PRINCIPAL_LEN_MAX` characters, no control characters,
+/// no whitespace but single spaces inside (a certificate's Common Name may be a person's name),
+/// and not a system actor.
 pub fn validate_principal(field: &str, principal: &str) -> Result<(), Rejection> {
     let length = principal.chars().count();
     if length == 0 || length > PRINCIPAL_LEN_MAX {
@@ -85,12 +86,16 @@ pub fn validate_principal(field: &str, principal: &str) -> Result<(), Rejection>
     }
     if principal
         .chars()
-        .any(|c| c.is_control() || c.is_whitespace())
+        .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+        || principal.starts_with(' ')
+        || principal.ends_with(' ')
+        || principal.contains("  ")
     {
         return Err(Rejection::invalid(
             field,
             principal,
-            "must not contain whitespace or control characters",
+            "must not contain control characters or whitespace other than single spaces \
+             between words",
         ));
     }
     if is_system_actor(principal) {
@@ -126,10 +131,14 @@ mod tests {
     fn principals_follow_one_rule() {
         validate_principal("principal", "alice@example.com").expect("an e-mail style name");
         validate_principal("principal", "CN=ops,O=acme").expect("a distinguished name");
+        validate_principal("principal", "Jane Doe").expect("a person's name");
         for (bad, needle) in [
             ("", "1..="),
-            ("two words", "whitespace"),
+            (" lead", "whitespace"),
+            ("trail ", "whitespace"),
+            ("two  spaces", "whitespace"),
             ("tab\there", "whitespace"),
+            ("new\nline", "control"),
             ("system/placement", "system/"),
             ("vnetd/unit-a", "vnetd/"),
         ] {

@@ -163,7 +163,7 @@ fn the_bootstrap_admin_is_taken_only_while_there_is_none() {
 #[test]
 fn principals_are_checked_and_the_map_is_bounded() {
     let mut r = Replica::new();
-    for bad in ["", "system/placement", "vnetd/unit-a", "two words"] {
+    for bad in ["", "system/placement", "vnetd/unit-a", "node/1", " padded "] {
         refused_with(r.run(grant(bad, AccessRole::Viewer)), &["principal"]);
         refused_with(r.run(bootstrap(bad)), &["principal"]);
     }
