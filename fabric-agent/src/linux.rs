@@ -85,6 +85,13 @@ impl LinuxSpec {
             else {
                 continue;
             };
+            if name == "." || name == ".." {
+                return Err((
+                    format!("functions[{i}].vnic.name"),
+                    name.clone(),
+                    "Linux refuses it as an interface name".to_owned(),
+                ));
+            }
             if name.len() > IFNAME_MAX {
                 return Err((
                     format!("functions[{i}].vnic.name"),
@@ -655,6 +662,13 @@ mod tests {
             .check(&program(vec![nic("a-very-long-name0", "prod", None)]))
             .unwrap_err();
         assert_eq!(field, "functions[0].vnic.name");
+        let (field, value, _) = spec()
+            .check(&program(vec![nic("..", "prod", None)]))
+            .unwrap_err();
+        assert_eq!(
+            (field.as_str(), value.as_str()),
+            ("functions[0].vnic.name", "..")
+        );
     }
 
     #[test]
