@@ -287,3 +287,52 @@ fn presents_real_interfaces_and_takes_them_away_on_clear_fence_and_death() {
     let unit_links = must(&["-n", &rig.unit, "-o", "link", "show"]);
     assert!(!unit_links.contains(" vs"), "{unit_links}");
 }
+
+#[test]
+fn a_program_the_kernel_refuses_is_neither_presented_nor_journaled() {
+    let rig = Rig::start();
+    // Something in the server already holds the name the vNIC would take.
+    must(&[
+        "-n",
+        &rig.server,
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x0",
+    ]);
+    let (error, state) = rig.with_driver(|driver| {
+        Box::pin(async move {
+            ready(&driver).await;
+            driver
+                .arm_watchdog(monotonic_now_ns() + 60_000 * MS_NS)
+                .await
+                .unwrap();
+            let error = driver.program(1, &web()).await.unwrap_err();
+            (error, driver.state().await.unwrap())
+        })
+    });
+    // UNAVAILABLE: the caller reads the state again and retries, as after a lost answer.
+    let DriverError::Unreachable(message) = &error else {
+        panic!("expected UNAVAILABLE, got {error:?}");
+    };
+    assert!(
+        message.contains("could not present host port 1") && message.contains("already exists"),
+        "{message}"
+    );
+    assert!(state.ports.is_empty(), "{:?}", state.ports);
+    // The server's own eth0 is untouched, and the journal never claimed the program.
+    let shown = rig.server_nic().unwrap();
+    assert!(!shown.contains("02:00:00:00:00:01"), "{shown}");
+    let records =
+        fabric_agent::journal::read(&rig._dir.path().join("switch.journal.jsonl")).unwrap();
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r.event, fabric_agent::journal::Event::Programmed { .. })),
+        "{records:?}"
+    );
+}
