@@ -419,6 +419,11 @@ fn run_scenario(faults: &[Fault]) {
         .unwrap_or_else(|e| panic!("cannot build the data-plane cluster: {e:#}"));
     let traffic = Traffic::start(&cluster).unwrap_or_else(|e| panic!("{e:#}"));
     let setup = (|| -> anyhow::Result<()> {
+        // Both units hold leases before any profile exists, so placement follows the profiles'
+        // preferred unit instead of whichever unit was ready first.
+        for unit in UNITS {
+            wait_unit_leased(&cluster, unit)?;
+        }
         create_profiles(&cluster)?;
         wait_all_answer(
             &traffic,
