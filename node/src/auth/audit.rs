@@ -14,7 +14,10 @@
 //! written with one `write` before the call is answered, so it survives the process crashing;
 //! it reaches the disk with the OS's writeback or at the next rotation (an fsync per record
 //! would double the cost of every write for no gain in what a crashed process can do). A torn
-//! last line is skipped when read. Why files on each node rather than a replicated log:
+//! last line is skipped when read. The append runs on the calling task, under one lock: one
+//! `write(2)` of about 220 bytes (tens of microseconds; the rotation test prints the time); a
+//! rotation (an fsync of at most `file_bytes_max`) comes once per about 75,000 records at the
+//! default size. Why files on each node rather than a replicated log:
 //! ARCHITECTURE.md, "Roles and audit".
 
 use std::collections::VecDeque;
