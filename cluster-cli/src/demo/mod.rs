@@ -225,14 +225,7 @@ async fn wait_until_listening(
 ) -> Result<(), CliError> {
     let deadline = Instant::now() + deadline_after;
     loop {
-        if let Some(status) = process.process.try_wait()? {
-            process.exited = true;
-            return Err(CliError::Local(anyhow::anyhow!(
-                "{} exited during startup ({status}).\n{}",
-                process.label(),
-                log_tail(&process.log)
-            )));
-        }
+        fail_if_exited(process)?;
         let error = match tokio::net::TcpStream::connect(address).await {
             Ok(_) => return Ok(()),
             Err(error) => error,
@@ -387,17 +380,22 @@ async fn wait_for_presented(
 
 /// Fails if any process has exited.
 fn check_alive(running: &mut [Running]) -> Result<(), CliError> {
-    for process in running.iter_mut() {
-        if let Some(status) = process.process.try_wait()? {
+    running.iter_mut().try_for_each(fail_if_exited)
+}
+
+/// Fails, showing the end of its log, if the process has exited.
+fn fail_if_exited(process: &mut Running) -> Result<(), CliError> {
+    match process.process.try_wait()? {
+        None => Ok(()),
+        Some(status) => {
             process.exited = true;
-            return Err(CliError::Local(anyhow::anyhow!(
+            Err(CliError::Local(anyhow::anyhow!(
                 "{} exited during startup ({status}).\n{}",
                 process.label(),
                 log_tail(&process.log)
-            )));
+            )))
         }
     }
-    Ok(())
 }
 
 fn all_tails(running: &[Running]) -> String {
@@ -410,13 +408,10 @@ fn all_tails(running: &[Running]) -> String {
 
 /// The last lines of a process's log, for error messages.
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
     format!(
         "--- last lines of {} ---\n{}",
         path.display(),
-        tail.join("\n")
+        vnet_launch::log_tail(path, LOG_TAIL_LINES).join("\n")
     )
 }
 
