@@ -9,12 +9,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{hba, MS_NS};
 use fabric_agent::{monotonic_now_ns, DriverError, FabricDriver, Function, PortProgram, SimDriver};
+use vnet_launch::{Launch, Process};
 
 const PREFIX: &str = "vd";
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -63,7 +64,7 @@ fn sweep_dead_runs() {
 struct Rig {
     unit: String,
     server: String,
-    switch: Option<Child>,
+    switch: Option<Process>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,7 +72,6 @@ impl Drop for Rig {
     fn drop(&mut self) {
         if let Some(mut child) = self.switch.take() {
             let _ = child.kill();
-            let _ = child.wait();
         }
         let _ = ip(&["netns", "del", &self.unit]);
         let _ = ip(&["netns", "del", &self.server]);
@@ -107,22 +107,14 @@ impl Rig {
         must(&["-n", &rig.unit, "link", "add", "lan0", "type", "bridge"]);
         must(&["-n", &rig.unit, "link", "set", "lan0", "up"]);
         let journal = rig._dir.path().join("switch.journal.jsonl");
-        let log = std::fs::File::create(rig._dir.path().join("switch.log")).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &rig.unit,
-                env!("CARGO_BIN_EXE_vnet-switchd"),
-            ])
+        let child = Launch::new(env!("CARGO_BIN_EXE_vnet-switchd"))
             .args(["--listen", "127.0.0.1:7201", "--journal"])
             .arg(&journal)
             .args(["--host-ports", "1=srv", "--backend", "linux"])
             .args(["--linux-segments", "prod:100=lan0"])
             .arg(format!("--linux-servers=srv=/run/netns/{}", rig.server))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
+            .in_netns(&rig.unit)
+            .log(rig._dir.path().join("switch.log"))
             .spawn()
             .expect("start vnet-switchd");
         rig.switch = Some(child);
@@ -265,8 +257,7 @@ fn presents_real_interfaces_and_takes_them_away_on_clear_fence_and_death() {
     assert!(rig.server_nic().is_some());
     let mut rig = rig;
     let mut child = rig.switch.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill().expect("SIGKILL the switch and reap it");
     let gone_after = rig.wait_nic("the dead switch's eth0 to vanish", false);
     println!(
         "a SIGKILLed switch's vNIC vanished {} ms after its death",

@@ -297,7 +297,7 @@ async fn refuses_to_start_on_a_damaged_journal() {
 
 #[test]
 fn help_documents_every_flag_and_the_unsafe_one_says_so() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vnet-switchd"))
+    let output = vnet_launch::Launch::new(env!("CARGO_BIN_EXE_vnet-switchd"))
         .arg("--help")
         .output()
         .unwrap();
@@ -333,7 +333,7 @@ fn help_documents_every_flag_and_the_unsafe_one_says_so() {
 
 #[test]
 fn the_binary_refuses_bad_flags_naming_them() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vnet-switchd"))
+    let output = vnet_launch::Launch::new(env!("CARGO_BIN_EXE_vnet-switchd"))
         .args(["--journal", "/nonexistent/j", "--host-ports", "31=srv"])
         .output()
         .unwrap();
