@@ -285,6 +285,7 @@ pub fn audit_request(args: &AuditArgs, now_unix_ms: u64) -> pb::ReadAuditRequest
 pub async fn audit(
     endpoints: &Endpoints,
     timeout: Duration,
+    tls: session::Tls,
     context: &Context,
     args: AuditArgs,
 ) -> Result<(), CliError> {
@@ -294,8 +295,9 @@ pub async fn audit(
     let message = audit_request(&args, now);
     let asked = endpoints.0.iter().map(|endpoint| {
         let message = message.clone();
+        let tls = tls.clone();
         async move {
-            let mut session = session::open(&Endpoints(vec![endpoint.clone()]), timeout);
+            let mut session = session::open(&Endpoints(vec![endpoint.clone()]), timeout, tls);
             let answer = unary(
                 &mut session,
                 CallKind::Read,

@@ -1,5 +1,6 @@
 //! The command line: every flag, subcommand and help text of `vnetctl`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
@@ -112,6 +113,19 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub local: bool,
 
+    /// The cluster CA certificate (PEM): connect over TLS and verify the servers against it.
+    #[arg(long, global = true, env = "VNET_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// This client's certificate (PEM), signed by the cluster CA: its Common Name is who the
+    /// cluster knows you as (`vnetctl cert create-client`). Needs --cacert and --key.
+    #[arg(long, global = true, env = "VNET_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "VNET_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -129,6 +143,19 @@ pub enum Command {
     /// Ask every endpoint on its own: is it healthy, and what does it see.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+
+    /// Create a CA, node and client certificates for mutual TLS (for operators without a PKI).
+    ///
+    /// Example:
+    ///   vnetctl cert create-ca --certs-dir certs
+    ///   vnetctl cert create-node --certs-dir certs --node-id 1 --host 10.0.0.1,unit-a.example
+    ///   vnetctl cert create-client --certs-dir certs --name admin
+    ///
+    /// Files: ca.crt/ca.key, node-N.crt/node-N.key, client-NAME.crt/client-NAME.key in
+    /// --certs-dir; keys are written 0600. Keep ca.key off the nodes (--ca-key reads it from
+    /// elsewhere). Existing files are kept unless --overwrite.
+    #[command(subcommand, verbatim_doc_comment)]
+    Cert(CertCommand),
 
     /// List, add, promote and remove cluster members.
     #[command(subcommand)]
@@ -259,6 +286,53 @@ pub enum Command {
     /// Worker i starts at endpoint i mod N of --endpoints, so give every node's endpoint to
     /// measure what real clients see: writes sent to a follower are forwarded to the leader.
     Bench(BenchArgs),
+}
+
+/// Where `vnetctl cert` writes, and how.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CertOptions {
+    /// Directory of the certificates: holds ca.crt (and by default ca.key).
+    #[arg(long, env = "VNET_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: PathBuf,
+    /// The CA's private key, if not in --certs-dir.
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// How long the certificate is valid, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub lifetime_days: u32,
+    /// Replace existing files.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// A new CA: ca.crt and ca.key.
+    CreateCa {
+        #[command(flatten)]
+        options: CertOptions,
+    },
+    /// A node certificate (server and client authentication) with SAN URI vnet://node/N and a
+    /// SAN for every --host: node-N.crt and node-N.key.
+    CreateNode {
+        #[command(flatten)]
+        options: CertOptions,
+        /// The node's member id (vnetd --id).
+        #[arg(long)]
+        node_id: u64,
+        /// Every host name and IP address the node (and its switch) is reached by, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        host: Vec<String>,
+    },
+    /// A client certificate (client authentication) whose Common Name is NAME, the principal:
+    /// client-NAME.crt and client-NAME.key.
+    CreateClient {
+        #[command(flatten)]
+        options: CertOptions,
+        /// The principal's name, e.g. admin ([A-Za-z0-9._@-], at most 64 characters).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

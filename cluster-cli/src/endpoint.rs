@@ -16,7 +16,7 @@ use crate::cli::EndpointCommand;
 use crate::error::{code_name, CliError};
 use crate::output::{Render, Table};
 use crate::retry::Connector;
-use crate::session::{request, GrpcConnector};
+use crate::session::{request, GrpcConnector, Tls};
 use crate::spec::Endpoints;
 use crate::{emit, Context};
 
@@ -65,17 +65,21 @@ pub async fn run(
     context: &Context,
     endpoints: &Endpoints,
     timeout: Duration,
+    tls: Tls,
     command: EndpointCommand,
 ) -> Result<(), CliError> {
-    let asked = endpoints.0.iter().map(|endpoint| async move {
-        let started = Instant::now();
-        let channel = tokio::time::timeout(timeout, connect(endpoint, timeout)).await;
-        let channel = match channel {
-            Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(reason)) => Err(reason),
-            Err(_) => Err(format!("no connection within {} ms", timeout.as_millis())),
-        };
-        (endpoint.clone(), started, channel)
+    let asked = endpoints.0.iter().map(|endpoint| {
+        let tls = tls.clone();
+        async move {
+            let started = Instant::now();
+            let channel = tokio::time::timeout(timeout, connect(endpoint, timeout, tls)).await;
+            let channel = match channel {
+                Ok(Ok(channel)) => Ok(channel),
+                Ok(Err(reason)) => Err(reason),
+                Err(_) => Err(format!("no connection within {} ms", timeout.as_millis())),
+            };
+            (endpoint.clone(), started, channel)
+        }
     });
     let connected = futures::future::join_all(asked).await;
     match command {
@@ -116,8 +120,8 @@ pub async fn run(
     }
 }
 
-async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, String> {
-    GrpcConnector::new(timeout).connect(endpoint).await
+async fn connect(endpoint: &str, timeout: Duration, tls: Tls) -> Result<Channel, String> {
+    GrpcConnector::new(timeout, tls).connect(endpoint).await
 }
 
 async fn check_health(channel: Channel, timeout: Duration) -> Result<(), String> {

@@ -59,34 +59,87 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         },
     };
     // Commands that talk to the cluster through the endpoint policy open a session; the demo
-    // starts its own cluster, `endpoint` asks each endpoint on its own, and `snapshot status`
-    // reads a local file.
-    let session = || session::open(&cli.endpoints, cli.timeout);
+    // starts its own cluster, `endpoint` asks each endpoint on its own, `snapshot status`
+    // reads a local file and `cert` writes local files.
+    let tls = || {
+        session::tls_from_flags(
+            cli.cacert.as_deref(),
+            cli.cert.as_deref(),
+            cli.key.as_deref(),
+        )
+        .map_err(CliError::usage)
+    };
+    let session = || Ok::<_, CliError>(session::open(&cli.endpoints, cli.timeout, tls()?));
     match cli.command {
         Command::Demo(args) => demo::run(&context, args, cli.timeout).await,
+        Command::Cert(command) => cert(command),
         Command::Endpoint(command) => {
-            endpoint::run(&context, &cli.endpoints, cli.timeout, command).await
+            endpoint::run(&context, &cli.endpoints, cli.timeout, tls()?, command).await
         }
         Command::Snapshot(cli::SnapshotCommand::Status { file }) => {
             snapshot::status(&context, &file)
         }
         Command::Snapshot(cli::SnapshotCommand::Save { file }) => {
-            snapshot::save(&mut session(), &context, &file).await
+            snapshot::save(&mut session()?, &context, &file).await
         }
-        Command::Status => cluster::status(&mut session(), &context).await,
-        Command::Member(command) => cluster::member(&mut session(), &context, command).await,
-        Command::Leader(command) => cluster::leader(&mut session(), &context, command).await,
-        Command::Alarm(command) => cluster::alarm(&mut session(), &context, command).await,
-        Command::Role(command) => access::role(&mut session(), &context, command).await,
-        Command::Audit(args) => access::audit(&cli.endpoints, cli.timeout, &context, args).await,
-        Command::Drain(args) => moves::drain(&mut session(), &context, args).await,
-        Command::Undrain { unit } => moves::undrain(&mut session(), &context, unit).await,
-        Command::Failover(args) => moves::failover(&mut session(), &context, args).await,
-        Command::Profile(command) => profile::run(&mut session(), &context, command).await,
-        Command::Pool(command) => pool::run(&mut session(), &context, command).await,
-        Command::Watch(args) => watch::run(&mut session(), &context, args).await,
-        Command::Bench(args) => bench::run(session(), &context, args).await,
+        Command::Status => cluster::status(&mut session()?, &context).await,
+        Command::Member(command) => cluster::member(&mut session()?, &context, command).await,
+        Command::Leader(command) => cluster::leader(&mut session()?, &context, command).await,
+        Command::Alarm(command) => cluster::alarm(&mut session()?, &context, command).await,
+        Command::Role(command) => access::role(&mut session()?, &context, command).await,
+        Command::Audit(args) => {
+            access::audit(&cli.endpoints, cli.timeout, tls()?, &context, args).await
+        }
+        Command::Drain(args) => moves::drain(&mut session()?, &context, args).await,
+        Command::Undrain { unit } => moves::undrain(&mut session()?, &context, unit).await,
+        Command::Failover(args) => moves::failover(&mut session()?, &context, args).await,
+        Command::Profile(command) => profile::run(&mut session()?, &context, command).await,
+        Command::Pool(command) => pool::run(&mut session()?, &context, command).await,
+        Command::Watch(args) => watch::run(&mut session()?, &context, args).await,
+        Command::Bench(args) => bench::run(session()?, &context, args).await,
     }
+}
+
+/// `vnetctl cert ...`: writes the files and says what it wrote.
+fn cert(command: cli::CertCommand) -> Result<(), CliError> {
+    use vnet_tls::certs;
+    let (written, what) = match command {
+        cli::CertCommand::CreateCa { options } => (
+            certs::create_ca(&options.certs_dir, options.lifetime_days, options.overwrite),
+            "CA".to_string(),
+        ),
+        cli::CertCommand::CreateNode {
+            options,
+            node_id,
+            host,
+        } => (
+            certs::create_node(
+                &options.certs_dir,
+                options.ca_key.as_deref(),
+                node_id,
+                &host,
+                options.lifetime_days,
+                options.overwrite,
+            ),
+            format!("node {node_id}"),
+        ),
+        cli::CertCommand::CreateClient { options, name } => (
+            certs::create_client(
+                &options.certs_dir,
+                options.ca_key.as_deref(),
+                &name,
+                options.lifetime_days,
+                options.overwrite,
+            ),
+            format!("client {name}"),
+        ),
+    };
+    let written = written.map_err(CliError::usage)?;
+    write_stdout(&format!(
+        "{what}: certificate {}\n{what}: key {} (mode 0600)\n",
+        written.cert.display(),
+        written.key.display()
+    ))
 }
 
 /// Prints one result on stdout in the chosen format.

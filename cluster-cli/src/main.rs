@@ -7,6 +7,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    vnet_tls::install_crypto_provider();
     // clap prints usage errors itself and exits with 2, help and version with 0.
     let cli = cluster_cli::cli::Cli::parse();
     let format = cli.output;

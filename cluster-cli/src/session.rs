@@ -1,6 +1,7 @@
 //! Connecting to the cluster over gRPC: the tonic side of [`crate::retry`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -9,16 +10,91 @@ use crate::error::CliError;
 use crate::retry::{CallKind, Connector, Failover};
 use crate::spec::Endpoints;
 
-/// Opens plaintext HTTP/2 channels to vnetd's public API.
+/// How vnetctl reaches the cluster: plaintext, or TLS with the given configuration.
+pub type Tls = Option<Arc<vnet_tls::ClientTls>>;
+
+/// The TLS of `--cacert`, `--cert`, `--key` (or `VNET_CACERT`, `VNET_CERT`, `VNET_KEY`):
+/// none without --cacert; a client certificate needs both --cert and --key.
+pub fn tls_from_flags(
+    cacert: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<Tls, String> {
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert.to_path_buf(), key.to_path_buf())),
+        (None, None) => None,
+        (Some(_), None) => return Err("--cert needs --key (or VNET_KEY)".to_string()),
+        (None, Some(_)) => return Err("--key needs --cert (or VNET_CERT)".to_string()),
+    };
+    match cacert {
+        Some(ca) => {
+            vnet_tls::ClientTls::new(ca.to_path_buf(), identity).map(|tls| Some(Arc::new(tls)))
+        }
+        None if identity.is_some() => Err(
+            "--cert and --key need --cacert (or VNET_CACERT), the CA the cluster's \
+             certificates come from"
+                .to_string(),
+        ),
+        None => Ok(None),
+    }
+}
+
+/// Opens HTTP/2 channels to vnetd's public API, over TLS if configured.
 #[derive(Debug, Clone)]
 pub struct GrpcConnector {
     connect_timeout: Duration,
+    tls: Tls,
 }
 
 impl GrpcConnector {
     /// Connections that give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
-        GrpcConnector { connect_timeout }
+    pub fn new(connect_timeout: Duration, tls: Tls) -> Self {
+        GrpcConnector {
+            connect_timeout,
+            tls,
+        }
+    }
+}
+
+/// What to do about a connection that failed, when the failure says it: a server that wants
+/// TLS, a client certificate, or another CA.
+pub fn tls_hint(error: &str, tls: bool) -> Option<&'static str> {
+    let lower = error.to_ascii_lowercase();
+    if tls {
+        if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+            Some(
+                "the server's certificate is not signed by --cacert (VNET_CACERT): is it the \
+                 cluster's CA?",
+            )
+        } else if lower.contains("certificaterequired") || lower.contains("certificate required") {
+            Some("the server requires a client certificate: give --cert and --key (VNET_CERT, VNET_KEY)")
+        } else if lower.contains("badcertificate")
+            || lower.contains("unknownca")
+            || lower.contains("certificateexpired")
+            || lower.contains("certificaterevoked")
+        {
+            Some(
+                "the server refused this client certificate: is it signed by the cluster's CA \
+                 and still valid?",
+            )
+        } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+            Some("the server does not speak TLS: leave out --cacert for a plaintext cluster")
+        } else {
+            None
+        }
+    } else if lower.contains("connection reset")
+        || lower.contains("broken pipe")
+        || lower.contains("connection closed")
+        || lower.contains("frame")
+        || lower.contains("unexpected end")
+        || lower.contains("h2 protocol error")
+    {
+        Some(
+            "if the cluster uses TLS, give --cacert, --cert and --key (or VNET_CACERT, VNET_CERT, \
+             VNET_KEY)",
+        )
+    } else {
+        None
     }
 }
 
@@ -31,12 +107,28 @@ impl Connector for GrpcConnector {
     ) -> impl std::future::Future<Output = Result<Channel, String>> + Send {
         let target = format!("http://{endpoint}");
         let connect_timeout = self.connect_timeout;
+        let tls = self.tls.clone();
         async move {
             let endpoint = Endpoint::from_shared(target)
                 .map_err(|e| error_chain(&e))?
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true);
-            endpoint.connect().await.map_err(|e| error_chain(&e))
+            let secure = tls.is_some();
+            let connected = match tls {
+                Some(tls) => {
+                    endpoint
+                        .connect_with_connector(vnet_tls::Connector::new(tls))
+                        .await
+                }
+                None => endpoint.connect().await,
+            };
+            connected.map_err(|e| {
+                let text = error_chain(&e);
+                match tls_hint(&text, secure) {
+                    Some(hint) => format!("{text} ({hint})"),
+                    None => text,
+                }
+            })
         }
     }
 }
@@ -44,8 +136,12 @@ impl Connector for GrpcConnector {
 /// A session with the cluster: the endpoints, their connections, and the failover policy.
 pub type Session = Failover<GrpcConnector>;
 
-pub fn open(endpoints: &Endpoints, timeout: Duration) -> Session {
-    Failover::new(GrpcConnector::new(timeout), endpoints.0.clone(), timeout)
+pub fn open(endpoints: &Endpoints, timeout: Duration, tls: Tls) -> Session {
+    Failover::new(
+        GrpcConnector::new(timeout, tls),
+        endpoints.0.clone(),
+        timeout,
+    )
 }
 
 /// An error and its causes on one line: tonic's own message is only "transport error", and the

@@ -32,8 +32,9 @@ use crate::switch::{
     max_term_width = 100
 )]
 pub struct Args {
-    /// Address for the switch API (gRPC, vnet.switch.v1). Keep it on loopback: the API has no
-    /// authentication, and only the unit's own vnetd should program its switch.
+    /// Address for the switch API (gRPC, vnet.switch.v1). Without TLS (--cacert, --cert, --key,
+    /// --unit-node-id) only a loopback address is served, unless --insecure: only the unit's own
+    /// vnetd may program its switch.
     #[arg(
         long,
         env = "VNET_SWITCH_LISTEN",
@@ -110,6 +111,39 @@ pub struct Args {
     /// catches a double presentation. Never use it on a real unit.
     #[arg(long, env = "VNET_SWITCH_UNSAFE_DISABLE_WATCHDOG")]
     pub unsafe_disable_watchdog: bool,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The switch API's mutual TLS: the only client accepted is the unit's own vnetd, by its node
+/// certificate (SAN URI `vnet://node/<unit-node-id>`, from the cluster CA).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// The cluster CA certificate (PEM) that signed the unit's vnetd certificate.
+    #[arg(long, env = "VNET_SWITCH_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// This switch's certificate (PEM), naming the host vnetd reaches it by; a unit may use its
+    /// vnetd's node certificate.
+    #[arg(long, env = "VNET_SWITCH_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// This switch's private key (PEM).
+    #[arg(long, env = "VNET_SWITCH_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The node id of this unit's vnetd: the only certificate identity the switch accepts.
+    #[arg(long, env = "VNET_SWITCH_UNIT_NODE_ID", value_name = "ID")]
+    pub unit_node_id: Option<u64>,
+    /// Serve plaintext even on a non-loopback address (anyone who reaches it can program the
+    /// switch).
+    #[arg(long, env = "VNET_SWITCH_INSECURE")]
+    pub insecure: bool,
+}
+
+/// Mutual TLS on the switch API, and the one node whose certificate may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchTls {
+    pub files: vnet_tls::TlsFiles,
+    pub unit_node_id: u64,
 }
 
 /// A validated configuration.
@@ -120,6 +154,8 @@ pub struct Config {
     pub journal: PathBuf,
     pub spec: SwitchSpec,
     pub log_level: String,
+    /// `None`: plaintext (loopback only unless --insecure).
+    pub tls: Option<SwitchTls>,
     /// What presenting does besides the journal.
     pub data_plane: DataPlaneConfig,
 }
@@ -338,7 +374,40 @@ impl Args {
                 });
             }
         }
+        let tls = match (
+            self.tls.cacert,
+            self.tls.cert,
+            self.tls.key,
+            self.tls.unit_node_id,
+        ) {
+            (Some(ca), Some(cert), Some(key), Some(unit_node_id)) if unit_node_id > 0 => {
+                Some(SwitchTls {
+                    files: vnet_tls::TlsFiles { ca, cert, key },
+                    unit_node_id,
+                })
+            }
+            (None, None, None, None) => None,
+            _ => {
+                return Err(ConfigError {
+                    flag: "cacert",
+                    value: String::new(),
+                    reason: "--cacert, --cert, --key and --unit-node-id (a positive id) go \
+                             together: give all four for TLS, or none"
+                        .to_string(),
+                })
+            }
+        };
+        if tls.is_none() && !self.tls.insecure && !self.listen.ip().is_loopback() {
+            return Err(ConfigError {
+                flag: "listen",
+                value: self.listen.to_string(),
+                reason: "a non-loopback address needs TLS (--cacert, --cert, --key, \
+                         --unit-node-id), or --insecure to serve plaintext anyway"
+                    .to_string(),
+            });
+        }
         Ok(Config {
+            tls,
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             journal: self.journal,

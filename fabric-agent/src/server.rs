@@ -115,15 +115,44 @@ pub async fn run(
         }
         let _ = stop_tx.send(true);
     };
+    let (server_tls, unit_node_id) = match &config.tls {
+        Some(tls) => (
+            Some(Arc::new(
+                vnet_tls::ServerTls::new(tls.files.clone())
+                    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+            )),
+            Some(tls.unit_node_id),
+        ),
+        None => {
+            if !local_addr.ip().is_loopback() {
+                tracing::warn!(
+                    %local_addr,
+                    "serving the switch API in PLAINTEXT on a non-loopback address (--insecure): \
+                     anyone who reaches it can program this switch"
+                );
+            }
+            (None, None)
+        }
+    };
     let server = tonic::transport::Server::builder()
         .layer(vnet_metrics::grpc::GrpcMetricsLayer::new(
             metrics.grpc.clone(),
             SwitchMetrics::methods(),
         ))
-        .add_service(SwitchServer::new(SwitchService {
-            shared: shared.clone(),
-        }))
-        .serve_with_incoming_shutdown(crate::transport::nodelay_incoming(listener), stop);
+        .add_service(SwitchServer::with_interceptor(
+            SwitchService {
+                shared: shared.clone(),
+            },
+            move |request: tonic::Request<()>| only_the_unit(request, unit_node_id),
+        ))
+        .serve_with_incoming_shutdown(
+            vnet_tls::secure_incoming(
+                crate::transport::nodelay_incoming(listener),
+                server_tls,
+                "switch",
+            ),
+            stop,
+        );
     let metrics_task = metrics_listener.map(|listener| {
         let refreshed = shared.clone();
         let exposition = Arc::new(vnet_metrics::Exposition::new(
@@ -686,4 +715,30 @@ fn read_page(
             json,
         })
         .collect())
+}
+
+/// Over TLS, only the unit's own vnetd may call the switch: its node certificate names
+/// `unit_node_id` (ARCHITECTURE.md, "Security"). Another node's valid certificate, or a client's,
+/// is refused with `PERMISSION_DENIED`. Without TLS (`unit_node_id` is `None`) the switch serves
+/// loopback only, unless started with --insecure.
+fn only_the_unit(
+    request: tonic::Request<()>,
+    unit_node_id: Option<u64>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let Some(unit) = unit_node_id else {
+        return Ok(request);
+    };
+    let peer = request
+        .extensions()
+        .get::<vnet_tls::ConnInfo<tonic::transport::server::TcpConnectInfo>>()
+        .and_then(|info| info.peer.clone());
+    match peer {
+        Some(vnet_tls::PeerIdentity::Node(id)) if id == unit => Ok(request),
+        Some(other) => Err(tonic::Status::permission_denied(format!(
+            "this switch belongs to node {unit}; {other} may not program it"
+        ))),
+        None => Err(tonic::Status::unauthenticated(
+            "no client certificate: this switch accepts only its unit's vnetd certificate",
+        )),
+    }
 }

@@ -33,6 +33,16 @@ impl SimDriver {
     /// use and reconnects after failures, so a switch that is down or restarting is reported
     /// call by call as [`DriverError::Unreachable`]. Must be called inside a Tokio runtime.
     pub fn connect_lazy(addr: &str) -> Result<Self, DriverError> {
+        Self::connect_lazy_with(addr, None)
+    }
+
+    /// Like [`SimDriver::connect_lazy`], over mutual TLS if `tls` is given: the switch must
+    /// present a certificate from the cluster CA naming `addr`'s host, and sees this unit's
+    /// node certificate (the only one it accepts).
+    pub fn connect_lazy_with(
+        addr: &str,
+        tls: Option<std::sync::Arc<vnet_tls::ClientTls>>,
+    ) -> Result<Self, DriverError> {
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -42,10 +52,13 @@ impl SimDriver {
             addr: addr.to_owned(),
             reason: e.to_string(),
         })?;
-        let channel = endpoint
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(SWITCH_CONNECT_TIMEOUT_MS))
-            .timeout(Duration::from_millis(SWITCH_CALL_TIMEOUT_MS))
-            .connect_lazy();
+            .timeout(Duration::from_millis(SWITCH_CALL_TIMEOUT_MS));
+        let channel = match tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(vnet_tls::Connector::new(tls)),
+            None => endpoint.connect_lazy(),
+        };
         Ok(SimDriver {
             addr: addr.to_owned(),
             client: SwitchClient::new(channel),

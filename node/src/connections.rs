@@ -31,8 +31,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::auth::{ConnectionIdentity, Principal};
-
 /// At most one log line per limit and this period; the next line counts the refusals between.
 pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Pause after a failed accept, so a full descriptor table does not spin the accept loop.
@@ -173,21 +171,10 @@ pub struct Limited {
     logs: Arc<Logs>,
 }
 
-/// A plaintext connection: its requests' principal is [`Principal::Insecure`].
 impl Connected for Limited {
-    type ConnectInfo = ConnectionIdentity;
+    type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        ConnectionIdentity {
-            tcp: self.tcp_info(),
-            principal: Principal::Insecure,
-        }
-    }
-}
-
-impl Limited {
-    /// The connection's addresses.
-    pub fn tcp_info(&self) -> TcpConnectInfo {
         self.inner.connect_info()
     }
 }

@@ -154,13 +154,41 @@ pub async fn run_with(
             max,
             idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
         };
-    let api_incoming = connections::limited_incoming(
-        listeners.api,
-        port_limits("api", "api_connections_max", limits.api_connections_max),
+    let server_tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            vnet_tls::ServerTls::new(files.clone()).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        )),
+        None => {
+            let exposed = [listeners.api.local_addr()?, listeners.peer.local_addr()?]
+                .into_iter()
+                .filter(|addr| !addr.ip().is_loopback())
+                .map(|addr| addr.to_string())
+                .collect::<Vec<_>>();
+            if !exposed.is_empty() {
+                tracing::warn!(
+                    addresses = %exposed.join(", "),
+                    "serving PLAINTEXT on non-loopback addresses (--insecure): anyone who can \
+                     reach them can read and change the cluster"
+                );
+            }
+            None
+        }
+    };
+    let api_incoming = vnet_tls::secure_incoming(
+        connections::limited_incoming(
+            listeners.api,
+            port_limits("api", "api_connections_max", limits.api_connections_max),
+        ),
+        server_tls.clone(),
+        "api",
     );
-    let peer_incoming = connections::limited_incoming(
-        listeners.peer,
-        port_limits("peer", "peer_connections_max", limits.peer_connections_max),
+    let peer_incoming = vnet_tls::secure_incoming(
+        connections::limited_incoming(
+            listeners.peer,
+            port_limits("peer", "peer_connections_max", limits.peer_connections_max),
+        ),
+        server_tls,
+        "peer",
     );
     // Both servers: a bounded number of calls per connection, PINGs that keep live connections
     // busy (see `connections`), and a deadline on every call whatever the client asked for.
@@ -284,7 +312,16 @@ pub async fn run_with(
             });
             let agent = match (&node.config().switch, node.config().role) {
                 (Some(addr), vnet_model::Role::Unit) => {
-                    let driver = fabric_agent::SimDriver::connect_lazy(addr)
+                    // The switch accepts this unit's node certificate only (ARCHITECTURE.md,
+                    // "Security").
+                    let tls = match &node.config().tls {
+                        Some(files) => Some(Arc::new(
+                            vnet_tls::ClientTls::from_files(files)
+                                .map_err(|e| anyhow::anyhow!("TLS to switch {addr}: {e}"))?,
+                        )),
+                        None => None,
+                    };
+                    let driver = fabric_agent::SimDriver::connect_lazy_with(addr, tls)
                         .map_err(|e| anyhow::anyhow!("cannot use switch {addr}: {e}"))?;
                     let node = node.clone();
                     let stopping = stop.signal();

@@ -55,11 +55,22 @@ enum Offline {
             + vnet_node::config::DEFAULT_DRIFT_MARGIN_MS,
             value_parser = clap::value_parser!(u64).range(0..=600_000))]
         lease_wait_ms: u64,
+        /// The cluster CA, when the cluster speaks TLS: the lost members are probed over TLS
+        /// (a plaintext probe of a TLS member would find it silent while it runs).
+        #[arg(long, env = "VNET_CACERT", requires_all = ["cert", "key"])]
+        cacert: Option<PathBuf>,
+        /// This node's certificate, for the probes.
+        #[arg(long, env = "VNET_CERT", requires_all = ["cacert", "key"])]
+        cert: Option<PathBuf>,
+        /// This node's key, for the probes.
+        #[arg(long, env = "VNET_KEY", requires_all = ["cacert", "cert"])]
+        key: Option<PathBuf>,
     },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    vnet_tls::install_crypto_provider();
     let offline = std::env::args_os()
         .nth(1)
         .is_some_and(|first| first == "restore" || first == "recover");
@@ -106,12 +117,19 @@ async fn run_offline(command: Offline) -> anyhow::Result<()> {
             confirm_lost,
             operator,
             lease_wait_ms,
+            cacert,
+            cert,
+            key,
         } => {
+            let tls = match (cacert, cert, key) {
+                (Some(ca), Some(cert), Some(key)) => Some(vnet_tls::TlsFiles { ca, cert, key }),
+                _ => None,
+            };
             vnet_model::name::validate_name("operator", &operator)?;
             let lost = confirm_lost.into_iter().collect();
             let lease_wait = std::time::Duration::from_millis(lease_wait_ms);
             let seeded =
-                vnet_node::offline::recover(&data_dir, &lost, &operator, lease_wait).await?;
+                vnet_node::offline::recover(&data_dir, &lost, &operator, lease_wait, tls).await?;
             println!("recovered {seeded}");
             println!(
                 "node {} is now the only voter; start vnetd on it as before. Lost ids are \

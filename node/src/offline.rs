@@ -204,6 +204,7 @@ pub async fn recover(
     confirmed_lost: &BTreeSet<NodeId>,
     actor: &str,
     lease_wait: Duration,
+    tls: Option<vnet_tls::TlsFiles>,
 ) -> anyhow::Result<Seeded> {
     let Some(data) = data_file::load(data_dir)? else {
         anyhow::bail!(
@@ -278,7 +279,15 @@ pub async fn recover(
         );
     }
     // Ask each of them, briefly: an answer means it is not lost.
-    let peers = PeerClients::new(me, data.cluster_id.clone());
+    // Over TLS when the cluster speaks it: a plaintext probe of a TLS member would fail to
+    // connect and count it as lost while it runs.
+    let tls = match &tls {
+        Some(files) => Some(std::sync::Arc::new(
+            vnet_tls::ClientTls::from_files(files).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        )),
+        None => None,
+    };
+    let peers = PeerClients::new(me, data.cluster_id.clone(), tls);
     let probes = others.iter().map(|(id, node)| {
         let peers = peers.clone();
         async move {

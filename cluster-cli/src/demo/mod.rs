@@ -251,7 +251,7 @@ async fn serve(
     running: &mut [Running],
 ) -> Result<(), CliError> {
     let endpoints = Endpoints(nodes.iter().map(|node| node.api_addr.clone()).collect());
-    let mut session = session::open(&endpoints, timeout.min(Duration::from_secs(2)));
+    let mut session = session::open(&endpoints, timeout.min(Duration::from_secs(2)), None);
     wait_for_leader(&mut session, running, args.startup_timeout).await?;
     let (pools, profiles) = sample_data();
     seed(&mut session, pools, &profiles).await?;

@@ -56,6 +56,7 @@ struct Cli {
 }
 
 async fn serve() -> anyhow::Result<()> {
+    vnet_tls::install_crypto_provider();
     let cli = Cli::parse();
     let mut config = cli.switch.resolve()?;
     config.data_plane = cli.data_plane.resolve(&config.spec.cabling)?;

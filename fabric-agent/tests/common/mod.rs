@@ -48,6 +48,7 @@ pub fn config(journal: &Path, watchdog: WatchdogMode) -> Config {
             },
             watchdog,
         },
+        tls: None,
         log_level: "info".into(),
         data_plane: DataPlaneConfig::Sim,
     }

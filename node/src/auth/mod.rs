@@ -1,9 +1,11 @@
 //! Who is calling: the identity the transport established for a connection, handed to every
 //! request as a [`Principal`] in its extensions.
 //!
-//! The server's incoming connections carry a [`ConnectionIdentity`] (tonic puts a connection's
-//! `Connected::ConnectInfo` into each of its requests' extensions); [`PrincipalLayer`], a tower
-//! layer on every server, copies the [`Principal`] and the TCP addresses out of it, so a handler
+//! The server's incoming connections ([`vnet_tls::secure_incoming`]) carry a
+//! [`ConnectionIdentity`] (tonic puts a connection's `Connected::ConnectInfo` into each of its
+//! requests' extensions): the TCP addresses and, over TLS, the identity the client's verified
+//! certificate names. [`PrincipalLayer`], a tower layer on every server, turns it into a
+//! [`Principal`] and copies the addresses out, so a handler
 //! reads `request.extensions().get::<Principal>()` (or calls [`principal`]) and
 //! `request.remote_addr()` works as before. A request that carries no principal is answered
 //! `UNAUTHENTICATED`: no connection of a vnetd server is without one, so this means a server was
@@ -47,11 +49,20 @@ impl std::fmt::Display for Principal {
     }
 }
 
-/// What a served connection tells each of its requests: its addresses and its principal.
-#[derive(Clone, Debug)]
-pub struct ConnectionIdentity {
-    pub tcp: TcpConnectInfo,
-    pub principal: Principal,
+/// What a served connection tells each of its requests: its addresses and, over TLS, the
+/// identity of its client's certificate (`None`: plaintext).
+pub type ConnectionIdentity = vnet_tls::ConnInfo<TcpConnectInfo>;
+
+impl Principal {
+    /// The principal of a connection: what its certificate names, or [`Principal::Insecure`]
+    /// without TLS.
+    pub fn of(peer: Option<&vnet_tls::PeerIdentity>) -> Principal {
+        match peer {
+            None => Principal::Insecure,
+            Some(vnet_tls::PeerIdentity::Node(id)) => Principal::Node(*id),
+            Some(vnet_tls::PeerIdentity::Client(name)) => Principal::Client(name.clone()),
+        }
+    }
 }
 
 /// The caller of `request`, or `UNAUTHENTICATED` if the transport established none.
@@ -97,8 +108,10 @@ where
         // Whatever a client sent cannot be here: extensions are never read off the wire.
         request.extensions_mut().remove::<Principal>();
         if let Some(identity) = request.extensions().get::<ConnectionIdentity>().cloned() {
-            request.extensions_mut().insert(identity.tcp);
-            request.extensions_mut().insert(identity.principal);
+            request.extensions_mut().insert(identity.inner);
+            request
+                .extensions_mut()
+                .insert(Principal::of(identity.peer.as_ref()));
         }
         self.inner.call(request)
     }
@@ -144,12 +157,19 @@ mod tests {
         let mut service = PrincipalLayer.layer(Capture);
         let mut request = http::Request::new(());
         request.extensions_mut().insert(ConnectionIdentity {
-            tcp,
-            principal: Principal::Client("alice".into()),
+            inner: tcp.clone(),
+            peer: Some(vnet_tls::PeerIdentity::Client("alice".into())),
         });
         let (principal, remote) = service.call(request).await.expect("infallible");
         assert_eq!(principal, Some(Principal::Client("alice".into())));
         assert_eq!(remote, Some(client.local_addr().expect("addr")));
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(ConnectionIdentity {
+            inner: tcp,
+            peer: None,
+        });
+        let (principal, _) = service.call(request).await.expect("infallible");
+        assert_eq!(principal, Some(Principal::Insecure));
         // No connection identity: no principal, whatever else the request holds.
         let mut request = http::Request::new(());
         request.extensions_mut().insert(Principal::Node(1));

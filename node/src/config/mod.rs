@@ -222,6 +222,27 @@ pub struct Args {
     #[arg(long, env = "VNET_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
 
+    /// The cluster CA certificate (PEM): peers, clients and the switch must present a
+    /// certificate it signed. With --cert and --key, every port (API, peer, the switch
+    /// connection) speaks mutual TLS; the files are re-read when they change.
+    #[arg(long, env = "VNET_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// This node's certificate (PEM), signed by --cacert, with SAN URI vnet://node/<id> and
+    /// the host names and addresses it is reached by (`vnetctl cert create-node`).
+    #[arg(long, env = "VNET_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// This node's private key (PEM).
+    #[arg(long, env = "VNET_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Serve plaintext (no TLS, no authentication) even on addresses other than loopback.
+    /// Without it, vnetd refuses to start plaintext on a non-loopback address.
+    #[arg(long, env = "VNET_INSECURE")]
+    #[serde(default)]
+    pub insecure: bool,
+
     /// Every call on either port ends with DEADLINE_EXCEEDED after this long, whatever deadline
     /// the client asked for. [default: the larger of request_timeout_ms + 1000 and ten
     /// election_max_ms + 1000]
@@ -375,6 +396,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The OTLP/gRPC collector to export traces to; `None`: no traces.
     pub otlp_endpoint: Option<String>,
+    /// Mutual TLS on every port; `None`: plaintext (loopback only, unless `insecure`).
+    pub tls: Option<vnet_tls::TlsFiles>,
+    /// Plaintext allowed on non-loopback addresses (`--insecure`).
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -465,6 +490,10 @@ impl Args {
             keepalive_timeout_ms: self.keepalive_timeout_ms.or(file.keepalive_timeout_ms),
             idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
             request_deadline_ms: self.request_deadline_ms.or(file.request_deadline_ms),
+            cacert: self.cacert.or(file.cacert),
+            cert: self.cert.or(file.cert),
+            key: self.key.or(file.key),
+            insecure: self.insecure || file.insecure,
             watchers_max: self.watchers_max.or(file.watchers_max),
             watch_buffer_events: self.watch_buffer_events.or(file.watch_buffer_events),
             watch_stall_timeout_ms: self.watch_stall_timeout_ms.or(file.watch_stall_timeout_ms),
@@ -645,6 +674,42 @@ impl Args {
                 ),
             ));
         }
+        let tls = match (self.cacert, self.cert, self.key) {
+            (Some(ca), Some(cert), Some(key)) => Some(vnet_tls::TlsFiles { ca, cert, key }),
+            (None, None, None) => None,
+            (ca, cert, key) => {
+                let missing: Vec<&str> = [
+                    ("cacert", ca.is_none()),
+                    ("cert", cert.is_none()),
+                    ("key", key.is_none()),
+                ]
+                .into_iter()
+                .filter(|(_, absent)| *absent)
+                .map(|(name, _)| name)
+                .collect();
+                return Err(invalid(
+                    "cacert",
+                    missing.join(", "),
+                    "cacert, cert and key go together: give all three for TLS, or none",
+                ));
+            }
+        };
+        // Secure by default: plaintext is unauthenticated, so it is served only where nothing
+        // but this machine can reach it, unless the operator says otherwise (ARCHITECTURE.md,
+        // "Security").
+        if tls.is_none() && !self.insecure {
+            for (key, addr) in [("api_listen", api_listen), ("peer_listen", peer_listen)] {
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        key,
+                        addr.to_string(),
+                        "a non-loopback address needs TLS: give cacert, cert and key \
+                         (`vnetctl cert`), or --insecure to serve plaintext without \
+                         authentication anyway",
+                    ));
+                }
+            }
+        }
         let quota_bytes = self.quota_bytes.unwrap_or(DEFAULT_QUOTA_BYTES);
         if quota_bytes < QUOTA_BYTES_MIN {
             return Err(invalid(
@@ -695,6 +760,8 @@ impl Args {
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             otlp_endpoint: self.otlp_endpoint,
+            tls,
+            insecure: self.insecure,
         })
     }
 }

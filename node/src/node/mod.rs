@@ -117,6 +117,8 @@ pub enum StartError {
         path: String,
         source: openraft::StorageError<NodeId>,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("invalid Raft timing: {0}")]
     RaftConfig(#[from] Box<openraft::ConfigError>),
     #[error(
@@ -156,7 +158,13 @@ impl Node {
         // Keep the log handle's sled db alive only through openraft; `log` moves into Raft.
         let _ = &mut log;
         let view = state_machine.view();
-        let peers = PeerClients::new(config.id, data_file.cluster_id.clone());
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(
+                vnet_tls::ClientTls::from_files(files).map_err(StartError::Tls)?,
+            )),
+            None => None,
+        };
+        let peers = PeerClients::new(config.id, data_file.cluster_id.clone(), tls);
         let raft_config = config.raft.to_openraft()?;
         let raft = Raft::new(
             config.id,

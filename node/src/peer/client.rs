@@ -110,6 +110,9 @@ struct Identity {
 #[derive(Debug, Clone)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Mutual TLS to every peer (this node's certificate, peers verified against the cluster
+    /// CA); `None`: plaintext.
+    tls: Option<Arc<vnet_tls::ClientTls>>,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
     identity: Arc<Mutex<Identity>>,
 }
@@ -121,10 +124,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PeerClients {
-    /// Clients for node `node_id`, which belongs to `cluster_id` if it knows it yet.
-    pub fn new(node_id: NodeId, cluster_id: Option<String>) -> Self {
+    /// Clients for node `node_id`, which belongs to `cluster_id` if it knows it yet, over TLS
+    /// if `tls` is given.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: Option<String>,
+        tls: Option<Arc<vnet_tls::ClientTls>>,
+    ) -> Self {
         Self {
             channels: Arc::default(),
+            tls,
             last_contact: Arc::default(),
             identity: Arc::new(Mutex::new(Identity {
                 node_id,
@@ -179,7 +188,12 @@ impl PeerClients {
                     .http2_keep_alive_interval(Duration::from_millis(PEER_KEEPALIVE_INTERVAL_MS))
                     .keep_alive_timeout(Duration::from_millis(PEER_KEEPALIVE_TIMEOUT_MS))
                     .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
+                let channel = match &self.tls {
+                    Some(tls) => {
+                        endpoint.connect_with_connector_lazy(vnet_tls::Connector::new(tls.clone()))
+                    }
+                    None => endpoint.connect_lazy(),
+                };
                 channels.insert(addr.to_string(), channel.clone());
                 channel
             }

@@ -15,6 +15,7 @@ use super::client::{CLUSTER_ID_HEADER, NODE_ID_HEADER};
 use super::{
     decode, encode, ElectionControl, LeaderRequest, LeaderResult, LeaseRenewal, ProbeReply,
 };
+use crate::auth::Principal;
 use crate::data_file::validate_cluster_id;
 use crate::node::Node;
 
@@ -31,14 +32,26 @@ impl PeerService {
         }
     }
 
-    /// Lets in a call only from a member of this node's cluster (see [`admission`]). A node
-    /// whose id a recovery removed is refused for good, whatever it says of itself: its vote and
-    /// log predate the recovery (ARCHITECTURE.md, "Operating through bad days").
-    fn admit_as(
+    /// Lets in a call only from a member of this node's cluster (see [`admission`]), and over
+    /// TLS only from a member's own certificate (see [`peer_caller`]). A node whose id a
+    /// recovery removed is refused for good, whatever it says of itself: its vote and log
+    /// predate the recovery (ARCHITECTURE.md, "Operating through bad days"). Returns the node
+    /// id the caller's certificate proves (`None` without TLS), for the message checks
+    /// ([`speaks_as`]).
+    fn admit_as<T>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        request: &Request<T>,
         headerless: Headerless,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<NodeId>, Status> {
+        let metadata = request.metadata();
+        let principal = crate::auth::principal(request)?;
+        let header_id = metadata
+            .get(NODE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let members = self.members();
+        let proven = peer_caller(&principal, header_id, members.as_ref())
+            .map_err(|why| Status::permission_denied(format!("node {}: {why}", self.node.id())))?;
         let caller_id = metadata
             .get(NODE_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -74,18 +87,86 @@ impl PeerService {
         };
         let ours = self.node.cluster_id();
         match admission(ours.as_deref(), caller, fresh, headerless) {
-            Admission::Admit => Ok(()),
+            Admission::Admit => Ok(proven),
             Admission::Adopt(caller) => {
                 self.node.adopt_cluster_id(caller).map_err(|e| {
                     Status::unavailable(format!("cannot record the cluster id {caller}: {e}"))
                 })?;
-                Ok(())
+                Ok(proven)
             }
             Admission::Refuse(why) => Err(Status::failed_precondition(format!(
                 "node {} refuses the caller (node {caller_node}): {why}",
                 self.node.id()
             ))),
         }
+    }
+}
+
+impl PeerService {
+    /// The node ids that may speak on this port: the Raft membership (voters and learners) and
+    /// the founding members of --initial-cluster. `None` while this node knows of neither (a
+    /// node started empty to be added with `vnetctl member add`, which learns the membership from
+    /// the leader's first messages): then any node certificate of the cluster CA is admitted, and
+    /// the cluster-id admission still applies.
+    fn members(&self) -> Option<std::collections::BTreeSet<NodeId>> {
+        let metrics = self.node.raft().metrics().borrow().clone();
+        let mut members: std::collections::BTreeSet<NodeId> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        members.extend(self.node.config().initial_cluster.iter().map(|m| m.id));
+        (!members.is_empty()).then_some(members)
+    }
+}
+
+/// Which node a peer call comes from, as the transport proves it. Without TLS
+/// ([`Principal::Insecure`]) nothing is proven: `Ok(None)`. Over TLS only a node certificate
+/// may speak, the node it names must be the one the call's `x-vnet-node-id` claims, and a member
+/// (when `members` is known): a client certificate, a certificate of node 2 claiming node 3, or
+/// a non-member's certificate is refused.
+pub fn peer_caller(
+    principal: &Principal,
+    header_id: Option<NodeId>,
+    members: Option<&std::collections::BTreeSet<NodeId>>,
+) -> Result<Option<NodeId>, String> {
+    let id = match principal {
+        Principal::Insecure => return Ok(None),
+        Principal::Client(name) => {
+            return Err(format!(
+                "client certificate {name:?} cannot speak on the peer port: only a member's \
+                 node certificate (SAN URI vnet://node/<id>) can"
+            ))
+        }
+        Principal::Node(id) => *id,
+    };
+    if let Some(claimed) = header_id.filter(|claimed| *claimed != id) {
+        return Err(format!(
+            "the caller's certificate names node {id}, but the call claims to come from node \
+             {claimed}"
+        ));
+    }
+    if let Some(members) = members {
+        if !members.contains(&id) {
+            return Err(format!(
+                "node {id}'s certificate is valid, but node {id} is not a member of this \
+                 cluster"
+            ));
+        }
+    }
+    Ok(Some(id))
+}
+
+/// Checks that a message's member id (a vote's candidate, an append's or a snapshot's leader, a
+/// lease's unit) is the node the caller's certificate names: a member cannot speak for another.
+pub fn speaks_as(proven: Option<NodeId>, claimed: NodeId, field: &str) -> Result<(), Status> {
+    match proven {
+        Some(id) if id != claimed => Err(Status::permission_denied(format!(
+            "the caller's certificate names node {id}, but {field} names node {claimed}: a \
+             node speaks only for itself"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -152,8 +233,13 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        let proven = self.admit_as(&request, Headerless::Refuse)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
+        speaks_as(
+            proven,
+            rpc.vote.leader_id.node_id,
+            "append-entries vote.leader_id",
+        )?;
         // openraft asserts what this checks: a malformed batch would panic its core.
         super::indexes::check_terms(
             [("vote", rpc.vote.leader_id.term)]
@@ -187,8 +273,9 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        let proven = self.admit_as(&request, Headerless::Refuse)?;
         let rpc: VoteRequest<NodeId> = decode(request.get_ref(), "vote")?;
+        speaks_as(proven, rpc.vote.leader_id.node_id, "vote's candidate")?;
         super::indexes::check_terms(
             [("vote", rpc.vote.leader_id.term)].into_iter().chain(
                 rpc.last_log_id
@@ -208,9 +295,14 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        let proven = self.admit_as(&request, Headerless::Refuse)?;
         let message = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&message, "install-snapshot")?;
+        speaks_as(
+            proven,
+            rpc.vote.leader_id.node_id,
+            "install-snapshot vote.leader_id",
+        )?;
         super::indexes::check_terms(
             [("vote", rpc.vote.leader_id.term)].into_iter().chain(
                 rpc.meta
@@ -237,7 +329,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        self.admit_as(&request, Headerless::Refuse)?;
         let leader_request: LeaderRequest = decode(request.get_ref(), "forward")?;
         // The forwarding node's span is the parent: one trace across both nodes.
         let span = tracing::info_span!(
@@ -260,7 +352,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn probe(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Admit)?;
+        self.admit_as(&request, Headerless::Admit)?;
         let () = decode(request.get_ref(), "probe")?;
         let raft = self.node.raft();
         let initialized = raft
@@ -279,7 +371,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        self.admit_as(&request, Headerless::Refuse)?;
         let control: ElectionControl = decode(request.get_ref(), "trigger-election")?;
         control.duration().map_err(Status::invalid_argument)?;
         self.node.election_control(control);
@@ -290,10 +382,24 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        let proven = self.admit_as(&request, Headerless::Refuse)?;
         let renewal: LeaseRenewal = decode(request.get_ref(), "grant-lease")?;
         vnet_model::name::validate_name("unit", &renewal.unit)
             .map_err(|e| Status::invalid_argument(format!("peer message grant-lease: {e}")))?;
+        if let Some(id) = proven {
+            // A unit renews its own lease only: a lease lets a unit present identities.
+            let unit_id = self
+                .node
+                .view()
+                .read(|a| a.state.member_by_name(&renewal.unit).map(|m| m.id));
+            if unit_id != Some(id) {
+                return Err(Status::permission_denied(format!(
+                    "the caller's certificate names node {id}, but grant-lease asks for unit \
+                     {:?}: a unit renews only its own lease",
+                    crate::error::echoed(&renewal.unit)
+                )));
+            }
+        }
         let result = self
             .node
             .grant_lease(&renewal.unit)
@@ -305,7 +411,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.admit_as(request.metadata(), Headerless::Refuse)?;
+        self.admit_as(&request, Headerless::Refuse)?;
         let () = decode(request.get_ref(), "lease-report")?;
         Ok(Response::new(encode(&self.node.lease_report())))
     }

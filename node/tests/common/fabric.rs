@@ -176,6 +176,7 @@ impl Fabric {
                 npiv_per_fc_port: 32,
                 log_level: "info".into(),
                 unsafe_disable_watchdog: false,
+                tls: Default::default(),
             }
             .resolve()
             .expect("switch config");

@@ -453,6 +453,7 @@ pub async fn start_switch(dir: &std::path::Path, unit: &'static str) -> Switch {
         log_level: "warn".into(),
         unsafe_disable_watchdog: false,
         metrics_listen: None,
+        tls: Default::default(),
     }
     .resolve()
     .expect("switch config");
