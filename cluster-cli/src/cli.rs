@@ -308,12 +308,16 @@ pub struct CertOptions {
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// A new CA: ca.crt and ca.key.
+    ///
+    /// Example: vnetctl cert create-ca --certs-dir certs
     CreateCa {
         #[command(flatten)]
         options: CertOptions,
     },
     /// A node certificate (server and client authentication) with SAN URI vnet://node/N and a
     /// SAN for every --host: node-N.crt and node-N.key.
+    ///
+    /// Example: vnetctl cert create-node --certs-dir certs --node-id 1 --host 10.0.0.1,127.0.0.1
     CreateNode {
         #[command(flatten)]
         options: CertOptions,
@@ -326,6 +330,8 @@ pub enum CertCommand {
     },
     /// A client certificate (client authentication) whose Common Name is NAME, the principal:
     /// client-NAME.crt and client-NAME.key.
+    ///
+    /// Example: vnetctl cert create-client --certs-dir certs --name admin
     CreateClient {
         #[command(flatten)]
         options: CertOptions,

@@ -234,10 +234,39 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let connector = GrpcConnector {
-            connect_timeout: Duration::from_secs(2),
-        };
+        let connector = GrpcConnector::new(Duration::from_secs(2), None);
         let error = connector.connect(&address.to_string()).await.unwrap_err();
         assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let hint = tls_hint("h2 protocol error: http2 error", false).expect("a hint");
+        assert!(hint.contains("--cacert"), "{hint}");
+        let hint = tls_hint("invalid peer certificate: UnknownIssuer", true).expect("a hint");
+        assert!(hint.contains("--cacert"), "{hint}");
+        let hint = tls_hint("received fatal alert: CertificateRequired", true).expect("a hint");
+        assert!(hint.contains("--cert"), "{hint}");
+        assert_eq!(tls_hint("Connection refused", true), None);
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_the_ca() {
+        let cert = std::path::Path::new("c.crt");
+        let key = std::path::Path::new("c.key");
+        assert!(tls_from_flags(None, None, None)
+            .expect("plaintext")
+            .is_none());
+        let error = tls_from_flags(None, Some(cert), Some(key)).unwrap_err();
+        assert!(error.contains("--cacert"), "{error}");
+        let error = tls_from_flags(None, Some(cert), None).unwrap_err();
+        assert!(error.contains("--key"), "{error}");
+        let error = tls_from_flags(
+            Some(std::path::Path::new("/nonexistent/ca.crt")),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(error.contains("/nonexistent/ca.crt"), "{error}");
     }
 }

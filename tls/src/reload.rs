@@ -21,21 +21,27 @@ pub struct TlsFiles {
 /// What a file looked like when it was read: a rotation (write in place, or rename over) changes
 /// at least one of these.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp(Vec<Option<(i64, i64, u64, u64, u64)>>);
+struct FileStamp {
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    len: u64,
+    inode: u64,
+}
+
+/// One per file; `None` for a file that cannot be read now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp(Vec<Option<FileStamp>>);
 
 fn stamp(paths: &[&Path]) -> Stamp {
     Stamp(
         paths
             .iter()
             .map(|path| {
-                std::fs::metadata(path).ok().map(|m| {
-                    (
-                        m.mtime(),
-                        m.mtime_nsec(),
-                        m.len(),
-                        m.ino(),
-                        m.ctime_nsec() as u64,
-                    )
+                std::fs::metadata(path).ok().map(|m| FileStamp {
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    ctime: (m.ctime(), m.ctime_nsec()),
+                    len: m.len(),
+                    inode: m.ino(),
                 })
             })
             .collect(),

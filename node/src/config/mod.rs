@@ -973,6 +973,50 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_is_served_on_loopback_only_unless_insecure_and_tls_files_go_together() {
+        let exposed = Args {
+            api_listen: Some("0.0.0.0:7001".parse().unwrap()),
+            ..base()
+        };
+        let err = exposed
+            .clone()
+            .resolve()
+            .expect_err("plaintext on 0.0.0.0")
+            .to_string();
+        assert!(
+            err.contains("api_listen") && err.contains("--insecure"),
+            "{err}"
+        );
+        let config = Args {
+            insecure: true,
+            ..exposed.clone()
+        }
+        .resolve()
+        .expect("--insecure");
+        assert!(config.tls.is_none() && config.insecure);
+        let config = Args {
+            cacert: Some("ca.crt".into()),
+            cert: Some("n.crt".into()),
+            key: Some("n.key".into()),
+            ..exposed.clone()
+        }
+        .resolve()
+        .expect("TLS on 0.0.0.0");
+        assert!(config.tls.is_some());
+        let err = Args {
+            cacert: Some("ca.crt".into()),
+            ..exposed
+        }
+        .resolve()
+        .expect_err("cacert alone")
+        .to_string();
+        assert!(
+            err.contains("cert, key") && err.contains("go together"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_shipped_example_config_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vnetd.toml");
         let config = Args {
@@ -986,6 +1030,7 @@ mod tests {
         assert_eq!(config.metrics_listen, Some("0.0.0.0:7301".parse().unwrap()));
         assert_eq!(config.initial_cluster.len(), 3);
         assert_eq!(config.lease.ttl_ms, DEFAULT_LEASE_TTL_MS);
+        assert!(config.tls.is_some(), "the example serves TLS");
         assert_eq!(config.raft.election_max_ms, DEFAULT_ELECTION_MAX_MS);
     }
 

@@ -37,6 +37,8 @@ pub struct Proc {
     pub child: Option<Process>,
     /// Set when the process was found to have exited on its own (not killed by the test).
     pub exited_early: Option<ExitStatus>,
+    /// How [`Proc::channel`] reaches the API: plaintext, or TLS with a client certificate.
+    pub client_tls: Option<std::sync::Arc<vnet_tls::ClientTls>>,
 }
 
 impl Proc {
@@ -63,6 +65,7 @@ impl Proc {
             extra_env: Vec::new(),
             child: None,
             exited_early: None,
+            client_tls: None,
         }
     }
 
@@ -139,11 +142,16 @@ impl Proc {
     }
 
     pub fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.api_addr))
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.api_addr))
             .expect("endpoint")
             .connect_timeout(Duration::from_secs(1))
-            .timeout(RPC_TIMEOUT)
-            .connect_lazy()
+            .timeout(RPC_TIMEOUT);
+        match &self.client_tls {
+            Some(tls) => {
+                endpoint.connect_with_connector_lazy(vnet_tls::Connector::new(tls.clone()))
+            }
+            None => endpoint.connect_lazy(),
+        }
     }
 }
 
@@ -231,6 +239,41 @@ impl Cluster {
 
     /// As [`Cluster::start`], giving every node `extra_args` and `extra_env` as well.
     pub fn start_with(extra_args: &[String], extra_env: &[(&str, &str)]) -> Self {
+        Self::start_configured(extra_args, extra_env, |_| Vec::new(), None)
+    }
+
+    /// A cluster speaking mutual TLS on every port: node N serves `node-N.crt`/`node-N.key` of
+    /// `certs_dir` (made with `vnet_tls::certs`), and [`Proc::channel`] connects with `client`.
+    pub fn start_tls(
+        certs_dir: &std::path::Path,
+        client: std::sync::Arc<vnet_tls::ClientTls>,
+    ) -> Self {
+        let ca = certs_dir.join(vnet_tls::certs::CA_CERT);
+        Self::start_configured(
+            &[],
+            &[],
+            |id| {
+                let (cert, key) = vnet_tls::certs::node_files(id);
+                vec![
+                    "--cacert".into(),
+                    ca.display().to_string(),
+                    "--cert".into(),
+                    certs_dir.join(cert).display().to_string(),
+                    "--key".into(),
+                    certs_dir.join(key).display().to_string(),
+                ]
+            },
+            Some(client),
+        )
+    }
+
+    /// Every node gets `extra_args` and then `per_node(id)`.
+    pub fn start_configured(
+        extra_args: &[String],
+        extra_env: &[(&str, &str)],
+        per_node: impl Fn(u64) -> Vec<String>,
+        client_tls: Option<std::sync::Arc<vnet_tls::ClientTls>>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(NAMES.len() * 3);
         let initial_cluster = NAMES
@@ -254,6 +297,8 @@ impl Cluster {
                     initial_cluster.clone(),
                 );
                 proc.extra_args = extra_args.to_vec();
+                proc.extra_args.extend(per_node(i as u64 + 1));
+                proc.client_tls = client_tls.clone();
                 proc.extra_env = extra_env
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
