@@ -82,10 +82,14 @@ async fn status(channel: Channel) -> Result<pb::GetClusterStatusResponse, tonic:
         .map(|r| r.into_inner())
 }
 
-/// Whether a client with `tls` gets an answer from the API at `addr`.
+/// Whether the API at `addr` authenticates a client with `tls`: it answers the call, or refuses
+/// it for the principal's role (authorization comes after authentication).
 async fn answered(addr: std::net::SocketAddr, tls: Arc<ClientTls>) -> bool {
     match tls_channel(addr, tls).await {
-        Ok(channel) => status(channel).await.is_ok(),
+        Ok(channel) => match status(channel).await {
+            Ok(_) => true,
+            Err(status) => status.code() == tonic::Code::PermissionDenied,
+        },
         Err(_) => false,
     }
 }
@@ -117,7 +121,8 @@ async fn a_tls_cluster_serves_its_members_and_refuses_everyone_else() {
     let dir = certs_dir.path();
     make_certs(dir);
     let admin = client_tls(dir, "admin");
-    let mut cluster = Cluster::start_tls(dir, admin.clone());
+    // The harness calls as node 1's certificate: the system principal, whatever roles exist.
+    let mut cluster = Cluster::start_tls(dir, node_tls(dir, 1));
     let leader = cluster.leader().await;
     println!("TLS cluster elected node {leader}");
     let api = cluster.proc(1).api_addr;
@@ -251,7 +256,7 @@ async fn certificates_rotated_on_disk_are_used_without_a_restart_and_old_ones_ar
     let dir = certs_dir.path();
     make_certs(dir);
     let old_admin = client_tls(dir, "admin");
-    let mut cluster = Cluster::start_tls(dir, old_admin.clone());
+    let mut cluster = Cluster::start_tls(dir, node_tls(dir, 1));
     cluster.leader().await;
     let pids: Vec<u32> = cluster.procs.iter().map(|p| p.pid()).collect();
 
@@ -291,8 +296,9 @@ async fn certificates_rotated_on_disk_are_used_without_a_restart_and_old_ones_ar
     );
     // The cluster still replicates (new peer connections use the new certificates), and no node
     // restarted.
+    let new_system = node_tls(next.path(), 1);
     for p in &mut cluster.procs {
-        p.client_tls = Some(new_admin.clone());
+        p.client_tls = Some(new_system.clone());
     }
     common::create_pools(
         cluster.proc(2).channel(),
