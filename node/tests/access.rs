@@ -271,6 +271,18 @@ async fn refusals_name_the_role_the_actor_is_the_principal_and_both_are_audited(
     assert_eq!(event.actor, "ops");
     assert_eq!(event.on_behalf_of, "system/placement");
 
+    // A refused call's target is not validated first; the audit line cuts it as every echo does.
+    let huge = "x".repeat(1_000_000);
+    let mut profile = sample_profile("web-02", 2);
+    profile.name = huge;
+    let refused = profiles(follower, "stranger", None)
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(profile),
+        })
+        .await
+        .expect_err("a principal without a role");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
     // The follower's audit log holds both calls, with every field.
     let records = access(follower, "root")
         .read_audit(pb::ReadAuditRequest::default())
@@ -318,6 +330,17 @@ async fn refusals_name_the_role_the_actor_is_the_principal_and_both_are_audited(
         .records
         .iter()
         .any(|r| r.method.ends_with("/DeletePool") && r.outcome == "PERMISSION_DENIED"));
+    let stranger = records
+        .records
+        .iter()
+        .find(|r| r.principal == "stranger")
+        .unwrap_or_else(|| panic!("no record of the stranger in {:?}", records.records));
+    assert!(stranger.target.len() < 200, "{}", stranger.target.len());
+    assert!(
+        stranger.target.ends_with("(1000000 characters)"),
+        "{}",
+        stranger.target
+    );
     // A read that was allowed is not audited; the reads of the audit are.
     assert!(!records.records.iter().any(|r| r.method.ends_with("/Watch")));
     let filtered = access(follower, "root")

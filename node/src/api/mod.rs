@@ -102,7 +102,9 @@ impl Api {
             .get::<CalledMethod>()
             .map_or_else(|| "<unknown>".to_string(), |m| m.0.clone());
         let principal = request.extensions().get::<Principal>().cloned();
-        let target = target(request.get_ref());
+        // Cut like every echoed value: a refused call's target has not been validated, and a
+        // megabyte name must not become a megabyte audit line.
+        let target = crate::error::echoed(&target(request.get_ref()));
         let role = match &principal {
             Some(Principal::Client(name)) => self.node.view().read(|a| a.state.role_of(name)),
             _ => None,
@@ -115,9 +117,18 @@ impl Api {
             self.record(AuditRecord {
                 time: String::new(),
                 time_unix_ms: 0,
-                principal: principal
-                    .as_ref()
-                    .map_or_else(|| "<none>".to_string(), roles::principal_name),
+                principal: principal.as_ref().map_or_else(
+                    || "<none>".to_string(),
+                    |p| {
+                        // A name that cannot be a principal (refused as such) is cut too.
+                        let name = roles::principal_name(p);
+                        if name.chars().count() > vnet_model::limits::PRINCIPAL_LEN_MAX {
+                            crate::error::echoed(&name)
+                        } else {
+                            name
+                        }
+                    },
+                ),
                 role: label.clone(),
                 node: self.node.config().name.clone(),
                 method: method.clone(),
