@@ -762,6 +762,12 @@ pub struct DemoArgs {
     /// the demo stops.
     #[arg(long, value_enum, default_value = "sim")]
     pub dataplane: DemoDataPlane,
+    /// Run the nodes and switches in plaintext, without TLS or authentication (every caller may
+    /// do everything). By default the demo makes a throwaway CA, node certificates and the
+    /// client certificates admin, operator and viewer in its directory, and prints the
+    /// `export VNET_CACERT=... VNET_CERT=... VNET_KEY=...` line that makes vnetctl work.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// What the demo's switches present.

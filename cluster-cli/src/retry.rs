@@ -25,6 +25,12 @@ use crate::error::{code_name, CliError, EndpointFailure};
 pub trait Connector {
     type Conn: Clone + Send;
     fn connect(&self, endpoint: &str) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+
+    /// What the operator can do about a transport failure described by `error`, if the
+    /// connector can tell (a server that wants TLS, a certificate it refused).
+    fn hint(&self, _error: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Whether a request may be sent again to another node after it timed out.
@@ -121,8 +127,21 @@ impl<C: Connector> Failover<C> {
                 {
                     // The connection may be the thing that broke; open a fresh one next time.
                     self.connections[index] = None;
-                    let reason = format!("{}: {}", code_name(status.code()), status.message());
+                    let mut reason = format!("{}: {}", code_name(status.code()), status.message());
                     if is_transport_error(&status) {
+                        // The cause is in the source chain ("transport error" says nothing).
+                        let mut cause = std::error::Error::source(&status);
+                        while let Some(error) = cause {
+                            let text = error.to_string();
+                            if !reason.contains(&text) {
+                                reason.push_str(": ");
+                                reason.push_str(&text);
+                            }
+                            cause = error.source();
+                        }
+                        if let Some(hint) = self.connector.hint(&reason) {
+                            reason.push_str(&format!(" ({hint})"));
+                        }
                         failures.push(EndpointFailure { endpoint, reason });
                     } else {
                         failures.push(EndpointFailure {

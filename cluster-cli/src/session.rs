@@ -61,7 +61,10 @@ impl GrpcConnector {
 pub fn tls_hint(error: &str, tls: bool) -> Option<&'static str> {
     let lower = error.to_ascii_lowercase();
     if tls {
-        if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        if lower.contains("unknownissuer")
+            || lower.contains("unknown issuer")
+            || lower.contains("badsignature")
+        {
             Some(
                 "the server's certificate is not signed by --cacert (VNET_CACERT): is it the \
                  cluster's CA?",
@@ -79,6 +82,11 @@ pub fn tls_hint(error: &str, tls: bool) -> Option<&'static str> {
             )
         } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
             Some("the server does not speak TLS: leave out --cacert for a plaintext cluster")
+        } else if lower.contains("broken pipe") || lower.contains("connection reset") {
+            Some(
+                "the server closed the connection after the handshake: is --cert signed by the \
+                 cluster's CA and still valid?",
+            )
         } else {
             None
         }
@@ -100,6 +108,10 @@ pub fn tls_hint(error: &str, tls: bool) -> Option<&'static str> {
 
 impl Connector for GrpcConnector {
     type Conn = Channel;
+
+    fn hint(&self, error: &str) -> Option<&'static str> {
+        tls_hint(error, self.tls.is_some())
+    }
 
     fn connect(
         &self,
@@ -246,6 +258,10 @@ mod tests {
         let hint = tls_hint("invalid peer certificate: UnknownIssuer", true).expect("a hint");
         assert!(hint.contains("--cacert"), "{hint}");
         let hint = tls_hint("received fatal alert: CertificateRequired", true).expect("a hint");
+        assert!(hint.contains("--cert"), "{hint}");
+        let hint = tls_hint("invalid peer certificate: BadSignature", true).expect("a hint");
+        assert!(hint.contains("--cacert"), "{hint}");
+        let hint = tls_hint("stream closed because of a broken pipe", true).expect("a hint");
         assert!(hint.contains("--cert"), "{hint}");
         assert_eq!(tls_hint("Connection refused", true), None);
     }

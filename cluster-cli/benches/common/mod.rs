@@ -50,7 +50,8 @@ pub fn start_demo(base: u16) -> Result<Demo, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.path().join("demo.log")).map_err(|e| e.to_string())?;
     let mut child = Command::new(VNETCTL)
-        .args(["demo", "--base-port", &base.to_string()])
+        // Plaintext, as the etcd it is compared with runs.
+        .args(["demo", "--insecure", "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()

@@ -93,12 +93,21 @@ pub async fn run(context: &Context, args: DemoArgs, timeout: Duration) -> Result
         .prefix("vnetctl-demo-")
         .tempdir()
         .map_err(|e| CliError::Local(anyhow::anyhow!("creating the demo's data directory: {e}")))?;
+    let certs = if args.insecure {
+        None
+    } else {
+        let certs = root.path().join("certs");
+        plan::make_certs(&certs, &nodes)
+            .map_err(|e| local(format!("creating the demo's certificates: {e}")))?;
+        Some(certs)
+    };
     let mut running = Vec::new();
     let started = start_all(
         &Binaries {
             vnetd: &vnetd,
             switchd: &switchd,
             rack: rack.as_ref(),
+            certs: certs.as_deref(),
         },
         &nodes,
         root.path(),
@@ -142,6 +151,8 @@ struct Binaries<'a> {
     switchd: &'a Path,
     /// `--dataplane linux`: the namespaces the switches present into.
     rack: Option<&'a linux::Rack>,
+    /// The certificates every process serves and calls with; `None`: plaintext (`--insecure`).
+    certs: Option<&'a Path>,
 }
 
 /// Starts every process: for each unit its switch (waiting until it listens) and then its
@@ -164,6 +175,11 @@ async fn start_all(
             if let Some(rack) = binaries.rack {
                 args.extend(rack.switch_args(usize::from(node.name != "unit-a")));
             }
+            if let Some(certs) = binaries.certs {
+                // The switch accepts only its unit's vnetd, by its node certificate.
+                args.extend(plan::tls_args(certs, node.id));
+                args.extend(["--unit-node-id".into(), node.id.to_string()]);
+            }
             let log = data_dir.join("switch.log");
             running.push(spawn(
                 binaries.switchd,
@@ -175,7 +191,10 @@ async fn start_all(
             let index = running.len() - 1;
             wait_until_listening(switch, &mut running[index], startup_timeout).await?;
         }
-        let args = vnetd_args(node, &data_dir, &initial);
+        let mut args = vnetd_args(node, &data_dir, &initial);
+        if let Some(certs) = binaries.certs {
+            args.extend(plan::tls_args(certs, node.id));
+        }
         let log = data_dir.join("vnetd.log");
         running.push(spawn(
             binaries.vnetd,
@@ -251,7 +270,25 @@ async fn serve(
     running: &mut [Running],
 ) -> Result<(), CliError> {
     let endpoints = Endpoints(nodes.iter().map(|node| node.api_addr.clone()).collect());
-    let mut session = session::open(&endpoints, timeout.min(Duration::from_secs(2)), None);
+    let certs = (!args.insecure).then(|| root.join("certs"));
+    let client_files = |name: &str| {
+        let certs = certs.as_deref()?;
+        let (cert, key) = vnet_tls::certs::client_files(name);
+        Some((
+            certs.join(vnet_tls::certs::CA_CERT),
+            certs.join(cert),
+            certs.join(key),
+        ))
+    };
+    let tls = match client_files("admin") {
+        Some((ca, cert, key)) => Some(std::sync::Arc::new(
+            vnet_tls::ClientTls::new(ca, Some((cert, key))).map_err(|e| {
+                CliError::Local(anyhow::anyhow!("the demo's admin certificate: {e}"))
+            })?,
+        )),
+        None => None,
+    };
+    let mut session = session::open(&endpoints, timeout.min(Duration::from_secs(2)), tls);
     wait_for_leader(&mut session, running, args.startup_timeout).await?;
     let (pools, profiles) = sample_data();
     seed(&mut session, pools, &profiles).await?;
@@ -260,7 +297,27 @@ async fn serve(
 
     let endpoints_flag = endpoints.0.join(",");
     // vnetctl's default endpoints are the demo's on the default ports.
-    let setup = (args.base_port != 7000).then(|| format!("export VNET_ENDPOINTS={endpoints_flag}"));
+    let mut setup = Vec::new();
+    if args.base_port != 7000 {
+        setup.push(format!("export VNET_ENDPOINTS={endpoints_flag}"));
+    }
+    if let Some((ca, cert, key)) = client_files("admin") {
+        setup.push(format!(
+            "export VNET_CACERT={} VNET_CERT={} VNET_KEY={}",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ));
+        for role in ["operator", "viewer"] {
+            if let Some((_, cert, key)) = client_files(role) {
+                setup.push(format!(
+                    "# as {role}: vnetctl --cert {} --key {} ...",
+                    cert.display(),
+                    key.display()
+                ));
+            }
+        }
+    }
     let process = |node: &str, program: Program| {
         running
             .iter()

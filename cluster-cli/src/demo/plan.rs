@@ -105,6 +105,45 @@ pub const DEMO_ADMIN: &str = "admin";
 
 /// The vnetd command line for one node. A unit also gets its switch and cabling; every node
 /// names the demo's admin as the bootstrap admin.
+/// The demo's certificates (`vnetctl cert` files), when it runs with TLS.
+pub fn tls_args(certs: &Path, node_id: u64) -> Vec<String> {
+    let (cert, key) = vnet_tls::certs::node_files(node_id);
+    vec![
+        "--cacert".into(),
+        certs.join(vnet_tls::certs::CA_CERT).display().to_string(),
+        "--cert".into(),
+        certs.join(cert).display().to_string(),
+        "--key".into(),
+        certs.join(key).display().to_string(),
+    ]
+}
+
+/// The demo's CA, a certificate for each node (for 127.0.0.1 and localhost, where the nodes and
+/// switches listen) and the clients `admin`, `operator` and `viewer`, in `certs`.
+pub fn make_certs(certs: &Path, nodes: &[NodePlan]) -> Result<(), String> {
+    use vnet_tls::certs;
+    // A demo's certificates live as long as its directory; a week is plenty.
+    const DAYS: u32 = 7;
+    certs::create_ca(certs, DAYS, false)?;
+    for node in nodes {
+        certs::create_node(
+            certs,
+            None,
+            node.id,
+            &["127.0.0.1".into(), "localhost".into()],
+            DAYS,
+            false,
+        )?;
+    }
+    for client in DEMO_CLIENTS {
+        certs::create_client(certs, None, client, DAYS, false)?;
+    }
+    Ok(())
+}
+
+/// The client certificates the demo makes: one per role, named after it.
+pub const DEMO_CLIENTS: [&str; 3] = ["admin", "operator", "viewer"];
+
 pub fn vnetd_args(node: &NodePlan, data_dir: &Path, initial_cluster: &str) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--id".into(),

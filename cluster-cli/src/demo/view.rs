@@ -15,8 +15,9 @@ pub(super) struct DemoView {
     pub(super) data_dir: String,
     pub(super) profiles_presented: usize,
     pub(super) nodes: Vec<DemoNodeView>,
-    /// What to run first in another terminal, when the ports are not vnetctl's defaults.
-    pub(super) setup: Option<String>,
+    /// What to run first in another terminal: the certificates to use (with TLS), the
+    /// endpoints when the ports are not vnetctl's defaults.
+    pub(super) setup: Vec<String>,
     pub(super) try_commands: Vec<String>,
     pub(super) planned_moves: Vec<String>,
     pub(super) failover: FailoverDemoView,
@@ -83,8 +84,11 @@ impl Render for DemoView {
             }
         }
         out.push_str(&format!("\nendpoints: {}\n", self.endpoints));
-        if let Some(setup) = &self.setup {
-            out.push_str(&format!("\nIn another terminal, first:\n  {setup}\n"));
+        if !self.setup.is_empty() {
+            out.push_str("\nIn another terminal, first:\n");
+            for line in &self.setup {
+                out.push_str(&format!("  {line}\n"));
+            }
         }
         out.push_str("\nTry:\n");
         for command in &self.try_commands {
@@ -221,7 +225,7 @@ mod tests {
                     pid: 10,
                 })
                 .collect(),
-            setup: Some("export VNET_ENDPOINTS=127.0.0.1:9001".into()),
+            setup: vec!["export VNET_ENDPOINTS=127.0.0.1:9001".into()],
             try_commands: try_commands(),
             planned_moves: planned_moves(),
             failover: FailoverDemoView {
