@@ -73,6 +73,7 @@ pub fn tls_hint(error: &str, tls: bool) -> Option<&'static str> {
             Some("the server requires a client certificate: give --cert and --key (VNET_CERT, VNET_KEY)")
         } else if lower.contains("badcertificate")
             || lower.contains("unknownca")
+            || lower.contains("decrypterror")
             || lower.contains("certificateexpired")
             || lower.contains("certificaterevoked")
         {

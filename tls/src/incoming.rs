@@ -229,3 +229,147 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Secured<IO> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs;
+    use crate::reload::{ClientTls, TlsFiles};
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    };
+    use rustls_pki_types::ServerName;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tokio_stream::StreamExt;
+
+    /// A client certificate for `name` from the CA in `dir` that expired yesterday.
+    fn expired_client(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let ca = std::fs::read_to_string(dir.join(certs::CA_CERT)).expect("ca");
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join(certs::CA_KEY)).unwrap())
+            .expect("ca key");
+        let issuer = Issuer::from_ca_cert_pem(&ca, ca_key).expect("issuer");
+        let mut params = CertificateParams::default();
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, name);
+        params.distinguished_name = subject;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now - time::Duration::days(1);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        let (cert_path, key_path) = (dir.join("expired.crt"), dir.join("expired.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write");
+        (cert_path, key_path)
+    }
+
+    /// Connects with `client`, sends a byte and reads one back: `Ok` only if the server kept
+    /// the connection (the test server below echoes).
+    async fn exchange(addr: std::net::SocketAddr, client: &ClientTls) -> Result<(), String> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let mut stream = tokio_rustls::TlsConnector::from(client.config())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(b"x").await.map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte).await {
+            Ok(1) => Ok(()),
+            Ok(_) => Err("closed".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_current_certificate_of_the_ca_gets_through_and_names_its_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        for d in [dir.path(), other.path()] {
+            certs::create_ca(d, 1, false).expect("ca");
+            certs::create_node(d, None, 1, &["127.0.0.1".into()], 1, false).expect("node");
+            certs::create_client(d, None, "alice", 1, false).expect("client");
+        }
+        let files = |d: &Path| TlsFiles {
+            ca: d.join(certs::CA_CERT),
+            cert: d.join("node-1.crt"),
+            key: d.join("node-1.key"),
+        };
+        let server = Arc::new(ServerTls::new(files(dir.path())).expect("server tls"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let incoming = TcpListenerStream::new(listener);
+        let mut secured = secure_incoming(incoming, Some(server), "test");
+        // Echo one byte on every connection that gets through, and report who it was.
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(connection)) = secured.next().await {
+                let Secured::Tls(mut stream, peer) = connection else {
+                    panic!("a plaintext connection came through a TLS port");
+                };
+                let _ = seen_tx.send(peer);
+                tokio::spawn(async move {
+                    let mut byte = [0u8; 1];
+                    if stream.read(&mut byte).await.is_ok() {
+                        let _ = stream.write_all(&byte).await;
+                    }
+                });
+            }
+        });
+        let ca = dir.path().join(certs::CA_CERT);
+        let client = |cert: &Path, key: &Path| {
+            ClientTls::new(ca.clone(), Some((cert.to_path_buf(), key.to_path_buf())))
+                .expect("client tls")
+        };
+        let (expired_cert, expired_key) = expired_client(dir.path(), "mallory");
+        let refused = [
+            (
+                "no certificate",
+                ClientTls::new(ca.clone(), None).expect("tls"),
+            ),
+            (
+                "another CA's",
+                client(
+                    &other.path().join("client-alice.crt"),
+                    &other.path().join("client-alice.key"),
+                ),
+            ),
+            ("an expired one", client(&expired_cert, &expired_key)),
+        ];
+        for (what, tls) in &refused {
+            let error = exchange(addr, tls).await.expect_err(what);
+            println!("{what}: {error}");
+        }
+        exchange(
+            addr,
+            &client(
+                &dir.path().join("client-alice.crt"),
+                &dir.path().join("client-alice.key"),
+            ),
+        )
+        .await
+        .expect("the CA's current client certificate");
+        // The refused connections never reached the server: the first one it saw is alice's.
+        assert_eq!(
+            seen.recv().await,
+            Some(PeerIdentity::Client("alice".into()))
+        );
+        exchange(
+            addr,
+            &client(
+                &dir.path().join("node-1.crt"),
+                &dir.path().join("node-1.key"),
+            ),
+        )
+        .await
+        .expect("a node certificate");
+        assert_eq!(seen.recv().await, Some(PeerIdentity::Node(1)));
+    }
+}
