@@ -99,8 +99,10 @@ pub enum Command {
         lost: std::collections::BTreeSet<u64>,
     },
     /// Move profiles off a unit whose lease was revoked at `epoch`, once a majority of voters
-    /// attested that their grants to it have lapsed; ends the revocation. Refused unless the
-    /// revocation in force for `unit` is the one at `epoch`, so a late duplicate changes nothing.
+    /// attested that their grants to it have lapsed. Ends the revocation once the unit holds
+    /// nothing: a failover of many profiles is committed as several of these, each small enough
+    /// to replicate promptly, and the last ends it. Refused unless the revocation in force for
+    /// `unit` is the one at `epoch`, so a late duplicate changes nothing.
     FailOver {
         unit: String,
         epoch: Revision,
@@ -158,7 +160,7 @@ pub enum Outcome {
     PoolDeleted {
         name: String,
     },
-    Profile(Profile),
+    Profile(std::sync::Arc<Profile>),
     ProfileDeleted {
         name: String,
     },

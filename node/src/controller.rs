@@ -32,6 +32,10 @@ pub struct Controller {
     /// A unit no majority has granted anything for this long (lease TTL plus drift margin) is
     /// judged failed.
     pub failed_after: Duration,
+    /// Most placement changes in one command: a pass with more writes several `Place`s, and a
+    /// failover of more profiles several `FailOver`s (the last ends the revocation). Keeps each
+    /// log entry small enough to replicate within a heartbeat on a slow link.
+    pub changes_per_command: usize,
 }
 
 /// What the leader knows of the voters, for one pass.
@@ -58,14 +62,21 @@ pub struct OperatorMove<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassWrites {
     pub revocations: Vec<String>,
-    /// Unit, revocation epoch, and the changes off it.
+    /// Unit, revocation epoch, and changes off it: one entry per command, so a unit's failover
+    /// may take several, in order.
     pub failovers: Vec<(String, u64, Vec<PlacementChange>)>,
-    pub others: Vec<PlacementChange>,
+    /// The other changes, one entry per `Place` command.
+    pub places: Vec<Vec<PlacementChange>>,
 }
 
 impl PassWrites {
     pub fn is_empty(&self) -> bool {
-        self.revocations.is_empty() && self.failovers.is_empty() && self.others.is_empty()
+        self.revocations.is_empty() && self.failovers.is_empty() && self.places.is_empty()
+    }
+
+    /// The units this pass fails over (each once, however many commands its failover takes).
+    pub fn failed_over_units(&self) -> std::collections::BTreeSet<&str> {
+        self.failovers.iter().map(|(u, _, _)| u.as_str()).collect()
     }
 
     /// Every write as a command, in order.
@@ -82,10 +93,11 @@ impl PassWrites {
                     epoch,
                     changes,
                 });
-        let others = (!self.others.is_empty()).then_some(Command::Place {
-            changes: self.others,
-        });
-        revocations.chain(failovers).chain(others).collect()
+        let places = self
+            .places
+            .into_iter()
+            .map(|changes| Command::Place { changes });
+        revocations.chain(failovers).chain(places).collect()
     }
 }
 
@@ -142,8 +154,13 @@ impl Controller {
     ) -> PassWrites {
         let health = self.health(voters, state, healthy_since, now);
         let decisions = decide(state, &health, &self.policy);
+        let per_command = self.changes_per_command.max(1);
         let mut writes = PassWrites {
-            others: decisions.others,
+            places: decisions
+                .others
+                .chunks(per_command)
+                .map(<[PlacementChange]>::to_vec)
+                .collect(),
             ..PassWrites::default()
         };
         let may_fail_over = |unit: &str, epoch: u64| {
@@ -153,7 +170,11 @@ impl Controller {
             match state.revoked_at(&unit) {
                 None => writes.revocations.push(unit),
                 Some(epoch) if may_fail_over(&unit, epoch) => {
-                    writes.failovers.push((unit, epoch, changes))
+                    // In parts: the state machine keeps the revocation until the part that
+                    // leaves the unit holding nothing.
+                    for part in changes.chunks(per_command) {
+                        writes.failovers.push((unit.clone(), epoch, part.to_vec()));
+                    }
                 }
                 Some(_) => {}
             }
@@ -162,11 +183,7 @@ impl Controller {
         // still ends only once attested: until then the unit may hold grants.
         for (unit, epoch) in state.revocations() {
             let handled = writes.failovers.iter().any(|(u, _, _)| u == unit);
-            let holds_nothing = state.placements().all(|(_, p)| {
-                p.unit.as_deref() != Some(unit.as_str())
-                    && p.moving.as_ref().is_none_or(|m| &m.from != unit)
-            });
-            if !handled && holds_nothing && may_fail_over(unit, *epoch) {
+            if !handled && state.holds_nothing(unit) && may_fail_over(unit, *epoch) {
                 writes.failovers.push((unit.clone(), *epoch, Vec::new()));
             }
         }
@@ -198,10 +215,16 @@ mod tests {
             changes_per_pass_max: 100,
         },
         failed_after: Duration::from_millis(950),
+        changes_per_command: 2,
     };
 
     /// unit-a and unit-b, both cabled to s1; profile p1 placed on unit-a.
     fn state() -> State {
+        state_with(1)
+    }
+
+    /// unit-a and unit-b (capacity 4), `profiles` profiles all on unit-a.
+    fn state_with(profiles: usize) -> State {
         let mut state = State::default();
         let mut index = 0;
         let mut run = |state: &mut State, command: Command| {
@@ -228,33 +251,37 @@ mod tests {
                 }),
             );
         }
-        run(
-            &mut state,
-            Command::CreateProfile(ProfileSpec {
-                name: "p1".into(),
-                server: "s1".into(),
-                vnics: vec![VNicSpec {
-                    name: "eth0".into(),
-                    mac: Some("02:00:00:00:00:01".parse().expect("mac")),
-                    network: "n".into(),
-                    vlan: None,
-                    pool: None,
-                }],
-                vhbas: vec![],
-                preferred_unit: Some("unit-a".into()),
-                failback: Failback::Manual,
-            }),
-        );
+        for i in 1..=profiles {
+            run(
+                &mut state,
+                Command::CreateProfile(ProfileSpec {
+                    name: format!("p{i}"),
+                    server: "s1".into(),
+                    vnics: vec![VNicSpec {
+                        name: "eth0".into(),
+                        mac: Some(format!("02:00:00:00:00:{i:02x}").parse().expect("mac")),
+                        network: "n".into(),
+                        vlan: None,
+                        pool: None,
+                    }],
+                    vhbas: vec![],
+                    preferred_unit: Some("unit-a".into()),
+                    failback: Failback::Manual,
+                }),
+            );
+        }
         run(
             &mut state,
             Command::Place {
-                changes: vec![PlacementChange {
-                    profile: "p1".into(),
-                    unit: Some("unit-a".into()),
-                    moving: None,
-                    reason: "t".into(),
-                    failed_over_from: None,
-                }],
+                changes: (1..=profiles)
+                    .map(|i| PlacementChange {
+                        profile: format!("p{i}"),
+                        unit: Some("unit-a".into()),
+                        moving: None,
+                        reason: "t".into(),
+                        failed_over_from: None,
+                    })
+                    .collect(),
             },
         );
         state
@@ -320,7 +347,7 @@ mod tests {
         let lapsed = reports(&[(1, 1_000, None), (2, 2_000, None), (3, 10, None)]);
         let writes = pass(&state, &three(), &lapsed);
         assert_eq!(writes.revocations, ["unit-a"], "{writes:?}");
-        assert!(writes.failovers.is_empty() && writes.others.is_empty());
+        assert!(writes.failovers.is_empty() && writes.places.is_empty());
         let request = Request {
             actor: "t".into(),
             command: Command::RevokeLease {
@@ -390,5 +417,90 @@ mod tests {
             vec![("unit-b".to_owned(), 100, Vec::new())],
             "{writes:?}"
         );
+    }
+
+    fn write(state: &mut State, index: u64, command: Command) {
+        let request = Request {
+            actor: "t".into(),
+            command,
+            trace: None,
+            on_behalf_of: None,
+        };
+        apply(state, index, &request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
+    }
+
+    #[test]
+    fn a_large_failover_is_written_in_parts_and_the_last_ends_the_revocation() {
+        let mut state = state_with(3);
+        write(
+            &mut state,
+            100,
+            Command::RevokeLease {
+                unit: "unit-a".into(),
+            },
+        );
+        let attested = reports(&[(1, 1_000, Some(100)), (2, 2_000, Some(100)), (3, 10, None)]);
+        let writes = pass(&state, &three(), &attested);
+        let parts: Vec<_> = writes
+            .failovers
+            .iter()
+            .map(|(u, e, c)| (u.as_str(), *e, c.len()))
+            .collect();
+        assert_eq!(
+            parts,
+            [("unit-a", 100, 2), ("unit-a", 100, 1)],
+            "{writes:?}"
+        );
+        assert_eq!(writes.failed_over_units().len(), 1);
+        let mut commands = writes.into_commands().into_iter();
+        // The first part moves two profiles; one is still on unit-a, so the revocation holds
+        // and voters keep granting unit-a nothing.
+        write(&mut state, 101, commands.next().expect("first part"));
+        assert_eq!(state.revoked_at("unit-a"), Some(100));
+        assert!(!state.holds_nothing("unit-a"));
+        // Should the second part be lost, the next pass decides the rest under the same epoch.
+        let again = pass(&state, &three(), &attested);
+        let parts: Vec<_> = again
+            .failovers
+            .iter()
+            .map(|(u, e, c)| (u.as_str(), *e, c.len()))
+            .collect();
+        assert_eq!(parts, [("unit-a", 100, 1)], "{again:?}");
+        write(&mut state, 102, commands.next().expect("second part"));
+        assert_eq!(
+            state.revoked_at("unit-a"),
+            None,
+            "the last part ends the revocation"
+        );
+        assert!(state.holds_nothing("unit-a"));
+        let moved = state
+            .placements()
+            .filter(|(_, p)| p.unit.as_deref() == Some("unit-b"))
+            .count();
+        assert_eq!(moved, 3);
+    }
+
+    #[test]
+    fn placements_of_a_pass_are_written_in_parts() {
+        let mut state = state_with(0);
+        for i in 1..=3 {
+            write(
+                &mut state,
+                10 + i,
+                Command::CreateProfile(ProfileSpec {
+                    name: format!("q{i}"),
+                    server: "s1".into(),
+                    vnics: vec![],
+                    vhbas: vec![],
+                    preferred_unit: None,
+                    failback: Failback::Manual,
+                }),
+            );
+        }
+        let live = reports(&[(1, 10, None), (2, 10, None), (3, 10, None)]);
+        let writes = pass(&state, &three(), &live);
+        let sizes: Vec<_> = writes.places.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1], "{writes:?}");
+        assert_eq!(writes.into_commands().len(), 2);
     }
 }

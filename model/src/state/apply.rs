@@ -2,6 +2,7 @@
 //! first mutation, so a refused command leaves the state exactly as it was.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::{Change, Event, State};
 use crate::access::AccessRole;
@@ -99,11 +100,18 @@ impl State {
         if self.profiles.len() >= PROFILES_MAX {
             return Err(Rejection::limit("profiles", PROFILES_MAX));
         }
-        let profile = plan_profile(&self.index, &self.pools, spec, None, revision)?;
+        let profile = Arc::new(plan_profile(
+            &self.index,
+            &self.pools,
+            spec,
+            None,
+            revision,
+        )?);
         for identity in profile.identities() {
             self.index.claim(identity, &profile.name);
         }
-        self.profiles.insert(profile.name.clone(), profile.clone());
+        self.profiles
+            .insert(profile.name.clone(), Arc::clone(&profile));
         Ok(Outcome::Profile(profile))
     }
 
@@ -118,7 +126,13 @@ impl State {
             return Err(Rejection::not_found("profile", &spec.name));
         };
         check_expected_revision(previous, expected_revision)?;
-        let profile = plan_profile(&self.index, &self.pools, spec, Some(previous), revision)?;
+        let profile = Arc::new(plan_profile(
+            &self.index,
+            &self.pools,
+            spec,
+            Some(previous),
+            revision,
+        )?);
         let released: Vec<Identity> = previous.identities().collect();
         for identity in released {
             self.index.release(identity);
@@ -126,7 +140,8 @@ impl State {
         for identity in profile.identities() {
             self.index.claim(identity, &profile.name);
         }
-        self.profiles.insert(profile.name.clone(), profile.clone());
+        self.profiles
+            .insert(profile.name.clone(), Arc::clone(&profile));
         Ok(Outcome::Profile(profile))
     }
 
@@ -413,11 +428,18 @@ impl State {
             }
         }
         let profiles = self.place_profiles(revision, changes)?;
-        self.revoked.remove(unit);
-        // Its switch has cleared by now (a majority attested that its lease lapsed), so its last
-        // report no longer says anything true.
-        if let Some(report) = self.presented.get_mut(unit) {
-            report.clear();
+        // A large failover is committed in parts (each entry stays small enough to replicate
+        // within a heartbeat): the revocation ends with the part that leaves the unit holding
+        // nothing, so voters grant the unit nothing while any profile is still placed on it.
+        // Judged on the state, not on a flag of the proposer's, so a part that commits late or
+        // twice cannot end a revocation early.
+        if self.holds_nothing(unit) {
+            self.revoked.remove(unit);
+            // Its switch has cleared by now (a majority attested that its lease lapsed), so its
+            // last report no longer says anything true.
+            if let Some(report) = self.presented.get_mut(unit) {
+                report.clear();
+            }
         }
         Ok(Outcome::FailedOver {
             unit: unit.to_owned(),

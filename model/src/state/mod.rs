@@ -5,6 +5,7 @@
 //! holds [`apply`] and the handler of each command.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -44,7 +45,9 @@ pub enum Change {
     PoolDeleted {
         name: String,
     },
-    ProfilePut(Profile),
+    /// Shared with the state's map while the profile is current (`Arc`), so the history holds
+    /// no second copy of every profile; encoded as the profile itself.
+    ProfilePut(Arc<Profile>),
     ProfileDeleted {
         name: String,
     },
@@ -72,7 +75,8 @@ pub enum Change {
     MembershipSettled {
         log_index: u64,
     },
-    /// Profiles were moved off a unit whose lease was revoked, and the revocation ended.
+    /// Profiles were moved off a unit whose lease was revoked; the revocation ends with the
+    /// move that leaves the unit holding nothing (a large failover comes in several parts).
     FailedOver {
         unit: String,
         placements: Vec<(String, Placement)>,
@@ -107,7 +111,7 @@ pub enum Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     revision: Revision,
-    profiles: BTreeMap<String, Profile>,
+    profiles: BTreeMap<String, Arc<Profile>>,
     pools: BTreeMap<String, Pool>,
     members: BTreeMap<u64, Member>,
     /// Desired placement per profile; a profile without an entry has never been placed.
@@ -184,12 +188,12 @@ impl State {
     }
 
     pub fn profile(&self, name: &str) -> Option<&Profile> {
-        self.profiles.get(name)
+        self.profiles.get(name).map(Arc::as_ref)
     }
 
     /// In name order.
     pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
-        self.profiles.values()
+        self.profiles.values().map(Arc::as_ref)
     }
 
     /// Whether `id` was removed by a recovery without a quorum (and so is refused for good).
@@ -286,6 +290,14 @@ impl State {
         self.members.values().find(|m| m.name == name)
     }
 
+    /// Whether no profile is placed on `unit` or moving off it: what a revoked unit must reach
+    /// before its revocation ends.
+    pub fn holds_nothing(&self, unit: &str) -> bool {
+        self.placements.values().all(|p| {
+            p.unit.as_deref() != Some(unit) && p.moving.as_ref().is_none_or(|m| m.from != unit)
+        })
+    }
+
     /// Profiles that count against `unit`'s capacity: placed on it, or moving to it.
     pub fn load_of(&self, unit: &str) -> usize {
         self.placements
@@ -342,7 +354,7 @@ impl State {
     /// is ordered and within the current revision.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.check_primary()?;
-        let rebuilt = IdentityIndex::build(self.profiles.values(), self.pools.values())?;
+        let rebuilt = IdentityIndex::build(self.profiles(), self.pools.values())?;
         if rebuilt != self.index {
             return Err(
                 "the identity index differs from one rebuilt from profiles and pools".into(),
@@ -536,7 +548,7 @@ impl Serialize for State {
         SnapshotRef {
             revision: self.revision,
             history_start: self.history_start,
-            profiles: self.profiles.values().collect(),
+            profiles: self.profiles().collect(),
             pools: self.pools.values().collect(),
             members: self.members.values().collect(),
             placements: &self.placements,
@@ -584,7 +596,7 @@ impl State {
             history_start: snapshot.history_start,
             profiles: keyed(
                 "profile",
-                snapshot.profiles,
+                snapshot.profiles.into_iter().map(Arc::new).collect(),
                 |p| p.name.clone(),
                 |k| format!("{k:?}"),
             )?,
@@ -615,7 +627,75 @@ impl State {
         // Pools are validated here before the index is built from them, which the allocator's
         // proof that pool ranges hold only valid identities depends on.
         state.check_primary()?;
-        state.index = IdentityIndex::build(state.profiles.values(), state.pools.values())?;
+        state.index = IdentityIndex::build(state.profiles(), state.pools.values())?;
+        state.share_history_profiles();
         Ok(state)
+    }
+
+    /// Points each history event that holds a current profile at the map's copy: a snapshot
+    /// encodes both, and decoding makes two, which would double a loaded state's memory.
+    fn share_history_profiles(&mut self) {
+        for event in &mut self.events {
+            if let Change::ProfilePut(profile) = &mut event.change {
+                if let Some(current) = self.profiles.get(&profile.name) {
+                    if current == profile && !Arc::ptr_eq(current, profile) {
+                        *profile = Arc::clone(current);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Request};
+    use crate::profile::{Failback, ProfileSpec, VNicSpec};
+
+    fn create(state: &mut State, index: u64, name: &str, mac: &str) {
+        let spec = ProfileSpec {
+            name: name.into(),
+            server: "srv".into(),
+            vnics: vec![VNicSpec {
+                name: "eth0".into(),
+                mac: Some(mac.parse().expect("mac")),
+                network: "n".into(),
+                vlan: None,
+                pool: None,
+            }],
+            vhbas: vec![],
+            preferred_unit: None,
+            failback: Failback::Manual,
+        };
+        let request = Request {
+            actor: "t".into(),
+            command: Command::CreateProfile(spec),
+            trace: None,
+            on_behalf_of: None,
+        };
+        crate::apply(state, index, &request).expect("created");
+    }
+
+    /// How many history events hold the very copy of `name` the map holds.
+    fn shared(state: &State, name: &str) -> usize {
+        let current = &state.profiles[name];
+        state
+            .events
+            .iter()
+            .filter(|e| matches!(&e.change, Change::ProfilePut(p) if Arc::ptr_eq(p, current)))
+            .count()
+    }
+
+    #[test]
+    fn the_history_shares_current_profiles_before_and_after_a_snapshot() {
+        let mut state = State::default();
+        create(&mut state, 1, "p1", "02:00:00:00:00:01");
+        create(&mut state, 2, "p2", "02:00:00:00:00:02");
+        assert_eq!((shared(&state, "p1"), shared(&state, "p2")), (1, 1));
+        let encoded = serde_json::to_vec(&state).expect("encode");
+        let loaded: State = serde_json::from_slice(&encoded).expect("decode");
+        assert_eq!(loaded, state);
+        assert_eq!((shared(&loaded, "p1"), shared(&loaded, "p2")), (1, 1));
     }
 }

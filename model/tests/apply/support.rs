@@ -56,7 +56,7 @@ impl Cluster {
 
     pub fn profile(&mut self, command: Command) -> Profile {
         match self.ok(command) {
-            Outcome::Profile(profile) => profile,
+            Outcome::Profile(profile) => (*profile).clone(),
             other => panic!("expected a profile, got {other:?}"),
         }
     }

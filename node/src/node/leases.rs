@@ -9,6 +9,8 @@ use crate::lease::{may_grant, Grant, GrantRefused, VoterReport, VoterSets};
 pub const PLACEMENT_TICK_MS: u64 = 20;
 /// Most placement changes committed per controller pass.
 pub const PLACEMENT_CHANGES_PER_PASS_MAX: usize = 4_096;
+/// Most placement changes in one `Place` or `FailOver` command (why: the model's limits).
+pub use vnet_model::limits::PLACEMENT_CHANGES_PER_COMMAND_MAX;
 /// How long the leader waits for a voter's lease report before asking again. A voter that does
 /// not answer counts against a unit's lapse, so a slow one delays a failover, never causes one.
 pub const LEASE_REPORT_TIMEOUT_MS: u64 = 150;
@@ -183,6 +185,7 @@ impl Node {
                 changes_per_pass_max: PLACEMENT_CHANGES_PER_PASS_MAX,
             },
             failed_after: self.failed_after(),
+            changes_per_command: PLACEMENT_CHANGES_PER_COMMAND_MAX,
         }
     }
 
@@ -350,8 +353,14 @@ impl Node {
             for unit in &writes.revocations {
                 tracing::warn!(unit = %unit, "a majority of voters saw the unit's lease lapse; revoking it");
             }
-            for (unit, _, changes) in &writes.failovers {
-                tracing::warn!(unit = %unit, profiles = changes.len(), "a majority of voters attested the lapse; failing over");
+            for unit in writes.failed_over_units() {
+                let profiles: usize = writes
+                    .failovers
+                    .iter()
+                    .filter(|(u, _, _)| u == unit)
+                    .map(|(_, _, changes)| changes.len())
+                    .sum();
+                tracing::warn!(unit = %unit, profiles, "a majority of voters attested the lapse; failing over");
             }
             for command in writes.into_commands() {
                 let what = match &command {
@@ -394,9 +403,19 @@ impl Node {
                             failovers_timed.insert(unit, FailoverInFlight { since, span, moved });
                         }
                         (Some((unit, Some(moved))), _) => {
-                            self.metrics_handle().failovers.inc();
-                            if let Some(failover) = failovers_timed.get_mut(&unit) {
-                                failover.moved = Some(moved);
+                            // A failover in parts counts once, and is timed until every part's
+                            // profiles are presented.
+                            match failovers_timed.get_mut(&unit) {
+                                Some(FailoverInFlight {
+                                    moved: Some(done), ..
+                                }) => done.extend(moved),
+                                Some(failover) => {
+                                    self.metrics_handle().failovers.inc();
+                                    failover.moved = Some(moved);
+                                }
+                                None => {
+                                    self.metrics_handle().failovers.inc();
+                                }
                             }
                         }
                         _ => {}
@@ -520,9 +539,16 @@ impl Node {
             actor: "system/failover".to_string(),
             on_behalf_of: None,
         });
-        let revision = self
-            .write_as_leader_by(by, Command::Place { changes })
-            .await?;
+        // In parts, as the controller writes them: each part is a valid move on its own, so
+        // a part that fails leaves the earlier ones started and the operator may ask again
+        // (profiles already moving are not moved twice).
+        let mut revision = 0;
+        for part in changes.chunks(controller.changes_per_command.max(1)) {
+            let changes = part.to_vec();
+            revision = self
+                .write_as_leader_by(by.clone(), Command::Place { changes })
+                .await?;
+        }
         Ok(LeaderReply::FailoverStarted { revision, profiles })
     }
 }

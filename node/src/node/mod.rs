@@ -43,7 +43,7 @@ mod status;
 pub use access::BOOTSTRAP_ACTOR;
 pub use leases::{
     voter_sets, LeaseView, LEASE_REPORT_FRESH_MS, LEASE_REPORT_TIMEOUT_MS,
-    PLACEMENT_CHANGES_PER_PASS_MAX, PLACEMENT_TICK_MS,
+    PLACEMENT_CHANGES_PER_COMMAND_MAX, PLACEMENT_CHANGES_PER_PASS_MAX, PLACEMENT_TICK_MS,
 };
 
 /// How long to wait for something to change (a leader to appear, metrics to move) before looking

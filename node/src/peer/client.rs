@@ -43,7 +43,7 @@ pub const PEER_KEEPALIVE_TIMEOUT_MS: u64 = 1_000;
 /// follower stops moving. 256 KiB is about 2 ms on a 1 Gb/s link and 21 ms at 100 Mb/s, leaving
 /// most of the interval to the follower. A longer batch is cut here and reported to openraft as a
 /// partial success, after which it sends the rest at once.
-pub const APPEND_BATCH_BYTES_MAX: usize = 256 * 1024;
+pub const APPEND_BATCH_BYTES_MAX: usize = vnet_model::limits::APPEND_BATCH_BYTES_MAX;
 
 /// Largest peer message accepted or sent: one log entry at `ENTRY_BYTES_MAX` (an AppendEntries
 /// holds more than one only within `APPEND_BATCH_BYTES_MAX`, a forwarded write holds one), or a

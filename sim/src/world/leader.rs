@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Most placement changes per command in the simulated cluster (see `Leader::controller`).
+const CHANGES_PER_COMMAND: usize = 2;
+
 impl World {
     pub(super) fn read_done(&mut self, i: usize, read_id: u64, index: Option<u64>) {
         let Some(PendingRead::CatchUp) = self.nodes[i].reads.remove(&read_id) else {
@@ -41,6 +44,9 @@ impl World {
             failed_after: Duration::from_nanos(
                 self.config.lease_ttl_ns + self.config.drift_margin_ns,
             ),
+            // Far below vnetd's, so that failovers and placements of the few simulated
+            // profiles are written in parts, as a large cluster's are.
+            changes_per_command: CHANGES_PER_COMMAND,
         }
     }
 
@@ -241,8 +247,8 @@ impl World {
             let name = self.nodes[i].name;
             self.note(|| format!("{name}: a majority saw {unit} lapse; revoking its lease"));
         }
+        self.stats.failovers += writes.failed_over_units().len() as u64;
         for (unit, epoch, changes) in &writes.failovers {
-            self.stats.failovers += 1;
             let name = self.nodes[i].name;
             let count = changes.len();
             self.note(|| {
