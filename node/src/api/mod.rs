@@ -109,6 +109,13 @@ impl Api {
             Some(Principal::Client(name)) => self.node.view().read(|a| a.state.role_of(name)),
             _ => None,
         };
+        let member = match &principal {
+            Some(Principal::Node(id)) => self
+                .node
+                .view()
+                .read(|a| !a.state.is_removed_id(*id) && a.state.members().any(|m| m.id == *id)),
+            _ => true,
+        };
         let label = principal
             .as_ref()
             .map_or_else(|| "none".to_string(), |p| roles::role_label(p, role));
@@ -138,7 +145,7 @@ impl Api {
                 on_behalf_of: note,
             })
         };
-        let permission = match roles::check(principal.as_ref(), role, &method) {
+        let permission = match roles::check(principal.as_ref(), role, member, &method) {
             Ok(permission) => permission,
             Err(refusal) => {
                 let status = tonic::Status::from(refusal);

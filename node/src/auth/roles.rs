@@ -202,9 +202,13 @@ pub fn role_label(principal: &Principal, role: Option<AccessRole>) -> String {
 }
 
 /// Decides whether `principal`, holding `role` in the replicated map, may call `method`.
+/// `member` says whether a node principal is a member of the cluster now: a node certificate
+/// speaks as the system only while its id is a member's, so the certificate of a node never
+/// added, or removed (even one the CA still vouches for), is refused.
 pub fn check(
     principal: Option<&Principal>,
     role: Option<AccessRole>,
+    member: bool,
     method: &str,
 ) -> Result<Permission, Refusal> {
     let Some(principal) = principal else {
@@ -219,7 +223,13 @@ pub fn check(
         )));
     };
     match principal {
-        Principal::Insecure | Principal::Node(_) => Ok(permission),
+        Principal::Insecure => Ok(permission),
+        Principal::Node(_) if member => Ok(permission),
+        Principal::Node(id) => Err(Refusal::PermissionDenied(format!(
+            "{method}: the certificate names node {id}, which is not a member of this cluster \
+             (never added, or removed); a node certificate speaks as the system only while its \
+             node is a member"
+        ))),
         Principal::Client(name) => {
             if let Err(rejection) = validate_principal("principal", name) {
                 return Err(Refusal::Unauthenticated(format!(
@@ -372,7 +382,7 @@ mod tests {
         let client = Principal::Client("bob".into());
         for (method, permission) in RPCS {
             for role in AccessRole::ALL {
-                let result = check(Some(&client), Some(role), method);
+                let result = check(Some(&client), Some(role), true, method);
                 assert_eq!(
                     result.is_ok(),
                     role >= permission.least_role(),
@@ -380,17 +390,18 @@ mod tests {
                 );
             }
             // Without a role, nothing; as the system or without TLS, everything.
-            let refused = check(Some(&client), None, method).expect_err("no role");
+            let refused = check(Some(&client), None, true, method).expect_err("no role");
             assert!(matches!(refused, Refusal::PermissionDenied(_)));
             assert_eq!(
-                check(Some(&Principal::Node(2)), None, method),
+                check(Some(&Principal::Node(2)), None, true, method),
                 Ok(*permission)
             );
             assert_eq!(
-                check(Some(&Principal::Insecure), None, method),
+                check(Some(&Principal::Insecure), None, true, method),
                 Ok(*permission)
             );
-            let missing = check(None, Some(AccessRole::Admin), method).expect_err("no principal");
+            let missing =
+                check(None, Some(AccessRole::Admin), true, method).expect_err("no principal");
             assert!(matches!(missing, Refusal::Unauthenticated(_)));
         }
     }
@@ -400,6 +411,7 @@ mod tests {
         let refused = check(
             Some(&Principal::Client("bob".into())),
             Some(AccessRole::Viewer),
+            true,
             "/vnet.v1.PoolService/CreatePool",
         )
         .expect_err("a viewer creating a pool");
@@ -416,12 +428,18 @@ mod tests {
         let none = check(
             Some(&Principal::Client("eve".into())),
             None,
+            true,
             "/vnet.v1.ProfileService/GetProfile",
         )
         .expect_err("no role");
         assert!(none.message().contains("role none"), "{none:?}");
         assert!(matches!(
-            check(Some(&Principal::Insecure), None, "/vnet.v1.Nope/Nothing"),
+            check(
+                Some(&Principal::Insecure),
+                None,
+                true,
+                "/vnet.v1.Nope/Nothing"
+            ),
             Err(Refusal::PermissionDenied(_))
         ));
     }
@@ -432,6 +450,7 @@ mod tests {
             let refused = check(
                 Some(&Principal::Client(name.into())),
                 Some(AccessRole::Admin),
+                true,
                 "/vnet.v1.ProfileService/GetProfile",
             )
             .expect_err(name);
@@ -460,5 +479,23 @@ mod tests {
             actor(&Principal::Node(3), Some("carol")),
             ("node/3".to_string(), Some("carol".to_string()))
         );
+    }
+
+    #[test]
+    fn a_node_certificate_speaks_as_the_system_only_while_its_node_is_a_member() {
+        for (method, permission) in RPCS {
+            assert_eq!(
+                check(Some(&Principal::Node(2)), None, true, method),
+                Ok(*permission)
+            );
+            let refused =
+                check(Some(&Principal::Node(9)), None, false, method).expect_err("not a member");
+            match refused {
+                Refusal::PermissionDenied(message) => {
+                    assert!(message.contains("node 9") && message.contains("not a member"))
+                }
+                other => panic!("{method}: {other:?}"),
+            }
+        }
     }
 }
