@@ -5,14 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{Change, Event, State};
-use crate::access::AccessRole;
-use crate::alarm::{Alarm, AlarmKind};
 use crate::command::{Command, Outcome, Request};
 use crate::error::Rejection;
 use crate::identity::Identity;
 use crate::limits::{
     ACTOR_LEN_MAX, EVENT_HISTORY_MAX, MEMBERS_MAX, POOLS_MAX, PROFILES_MAX, REMOVED_IDS_MAX,
-    ROLES_MAX,
 };
 use crate::member::{Member, Role};
 use crate::name::validate_name;
@@ -659,150 +656,4 @@ fn placements_of(state: &State, profiles: &[String]) -> Vec<(String, Placement)>
                 .map(|placement| (name.clone(), placement.clone()))
         })
         .collect()
-}
-
-impl State {
-    fn report_space(
-        &mut self,
-        revision: Revision,
-        member: &str,
-        used_bytes: u64,
-        quota_bytes: u64,
-    ) -> Result<Outcome, Rejection> {
-        crate::name::validate_name("member", member)?;
-        let key = (member.to_string(), AlarmKind::NoSpace);
-        let raised = match self.alarms.get(&key) {
-            Some(alarm) => alarm.raised,
-            None if used_bytes > quota_bytes => {
-                if self.alarms.len() >= MEMBERS_MAX {
-                    return Err(Rejection::limit("alarms", MEMBERS_MAX));
-                }
-                revision
-            }
-            None => {
-                return Err(Rejection::FailedPrecondition {
-                    reason: format!(
-                        "member {member:?} is within its quota ({used_bytes} of {quota_bytes} \
-                         bytes) and has no alarm raised: nothing to report"
-                    ),
-                })
-            }
-        };
-        let alarm = Alarm {
-            member: member.to_string(),
-            kind: AlarmKind::NoSpace,
-            raised,
-            used_bytes,
-            quota_bytes,
-        };
-        self.alarms.insert(key, alarm.clone());
-        Ok(Outcome::AlarmReported { alarm })
-    }
-
-    fn disarm_alarms(
-        &mut self,
-        member: Option<&str>,
-        kind: Option<AlarmKind>,
-    ) -> Result<Outcome, Rejection> {
-        if let Some(member) = member {
-            crate::name::validate_name("member", member)?;
-        }
-        let chosen: Vec<(String, AlarmKind)> = self
-            .alarms
-            .iter()
-            .filter(|(_, a)| member.is_none_or(|m| a.member == m))
-            .filter(|(_, a)| kind.is_none_or(|k| a.kind == k))
-            .map(|(key, _)| key.clone())
-            .collect();
-        if chosen.is_empty() {
-            return Err(Rejection::not_found(
-                "alarm",
-                format!(
-                    "{} of {}",
-                    kind.map_or("any kind".to_string(), |k| k.to_string()),
-                    member.unwrap_or("any member")
-                ),
-            ));
-        }
-        if let Some(over) = chosen
-            .iter()
-            .filter_map(|key| self.alarms.get(key))
-            .find(|a| !a.cleared())
-        {
-            return Err(Rejection::FailedPrecondition {
-                reason: format!(
-                    "cannot disarm: {} is still past its quota by its last report; free space \
-                     on {} (or raise its --quota-bytes) and disarm again",
-                    over.describe(),
-                    over.member
-                ),
-            });
-        }
-        let alarms = chosen
-            .iter()
-            .filter_map(|key| self.alarms.remove(key))
-            .collect();
-        Ok(Outcome::AlarmsDisarmed { alarms })
-    }
-}
-
-impl State {
-    fn grant_role(&mut self, principal: &str, role: AccessRole) -> Result<Outcome, Rejection> {
-        crate::access::validate_principal("principal", principal)?;
-        let previous = self.roles.get(principal).copied();
-        if previous == Some(AccessRole::Admin) && role != AccessRole::Admin && self.admins() == 1 {
-            return Err(last_admin(principal, &format!("given the role {role}")));
-        }
-        if previous.is_none() && self.roles.len() >= ROLES_MAX {
-            return Err(Rejection::limit("principals with a role", ROLES_MAX));
-        }
-        self.roles.insert(principal.to_string(), role);
-        Ok(Outcome::RoleGranted {
-            principal: principal.to_string(),
-            role,
-            previous,
-        })
-    }
-
-    fn revoke_role(&mut self, principal: &str) -> Result<Outcome, Rejection> {
-        crate::access::validate_principal("principal", principal)?;
-        let Some(role) = self.roles.get(principal).copied() else {
-            return Err(Rejection::not_found("role of principal", principal));
-        };
-        if role == AccessRole::Admin && self.admins() == 1 {
-            return Err(last_admin(principal, "revoked"));
-        }
-        self.roles.remove(principal);
-        Ok(Outcome::RoleRevoked {
-            principal: principal.to_string(),
-            role,
-        })
-    }
-
-    fn bootstrap_admin(&mut self, principal: &str) -> Result<Outcome, Rejection> {
-        crate::access::validate_principal("principal", principal)?;
-        if let Some((admin, _)) = self
-            .roles
-            .iter()
-            .find(|(_, role)| **role == AccessRole::Admin)
-        {
-            return Err(Rejection::FailedPrecondition {
-                reason: format!(
-                    "the cluster already has an administrator ({admin:?}); a bootstrap admin \
-                     is taken only while it has none"
-                ),
-            });
-        }
-        self.grant_role(principal, AccessRole::Admin)
-    }
-}
-
-/// The refusal that keeps the cluster from losing its last administrator.
-fn last_admin(principal: &str, what: &str) -> Rejection {
-    Rejection::FailedPrecondition {
-        reason: format!(
-            "{principal:?} is the only admin and cannot be {what}: grant admin to another \
-             principal first, so the cluster keeps one"
-        ),
-    }
 }

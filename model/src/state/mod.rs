@@ -21,7 +21,9 @@ use crate::pool::{Pool, PoolUsage};
 use crate::profile::Profile;
 use crate::Revision;
 
+mod alarms;
 mod apply;
+mod roles;
 
 pub use apply::apply;
 
