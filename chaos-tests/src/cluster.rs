@@ -209,6 +209,9 @@ impl Cluster {
                 VNETD_SNAPSHOT_EVERY_ENTRIES.to_string().into(),
                 "--log-level".into(),
                 "info".into(),
+                // Plaintext on the test network's non-loopback addresses: the hosts are network
+                // namespaces on a private bridge, and TLS is tested on its own (node/tests/tls.rs).
+                "--insecure".into(),
             ];
             let mut processes = Vec::new();
             if spec.is_unit {

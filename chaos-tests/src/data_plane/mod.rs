@@ -317,6 +317,9 @@ impl DataPlaneCluster {
                 initial_cluster.clone(),
                 "--log-level".to_owned(),
                 "info".to_owned(),
+                // Plaintext on the private control network of namespaces (198.19.0.0/16); TLS
+                // is tested on its own (node/tests/tls.rs).
+                "--insecure".to_owned(),
             ]
             .into_iter()
             .map(OsString::from)
