@@ -229,13 +229,7 @@ mod tests {
         let mut index = 0;
         let mut run = |state: &mut State, command: Command| {
             index += 1;
-            let request = Request {
-                actor: "t".into(),
-                command,
-                trace: None,
-                on_behalf_of: None,
-            };
-            apply(state, index, &request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
+            write(state, index, command);
         };
         for (id, name) in [(1, "unit-a"), (2, "unit-b")] {
             run(
