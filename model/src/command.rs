@@ -64,8 +64,10 @@ pub enum Command {
     ReportPresented {
         unit: String,
         profiles: BTreeMap<String, Revision>,
-        /// The log index of the state the agent acted on when it made this report. A planned
-        /// move off the unit completes only on a report at or after the move's revision: an
+        /// The revision of the state the agent acted on when it made this report (nodes older
+        /// than batched entries sent its log index, which was then never below its revision).
+        /// A planned move off the unit completes only on a report at or after the move's
+        /// revision: an
         /// earlier "not presenting" (say, right after a fence) says nothing about whether the
         /// unit, not yet knowing of the move, will program the profile again.
         #[serde(default)]
@@ -139,6 +141,11 @@ pub enum Command {
     BootstrapAdmin {
         principal: String,
     },
+    /// Several client requests committed as one log entry, each applied in order as if it were
+    /// its own entry, each with its own revision and its own result (`apply_entry`). Only the
+    /// leader forms batches, from requests it was asked to write; a batch inside a batch is
+    /// refused. Written only once every member applies batches (`Member::protocol`).
+    Batch(Vec<Request>),
 }
 
 impl Command {

@@ -48,7 +48,7 @@ pub use member::{Member, Role};
 pub use placement::{Move, Placement, PlacementChange};
 pub use pool::{Pool, PoolKind, PoolRange, PoolSpec, PoolUsage};
 pub use profile::{Failback, Profile, ProfileSpec, VHba, VHbaSpec, VNic, VNicSpec};
-pub use state::{apply, Change, Event, State};
+pub use state::{apply, apply_entry, next_revision, Accepted, Change, Event, State};
 
 /// The Raft log index at which a change was applied. Every accepted change sets the state's
 /// revision to its own, so revisions order all changes cluster-wide.

@@ -20,6 +20,15 @@ pub const PLACEMENT_CHANGES_PER_COMMAND_MAX: usize = 256;
 /// this goes alone); why 256 KiB is argued where vnetd cuts batches (`peer/client.rs`).
 pub const APPEND_BATCH_BYTES_MAX: usize = 256 * 1024;
 
+/// Most client requests the leader puts in one `Batch` entry. Concurrent writes share an entry
+/// (and so one fsync on each node) instead of each paying for its own; a request larger than
+/// [`WRITE_BATCH_BYTES_MAX`] goes alone.
+pub const WRITE_BATCH_REQUESTS_MAX: usize = 128;
+
+/// Bytes of encoded requests the leader puts in one `Batch` entry: half an AppendEntries batch,
+/// so a batched entry replicates in one round trip like any ordinary entry.
+pub const WRITE_BATCH_BYTES_MAX: usize = APPEND_BATCH_BYTES_MAX / 2;
+
 /// Virtual NICs in one profile.
 pub const VNICS_PER_PROFILE_MAX: usize = 8;
 

@@ -31,7 +31,19 @@ pub struct Member {
     pub cabling: BTreeMap<String, u8>,
     /// Profiles this member may present at once; 0 for a witness.
     pub capacity: u32,
+    /// The log features this member's `vnetd` applies: 0 before batched entries, [`PROTOCOL`]
+    /// now. The leader writes a feature only once every member has registered a protocol that
+    /// has it, so a rolling upgrade never hands an older node an entry it cannot apply. Absent
+    /// in records written before it existed, and then 0.
+    #[serde(default)]
+    pub protocol: u32,
 }
+
+/// The log features this build applies: 1 adds `Command::Batch`.
+pub const PROTOCOL: u32 = 1;
+
+/// The first protocol that applies `Command::Batch`.
+pub const PROTOCOL_BATCH: u32 = 1;
 
 impl Member {
     /// The checks that need no state (names unique across members is checked by `apply`).
@@ -180,6 +192,7 @@ mod tests {
             peer_addr: "10.0.0.1:7001".into(),
             cabling: BTreeMap::from([("srv1".to_owned(), 1), ("srv2".to_owned(), 30)]),
             capacity: 30,
+            protocol: 0,
         }
     }
 

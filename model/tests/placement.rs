@@ -22,6 +22,7 @@ fn member(id: u64, name: &str, role: Role, servers: &[&str], capacity: u32) -> M
             .map(|(i, s)| (s.to_string(), i as u8 + 1))
             .collect(),
         capacity,
+        protocol: 0,
     }
 }
 

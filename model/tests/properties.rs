@@ -193,6 +193,7 @@ fn member() -> impl Strategy<Value = Member> {
                 .map(|(server, port)| (server.to_owned(), port))
                 .collect(),
             capacity,
+            protocol: 0,
         })
 }
 

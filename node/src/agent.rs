@@ -101,8 +101,10 @@ pub fn reconcile(
 
 /// The report to write after a pass, if any: when what the switch presents differs from the
 /// unit's last report, or when a planned move off the unit waits for a report made on a state
-/// that includes it (see `policy::decide`). `acted_on` is the applied index the pass acted
-/// on: the applied state only moves forward, so no later pass acts on anything older.
+/// that includes it (see `policy::decide`). `acted_on` is the revision of the state the pass
+/// acted on (a revision, not a log index: a batched entry carries several revisions, and a
+/// move's revision is compared with it): the applied state only moves forward, so no later
+/// pass acts on anything older.
 pub fn report(
     state: &State,
     unit: &str,
@@ -356,7 +358,10 @@ async fn reconcile_loop<D: FabricDriver>(
             return;
         }
         // The state this pass acts on is at least this far along; a report vouches for it.
-        let acted_on = node.view().progress().applied_index;
+        let progress = node.view().progress();
+        let acted_on = progress.applied_index;
+        // What a report from this pass vouches for: the revision of that state.
+        let vouched = progress.revision;
         let actual = match driver.state().await {
             Ok(state) => state.ports,
             Err(e) => {
@@ -446,7 +451,7 @@ async fn reconcile_loop<D: FabricDriver>(
         // made on a state that includes it.
         let command = node
             .view()
-            .read(|a| report(&a.state, &unit, presented, acted_on));
+            .read(|a| report(&a.state, &unit, presented, vouched));
         if let Some(command) = command {
             let span = report_span.map_or_else(
                 tracing::Span::none,

@@ -242,6 +242,7 @@ mod tests {
                     peer_addr: format!("h:{}", id + 100),
                     cabling: [("s1".to_string(), 1)].into_iter().collect(),
                     capacity: 4,
+                    protocol: 0,
                 }),
             );
         }

@@ -353,7 +353,7 @@ pub async fn recover(
     for entry in &entries {
         if let EntryPayload::Normal(request) = &entry.payload {
             // A refused request was refused on every replica too; it changes nothing.
-            let _ = vnet_model::apply(&mut state, entry.log_id.index, request);
+            let _ = vnet_model::apply_entry(&mut state, entry.log_id.index, request);
         }
         last_index = entry.log_id.index;
         term = term.max(entry.log_id.leader_id.term);
@@ -361,9 +361,10 @@ pub async fn recover(
     drop((log, state_machine));
     let index = last_index + 1;
     let term = term + 1;
+    let revision = vnet_model::next_revision(&state, index);
     vnet_model::apply(
         &mut state,
-        index,
+        revision,
         &Request {
             actor: actor.to_string(),
             command: Command::Recover {

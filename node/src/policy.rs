@@ -507,6 +507,7 @@ mod tests {
                     .map(|(i, s)| (s.to_string(), i as u8 + 1))
                     .collect(),
                 capacity,
+                protocol: 0,
             };
             world.run(Command::PutMember(unit(
                 1,

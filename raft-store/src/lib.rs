@@ -30,7 +30,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vnet_model::{Outcome, Rejection, Request};
+use vnet_model::{Accepted, Rejection, Request};
 
 pub use log_store::LogStore;
 pub use observer::{StoreObserver, Unobserved};
@@ -56,8 +56,10 @@ impl fmt::Display for PeerNode {
 /// The result of applying one log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// A client request, accepted or rejected by the model.
-    Applied(Result<Outcome, Rejection>),
+    /// A client request, accepted (with the revision it took) or rejected by the model.
+    Applied(Result<Accepted, Rejection>),
+    /// A batch of client requests (`Command::Batch`): one result per request, in order.
+    Batch(Vec<Result<Accepted, Rejection>>),
     /// A blank or membership entry: Raft's own business, nothing for a client.
     Internal,
 }

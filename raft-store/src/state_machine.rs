@@ -18,7 +18,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use tokio::sync::watch;
-use vnet_model::{Revision, State};
+use vnet_model::{Command, Revision, State};
 
 use crate::observer::SharedObserver;
 use crate::snapshot_file::{self, SnapshotBody, SnapshotDir, SnapshotError, SnapshotMeta};
@@ -197,11 +197,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Internal,
-                EntryPayload::Normal(request) => Response::Applied(vnet_model::apply(
-                    &mut applied.state,
-                    entry.log_id.index,
-                    &request,
-                )),
+                EntryPayload::Normal(request) => {
+                    let mut results =
+                        vnet_model::apply_entry(&mut applied.state, entry.log_id.index, &request);
+                    match request.command {
+                        Command::Batch(_) => Response::Batch(results),
+                        _ => match results.pop() {
+                            Some(result) => Response::Applied(result),
+                            None => Response::Internal,
+                        },
+                    }
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::Internal

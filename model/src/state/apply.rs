@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Change, Event, State};
 use crate::command::{Command, Outcome, Request};
 use crate::error::Rejection;
@@ -510,8 +512,59 @@ fn validate_on_behalf_of(note: &str) -> Result<(), Rejection> {
     })
 }
 
-/// Applies one committed request at `revision` (its Raft log index, strictly increasing across
-/// calls).
+/// A request the state accepted, and the revision it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub revision: Revision,
+    pub outcome: Outcome,
+}
+
+/// The revision the next change applied from the log entry at `index` takes: the entry's index,
+/// unless an earlier batched entry already carried the revisions past it.
+///
+/// Each accepted change takes a revision of its own, strictly increasing, so a batch of `k`
+/// changes at index `i` takes `i, i + 1, ..., i + k - 1` and the entry after it continues from
+/// `i + k`. Until the first batch every revision is its entry's index, exactly as a node that
+/// predates batches computes it, so replicas of both kinds agree on every revision; batches are
+/// written only once every member applies them (`Member::protocol`). A revision is therefore
+/// never below its entry's index, and a state at revision `r` includes every change numbered
+/// up to `r` (ARCHITECTURE.md, "Batched writes").
+pub fn next_revision(state: &State, index: u64) -> Revision {
+    index.max(state.revision.saturating_add(1))
+}
+
+/// Applies the request of the committed log entry at `index`: one request, or each request of a
+/// `Batch` in order, each at [`next_revision`]. One result per request, in order; a refused
+/// request changes nothing and takes no revision, exactly as if it had been its own entry.
+/// Deterministic like [`apply`]. A batch nested in a batch is refused (only a leader forms
+/// batches, and never nests them).
+pub fn apply_entry(
+    state: &mut State,
+    index: u64,
+    request: &Request,
+) -> Vec<Result<Accepted, Rejection>> {
+    let one = |state: &mut State, request: &Request| {
+        let revision = next_revision(state, index);
+        apply(state, revision, request).map(|outcome| Accepted { revision, outcome })
+    };
+    match &request.command {
+        Command::Batch(requests) => requests
+            .iter()
+            .map(|request| match request.command {
+                Command::Batch(_) => Err(Rejection::InvalidArgument {
+                    field: "command".to_string(),
+                    value: "Batch".to_string(),
+                    reason: "a batch cannot contain a batch".to_string(),
+                }),
+                _ => one(state, request),
+            })
+            .collect(),
+        _ => vec![one(state, request)],
+    }
+}
+
+/// Applies one committed request at `revision` (strictly increasing across calls; see
+/// [`next_revision`]).
 ///
 /// On `Ok`, `state.revision() == revision` and the change is appended to the bounded history,
 /// attributed to `request.actor`. On `Err`, the state is exactly unchanged (its revision too), so
@@ -589,6 +642,12 @@ pub fn apply(
         Command::GrantRole { principal, role } => state.grant_role(principal, *role)?,
         Command::RevokeRole { principal } => state.revoke_role(principal)?,
         Command::BootstrapAdmin { principal } => state.bootstrap_admin(principal)?,
+        Command::Batch(_) => {
+            return Err(Rejection::FailedPrecondition {
+                reason: "a batch is applied request by request (apply_entry), not as one change"
+                    .to_string(),
+            })
+        }
     };
     let change = match &outcome {
         Outcome::Pool(pool) => Change::PoolPut(pool.clone()),

@@ -25,7 +25,7 @@ mod alarms;
 mod apply;
 mod roles;
 
-pub use apply::apply;
+pub use apply::{apply, apply_entry, next_revision, Accepted};
 
 /// One accepted change, as `Watch` streams it and audit records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

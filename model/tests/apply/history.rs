@@ -180,6 +180,7 @@ fn a_recovery_removes_the_lost_members_for_good_and_is_recorded_with_its_actor()
         peer_addr: format!("10.0.0.{id}:7101"),
         cabling: Default::default(),
         capacity: 30,
+        protocol: 0,
     };
     let request = |command| Request {
         actor: "alice".to_string(),

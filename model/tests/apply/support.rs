@@ -178,6 +178,7 @@ pub fn member(id: u64, name: &str) -> Member {
         peer_addr: format!("10.0.0.{id}:7001"),
         cabling: BTreeMap::from([("srv-a".to_owned(), 1)]),
         capacity: 30,
+        protocol: 0,
     }
 }
 

@@ -115,6 +115,7 @@ mod tests {
             peer_addr: "p:1".into(),
             cabling: Default::default(),
             capacity: 0,
+            protocol: 0,
         };
         let cases = vec![
             Change::ProfileDeleted { name: "x".into() },

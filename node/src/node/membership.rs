@@ -60,6 +60,8 @@ impl Node {
             peer_addr,
             cabling: BTreeMap::new(),
             capacity: 0,
+            // Unknown until the node registers itself: assume it applies nothing new.
+            protocol: 0,
         };
         member.validate()?;
         if self.view().read(|a| {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ use tracing::Instrument;
 use vnet_model::limits::MEMBERS_MAX;
 use vnet_model::{Command, Member, Outcome, Request, Role};
 
-use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
+use raft_store::{NodeId, PeerNode, Raft, StateView};
 
 use crate::config::Config;
 use crate::controller::Controller;
@@ -39,6 +39,10 @@ mod access;
 mod leases;
 mod membership;
 mod status;
+mod write_batch;
+
+use write_batch::client_write_error;
+pub use write_batch::WriteBatcher;
 
 pub use access::BOOTSTRAP_ACTOR;
 pub use leases::{
@@ -98,6 +102,8 @@ struct Inner {
     metrics: Arc<NodeMetrics>,
     /// This node's `vnet-data.json`; the lock also serializes its rewrites.
     data_file: std::sync::Mutex<crate::data_file::DataFile>,
+    /// Where this node, leading, sends client writes to be proposed (`write_batch.rs`).
+    batcher: WriteBatcher,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +182,11 @@ impl Node {
             state_machine,
         )
         .await?;
+        let batcher = WriteBatcher::start(
+            raft.clone(),
+            view.clone(),
+            Duration::from_millis(config.request_timeout_ms),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 id: config.id,
@@ -192,6 +203,7 @@ impl Node {
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
                 metrics,
                 data_file: std::sync::Mutex::new(data_file),
+                batcher,
             }),
         })
     }
@@ -545,7 +557,15 @@ impl Node {
                     .or_else(crate::telemetry::current_traceparent);
                 // Whoever sent it (a client here, a peer's forward, the controller), nothing
                 // larger than an entry may be proposed (ARCHITECTURE.md, "Limits").
-                crate::peer::check_entry_size(&request)?;
+                let bytes = crate::peer::check_entry_size(&request)?;
+                if matches!(request.command, Command::Batch(_)) {
+                    // Only the leader forms batches, from requests it was asked to write.
+                    return Err(ApiError::invalid(
+                        "command",
+                        "Batch",
+                        "a batch is formed by the leader, never proposed by a caller",
+                    ));
+                }
                 // Count ourselves in before the second look at the flag: a transfer that sets it
                 // either sees this write in flight and waits, or this write sees the flag.
                 self.inner.writes_in_flight.fetch_add(1, SeqCst);
@@ -553,7 +573,10 @@ impl Node {
                     self.inner.writes_in_flight.fetch_sub(1, SeqCst);
                     return Err(ApiError::NotLeader { leader: None });
                 }
-                let written = tokio::time::timeout(timeout, self.raft().client_write(request))
+                let written = self
+                    .inner
+                    .batcher
+                    .write(request, bytes)
                     .instrument(tracing::info_span!("raft_write"))
                     .await;
                 self.inner.writes_in_flight.fetch_sub(1, SeqCst);
@@ -563,20 +586,12 @@ impl Node {
                 };
                 proposals.inc();
                 match written {
-                    Err(_) => Err(ApiError::Indeterminate {
-                        reason: format!("not committed within {} ms", timeout.as_millis()),
+                    Ok(Ok(accepted)) => Ok(LeaderReply::Applied {
+                        outcome: accepted.outcome,
+                        revision: accepted.revision,
                     }),
-                    Ok(Ok(response)) => match response.data {
-                        Response::Applied(Ok(outcome)) => Ok(LeaderReply::Applied {
-                            outcome,
-                            revision: response.log_id.index,
-                        }),
-                        Response::Applied(Err(rejection)) => Err(ApiError::Rejected(rejection)),
-                        Response::Internal => Err(ApiError::Internal {
-                            reason: "a client write produced no model outcome".to_string(),
-                        }),
-                    },
-                    Ok(Err(e)) => Err(client_write_error(e)),
+                    Ok(Err(rejection)) => Err(ApiError::Rejected(rejection)),
+                    Err(e) => Err(e),
                 }
             }
             LeaderRequest::ReadIndex => {
@@ -662,6 +677,7 @@ impl Node {
             peer_addr: config.peer_advertise.clone(),
             cabling: config.cabling.clone(),
             capacity: config.capacity,
+            protocol: vnet_model::member::PROTOCOL,
         };
         let mut metrics = self.raft().metrics();
         loop {
@@ -778,24 +794,6 @@ mod tests {
             !never_sent(&refused_elsewhere),
             "only UNAVAILABLE can be never-sent"
         );
-    }
-}
-
-fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>) -> ApiError {
-    match e {
-        // ForwardToLeader means the entry was never appended here, or was truncated and can never
-        // commit (openraft answers pending writes this way only on truncation): safe to retry.
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader {
-            leader: f.leader_id,
-        },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            ApiError::FailedPrecondition {
-                reason: e.to_string(),
-            }
-        }
-        RaftError::Fatal(e) => ApiError::Unavailable {
-            reason: e.to_string(),
-        },
     }
 }
 

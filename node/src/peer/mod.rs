@@ -78,7 +78,8 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
 /// Refuses a command whose log entry would be larger than `ENTRY_BYTES_MAX`, naming its size.
 /// Run on the leader before every proposal (local, forwarded or the system's own) and on a
 /// follower before forwarding, so an oversize entry never reaches the log or the peer port.
-pub fn check_entry_size(request: &Request) -> Result<(), ApiError> {
+/// Answers the request's encoded size.
+pub fn check_entry_size(request: &Request) -> Result<usize, ApiError> {
     use vnet_model::limits::ENTRY_BYTES_MAX;
     let size = encoded_len(request);
     if size > ENTRY_BYTES_MAX {
@@ -91,7 +92,7 @@ pub fn check_entry_size(request: &Request) -> Result<(), ApiError> {
             ),
         ));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Who a leader request is made by: the actor the edge authenticated (ARCHITECTURE.md, "Roles

@@ -146,6 +146,8 @@ impl World {
         }
         let life = self.nodes[i].life;
         let acted_on = self.nodes[i].applied;
+        // What a report from this pass vouches for: the revision of the state it acts on.
+        let vouched = self.nodes[i].state.revision();
         let Some(actual) = self.switch_ports(i) else {
             let every = self.config.reconcile_every_ns;
             return self.after_local(i, every, Ev::ReconcileTick(i, life));
@@ -174,14 +176,14 @@ impl World {
                     s.clear_all(now);
                 });
                 let presented = self.switch_ports(i).unwrap_or_default();
-                self.finish_pass(i, presented_of(&presented), acted_on, false);
+                self.finish_pass(i, presented_of(&presented), vouched, false);
             }
-            Reconcile::Lapsed => self.finish_pass(i, presented_of(&actual), acted_on, false),
+            Reconcile::Lapsed => self.finish_pass(i, presented_of(&actual), vouched, false),
             Reconcile::Act { actions, backlog } => {
                 self.nodes[i].agent.stage = AgentStage::Acting {
                     actions: actions.into(),
                     held,
-                    acted_on,
+                    acted_on: vouched,
                     actual,
                     changed: false,
                     backlog,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use fabric_agent::switch::{Capacity, Switch, SwitchSpec, WatchdogMode};
 use fabric_agent::{Action, PortMap};
 use vnet_model::{
-    apply, Command, Failback, Member, ProfileSpec, Request, Role as MemberRole, State, VHbaSpec,
-    VNicSpec,
+    apply_entry, Command, Failback, Member, ProfileSpec, Request, Role as MemberRole, State,
+    VHbaSpec, VNicSpec,
 };
 use vnet_node::agent::{presented_of, reconcile, report, Reconcile};
 use vnet_node::controller::{Controller, OperatorMove, Voters};
@@ -624,7 +624,7 @@ impl World {
             self.commit_to_oracle(index, &entry);
             if let Some(request) = &entry.request {
                 // A refused command changes nothing, on every replica alike.
-                let _ = apply(&mut self.nodes[i].state, index, request);
+                let _ = apply_entry(&mut self.nodes[i].state, index, request);
             }
             self.nodes[i].applied = index;
             if let Some(write) = self.nodes[i].writes.remove(&index) {

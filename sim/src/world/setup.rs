@@ -57,6 +57,7 @@ fn genesis() -> Vec<Entry> {
                 BTreeMap::new()
             },
             capacity: if is_unit { PROFILES as u32 } else { 0 },
+            protocol: vnet_model::member::PROTOCOL,
         }));
     }
     for p in 0..PROFILES {

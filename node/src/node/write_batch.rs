@@ -1,0 +1,519 @@
+//! Concurrent writes share one log entry (ARCHITECTURE.md, "Batched writes").
+//!
+//! openraft writes each proposal as its own entry and fsyncs it before it looks at the next, so
+//! on the leader every write costs one fsync, one after another. The batcher keeps at most
+//! [`PROPOSALS_IN_FLIGHT`] proposals outstanding; writes that arrive meanwhile wait here and go
+//! together as one `Command::Batch` entry, so each node fsyncs once for all of them. A write that
+//! finds a free slot is proposed at once, alone, as the plain request it is: one client waits
+//! for nothing extra.
+//!
+//! What a caller learns is exactly what it would have learnt from a proposal of its own: each
+//! request of a batch is applied as if it were its own entry (its own revision, its own
+//! refusal), and an error of the proposal (not leader, not committed in time) is every caller's
+//! error, with the same meaning — one entry is appended or not, for all of them at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use vnet_model::limits::{WRITE_BATCH_BYTES_MAX, WRITE_BATCH_REQUESTS_MAX};
+use vnet_model::member::PROTOCOL_BATCH;
+use vnet_model::{Accepted, Command, Rejection, Request};
+
+use raft_store::{NodeId, PeerNode, Raft, Response, StateView};
+
+use crate::error::ApiError;
+
+/// Proposals the batcher keeps outstanding at once. Two: while one entry is being fsynced and
+/// replicated, the next gathers the writes that arrive; more would only split them into smaller
+/// entries that wait for the same fsyncs.
+pub const PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// Writes that may wait for a slot; a caller beyond them waits to enqueue (it already holds one
+/// of the API's bounded connection slots, so this only orders them).
+const QUEUE_MAX: usize = 4 * WRITE_BATCH_REQUESTS_MAX;
+
+/// The actor of a batch entry itself; each request in it keeps its own.
+const BATCH_ACTOR: &str = "vnetd/batch";
+
+/// What one write came to: the model's answer, or why the proposal carrying it failed.
+pub type Written = Result<Result<Accepted, Rejection>, ApiError>;
+
+struct Pending {
+    request: Request,
+    /// The request's encoded size, measured once by the caller's entry-size check.
+    bytes: usize,
+    reply: oneshot::Sender<Written>,
+}
+
+/// A handle to the batching task; cheap to clone. The task ends when every handle is dropped.
+#[derive(Clone)]
+pub struct WriteBatcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl WriteBatcher {
+    /// Starts the task that proposes through `raft`, each proposal bounded by `timeout`.
+    /// `view` tells whether every member applies batches yet.
+    pub fn start(raft: Raft, view: StateView, timeout: Duration) -> Self {
+        let proposer = RaftProposer {
+            raft: raft.clone(),
+            timeout,
+        };
+        Self::start_with(proposer, move || every_member_applies_batches(&raft, &view))
+    }
+
+    /// Starts the task with any proposer; `may_batch` is asked before each proposal.
+    fn start_with<P: Propose>(proposer: P, may_batch: impl Fn() -> bool + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        tokio::spawn(run(rx, proposer, may_batch));
+        Self { tx }
+    }
+
+    /// Writes `request` (of `bytes` encoded bytes), alone or with others, and answers once the
+    /// entry carrying it is applied here or the proposal failed.
+    pub async fn write(&self, request: Request, bytes: usize) -> Written {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            request,
+            bytes,
+            reply,
+        };
+        if self.tx.send(pending).await.is_err() {
+            // Nothing was proposed: the task is gone with the node.
+            return Err(ApiError::NotLeader { leader: None });
+        }
+        answer.await.unwrap_or_else(|_| {
+            // The task ended with the request in hand; it may or may not have been proposed.
+            Err(ApiError::Indeterminate {
+                reason: "the node stopped while the write was in flight".to_string(),
+            })
+        })
+    }
+}
+
+/// Whether every node of the Raft membership has registered a protocol that applies
+/// `Command::Batch`. A node not yet registered counts as one that does not: it may be older.
+fn every_member_applies_batches(raft: &Raft, view: &StateView) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    let ids: Vec<NodeId> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    view.read(|applied| {
+        ids.iter().all(|id| {
+            applied
+                .state
+                .members()
+                .any(|m| m.id == *id && m.protocol >= PROTOCOL_BATCH)
+        })
+    })
+}
+
+/// How the task proposes an entry; a trait so the batching can be tested without Raft.
+pub trait Propose: Clone + Send + Sync + 'static {
+    /// Proposes `request` and answers with one result per request it carries (one for a plain
+    /// request, one per member of a `Batch`), or the proposal's error.
+    fn propose(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Result<Vec<Result<Accepted, Rejection>>, ApiError>> + Send;
+}
+
+#[derive(Clone)]
+struct RaftProposer {
+    raft: Raft,
+    timeout: Duration,
+}
+
+impl Propose for RaftProposer {
+    async fn propose(
+        &self,
+        request: Request,
+    ) -> Result<Vec<Result<Accepted, Rejection>>, ApiError> {
+        let written = tokio::time::timeout(self.timeout, self.raft.client_write(request)).await;
+        match written {
+            Err(_) => Err(ApiError::Indeterminate {
+                reason: format!("not committed within {} ms", self.timeout.as_millis()),
+            }),
+            Ok(Err(e)) => Err(client_write_error(e)),
+            Ok(Ok(response)) => match response.data {
+                Response::Applied(result) => Ok(vec![result]),
+                Response::Batch(results) => Ok(results),
+                Response::Internal => Err(ApiError::Internal {
+                    reason: "a client write produced no model outcome".to_string(),
+                }),
+            },
+        }
+    }
+}
+
+pub(super) fn client_write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>,
+) -> ApiError {
+    match e {
+        // ForwardToLeader means the entry was never appended here, or was truncated and can never
+        // commit (openraft answers pending writes this way only on truncation): safe to retry.
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ApiError::FailedPrecondition {
+                reason: e.to_string(),
+            }
+        }
+        RaftError::Fatal(e) => ApiError::Unavailable {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The batching loop: take the first waiting write, wait for a free slot (writes arriving
+/// meanwhile queue behind it), then take every write already queued that fits, and propose.
+async fn run<P: Propose>(
+    mut rx: mpsc::Receiver<Pending>,
+    proposer: P,
+    may_batch: impl Fn() -> bool,
+) {
+    let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+    let mut held_over: Option<Pending> = None;
+    loop {
+        let first = match held_over.take() {
+            Some(pending) => pending,
+            None => match rx.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        if !may_batch() {
+            // A member may not apply batches: every write is its own entry, as before batching,
+            // with no bound but the queue's.
+            tokio::spawn(propose(proposer.clone(), vec![first], None));
+            continue;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH_REQUESTS_MAX {
+            let Ok(next) = rx.try_recv() else { break };
+            if bytes.saturating_add(next.bytes) > WRITE_BATCH_BYTES_MAX {
+                held_over = Some(next);
+                break;
+            }
+            bytes = bytes.saturating_add(next.bytes);
+            batch.push(next);
+        }
+        tokio::spawn(propose(proposer.clone(), batch, Some(slot)));
+    }
+}
+
+/// Proposes `batch` (alone if it is one write) and answers each of its callers; frees `slot`
+/// when done.
+async fn propose<P: Propose>(proposer: P, batch: Vec<Pending>, slot: Option<OwnedSemaphorePermit>) {
+    let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Written>>) =
+        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let mut requests = requests;
+    let count = requests.len();
+    let entry = if count == 1 {
+        requests.swap_remove(0)
+    } else {
+        Request {
+            actor: BATCH_ACTOR.to_string(),
+            command: Command::Batch(requests),
+            trace: None,
+            on_behalf_of: None,
+        }
+    };
+    let proposed = proposer.propose(entry).await;
+    drop(slot);
+    match proposed {
+        Ok(results) if results.len() == count => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Ok(results) => {
+            // The entry was committed, but its answers do not match its requests: say so to
+            // every caller rather than guess which answer is whose.
+            let reason = format!(
+                "a batch of {count} writes was applied with {} results",
+                results.len()
+            );
+            for reply in replies {
+                let _ = reply.send(Err(ApiError::Internal {
+                    reason: reason.clone(),
+                }));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use vnet_model::Outcome;
+
+    /// Records every proposal and holds each until the test releases it.
+    #[derive(Clone)]
+    struct Fake {
+        seen: Arc<Mutex<Vec<Request>>>,
+        release: Arc<Semaphore>,
+        fail: Option<ApiError>,
+    }
+
+    impl Fake {
+        fn new(fail: Option<ApiError>) -> Self {
+            Self {
+                seen: Arc::default(),
+                release: Arc::new(Semaphore::new(0)),
+                fail,
+            }
+        }
+
+        fn seen(&self) -> Vec<Request> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        /// Actors of each proposal, a batch's in order.
+        fn shapes(&self) -> Vec<Vec<String>> {
+            self.seen()
+                .iter()
+                .map(|r| match &r.command {
+                    Command::Batch(requests) => requests.iter().map(|r| r.actor.clone()).collect(),
+                    _ => vec![format!("plain {}", r.actor)],
+                })
+                .collect()
+        }
+    }
+
+    impl Propose for Fake {
+        async fn propose(
+            &self,
+            request: Request,
+        ) -> Result<Vec<Result<Accepted, Rejection>>, ApiError> {
+            let actors: Vec<String> = match &request.command {
+                Command::Batch(requests) => requests.iter().map(|r| r.actor.clone()).collect(),
+                _ => vec![request.actor.clone()],
+            };
+            self.seen.lock().unwrap().push(request);
+            self.release.acquire().await.expect("open").forget();
+            if let Some(e) = &self.fail {
+                return Err(e.clone());
+            }
+            Ok(actors
+                .into_iter()
+                .enumerate()
+                .map(|(i, actor)| {
+                    Ok(Accepted {
+                        revision: 100 + i as u64,
+                        outcome: Outcome::PoolDeleted { name: actor },
+                    })
+                })
+                .collect())
+        }
+    }
+
+    fn write(actor: &str) -> Request {
+        Request {
+            actor: actor.to_string(),
+            command: Command::DeletePool {
+                name: "p".to_string(),
+            },
+            trace: None,
+            on_behalf_of: None,
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn spawn_write(
+        batcher: &WriteBatcher,
+        actor: &str,
+        bytes: usize,
+    ) -> tokio::task::JoinHandle<Written> {
+        let batcher = batcher.clone();
+        let request = write(actor);
+        tokio::spawn(async move { batcher.write(request, bytes).await })
+    }
+
+    /// Writes one request at a time until every slot holds a proposal.
+    async fn fill_every_slot(
+        batcher: &WriteBatcher,
+        fake: &Fake,
+    ) -> Vec<tokio::task::JoinHandle<Written>> {
+        let mut busy = Vec::new();
+        for i in 0..PROPOSALS_IN_FLIGHT {
+            busy.push(spawn_write(batcher, &format!("busy-{i}"), 10));
+            until("the write proposed", || fake.seen().len() == i + 1).await;
+        }
+        busy
+    }
+
+    /// Writes waiting in the queue, besides the one the loop holds.
+    fn queued(batcher: &WriteBatcher) -> usize {
+        QUEUE_MAX - batcher.tx.capacity()
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_is_proposed_as_its_plain_request_and_gets_its_answer() {
+        let fake = Fake::new(None);
+        let batcher = WriteBatcher::start_with(fake.clone(), || true);
+        fake.release.add_permits(1);
+        let written = batcher.write(write("alice"), 10).await;
+        assert_eq!(fake.shapes(), vec![vec!["plain alice".to_string()]]);
+        let accepted = written.expect("proposed").expect("accepted");
+        assert_eq!(accepted.revision, 100);
+        assert_eq!(
+            accepted.outcome,
+            Outcome::PoolDeleted {
+                name: "alice".to_string()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_that_arrive_while_every_slot_is_busy_share_one_entry() {
+        let fake = Fake::new(None);
+        let batcher = WriteBatcher::start_with(fake.clone(), || true);
+        let busy = fill_every_slot(&batcher, &fake).await;
+        let waiting: Vec<_> = (0..5)
+            .map(|i| spawn_write(&batcher, &format!("w{i}"), 10))
+            .collect();
+        // The loop holds the first and waits for a slot; the other four queue behind it.
+        until("four queued", || queued(&batcher) == 4).await;
+        fake.release.add_permits(1);
+        until("a third proposal", || {
+            fake.seen().len() == PROPOSALS_IN_FLIGHT + 1
+        })
+        .await;
+        let shapes = fake.shapes();
+        let mut batched = shapes[PROPOSALS_IN_FLIGHT].clone();
+        batched.sort();
+        assert_eq!(batched, vec!["w0", "w1", "w2", "w3", "w4"], "{shapes:?}");
+        fake.release.add_permits(PROPOSALS_IN_FLIGHT);
+        // Each caller gets the answer for its own request.
+        for (i, handle) in waiting.into_iter().enumerate() {
+            let accepted = handle
+                .await
+                .expect("joined")
+                .expect("proposed")
+                .expect("ok");
+            assert_eq!(
+                accepted.outcome,
+                Outcome::PoolDeleted {
+                    name: format!("w{i}")
+                }
+            );
+        }
+        for handle in busy {
+            handle
+                .await
+                .expect("joined")
+                .expect("proposed")
+                .expect("ok");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_at_its_byte_bound_and_the_rest_goes_next() {
+        let fake = Fake::new(None);
+        let batcher = WriteBatcher::start_with(fake.clone(), || true);
+        let busy = fill_every_slot(&batcher, &fake).await;
+        let half = WRITE_BATCH_BYTES_MAX / 2;
+        let mut waiting = vec![spawn_write(&batcher, "big-0", half)];
+        until("the loop holds big-0", || {
+            queued(&batcher) == 0 && fake.seen().len() == 2
+        })
+        .await;
+        for i in 1..3 {
+            waiting.push(spawn_write(&batcher, &format!("big-{i}"), half));
+            until("queued", || queued(&batcher) == i).await;
+        }
+        fake.release.add_permits(PROPOSALS_IN_FLIGHT + 2);
+        for handle in waiting {
+            handle
+                .await
+                .expect("joined")
+                .expect("proposed")
+                .expect("ok");
+        }
+        for handle in busy {
+            handle
+                .await
+                .expect("joined")
+                .expect("proposed")
+                .expect("ok");
+        }
+        let shapes = fake.shapes();
+        assert_eq!(
+            shapes[PROPOSALS_IN_FLIGHT..],
+            [
+                vec!["big-0".to_string(), "big-1".to_string()],
+                vec!["plain big-2".to_string()]
+            ],
+            "{shapes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_proposal_fails_every_write_it_carried() {
+        let fake = Fake::new(Some(ApiError::NotLeader { leader: Some(3) }));
+        let batcher = WriteBatcher::start_with(fake.clone(), || true);
+        let busy = fill_every_slot(&batcher, &fake).await;
+        let waiting: Vec<_> = (0..3)
+            .map(|i| spawn_write(&batcher, &format!("w{i}"), 10))
+            .collect();
+        until("two queued", || queued(&batcher) == 2).await;
+        fake.release.add_permits(PROPOSALS_IN_FLIGHT + 1);
+        for handle in busy.into_iter().chain(waiting) {
+            assert_eq!(
+                handle.await.expect("joined"),
+                Err(ApiError::NotLeader { leader: Some(3) })
+            );
+        }
+        assert_eq!(fake.seen().len(), PROPOSALS_IN_FLIGHT + 1);
+    }
+
+    #[tokio::test]
+    async fn while_a_member_cannot_apply_batches_every_write_is_its_own_entry() {
+        let fake = Fake::new(None);
+        let batcher = WriteBatcher::start_with(fake.clone(), || false);
+        let writes: Vec<_> = (0..6)
+            .map(|i| spawn_write(&batcher, &format!("w{i}"), 10))
+            .collect();
+        // No slot bound either: all six are outstanding at once.
+        until("six proposals", || fake.seen().len() == 6).await;
+        assert!(fake
+            .shapes()
+            .iter()
+            .all(|shape| shape.len() == 1 && shape[0].starts_with("plain ")));
+        fake.release.add_permits(6);
+        for handle in writes {
+            handle
+                .await
+                .expect("joined")
+                .expect("proposed")
+                .expect("ok");
+        }
+    }
+}
