@@ -94,6 +94,9 @@ pub struct PoolLabels {
 
 type SecondsGauge = Gauge<f64, AtomicU64>;
 
+/// Buckets of `vnet_raft_write_batch_size`: powers of two up to the most a batch holds.
+const WRITE_BATCH_SIZE_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// The handle on `vnetd`'s metrics; cheap to clone into whatever records an event.
 #[derive(Debug)]
 pub struct NodeMetrics {
@@ -101,6 +104,8 @@ pub struct NodeMetrics {
     pub leader_changes: Counter,
     pub proposals_committed: Counter,
     pub proposals_failed: Counter,
+    /// Client writes per log entry this node proposed as leader (`node/write_batch.rs`).
+    pub write_batch_size: Histogram,
     pub log_sync: Histogram,
     pub snapshots_built: Counter,
     pub snapshot_build: Histogram,
@@ -167,6 +172,7 @@ impl NodeMetrics {
             last_log_index: Gauge::default(),
             snapshot_index: Gauge::default(),
             proposals_pending: Gauge::default(),
+            write_batch_size: Histogram::new(WRITE_BATCH_SIZE_BUCKETS),
             peer_lag: Family::default(),
             peer_last_contact: Family::default(),
             profiles: Family::default(),
@@ -249,6 +255,12 @@ impl NodeMetrics {
             "proposals_pending",
             "Client writes this node proposed as leader and not yet answered",
             m.proposals_pending.clone(),
+        );
+        raft.register(
+            "write_batch_size",
+            "Client writes carried by each log entry this node proposed as leader (concurrent \
+             writes share an entry)",
+            m.write_batch_size.clone(),
         );
         raft.register_with_unit(
             "log_sync_duration",

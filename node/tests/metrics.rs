@@ -152,6 +152,8 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
         if *name == leaders[0] {
             assert_eq!(lags.len(), 2, "the leader reports both peers: {lags:?}");
             assert!(sample(text, "vnet_raft_proposals_committed_total") >= Some(count));
+            // Every committed write was carried by a proposed entry: the batch sizes add up.
+            assert!(sample(text, "vnet_raft_write_batch_size_sum") >= Some(count));
             assert_eq!(sample(text, "vnet_raft_proposals_pending"), Some(0.0));
         } else {
             assert!(lags.is_empty(), "a follower reports no lag: {lags:?}");

@@ -186,6 +186,7 @@ impl Node {
             raft.clone(),
             view.clone(),
             Duration::from_millis(config.request_timeout_ms),
+            metrics.write_batch_size.clone(),
         );
         Ok(Self {
             inner: Arc::new(Inner {

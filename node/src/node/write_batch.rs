@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use vnet_model::limits::{WRITE_BATCH_BYTES_MAX, WRITE_BATCH_REQUESTS_MAX};
 use vnet_model::member::PROTOCOL_BATCH;
@@ -56,10 +57,12 @@ pub struct WriteBatcher {
 impl WriteBatcher {
     /// Starts the task that proposes through `raft`, each proposal bounded by `timeout`.
     /// `view` tells whether every member applies batches yet.
-    pub fn start(raft: Raft, view: StateView, timeout: Duration) -> Self {
+    /// Each proposal's number of writes is observed in `sizes`.
+    pub fn start(raft: Raft, view: StateView, timeout: Duration, sizes: Histogram) -> Self {
         let proposer = RaftProposer {
             raft: raft.clone(),
             timeout,
+            sizes,
         };
         Self::start_with(proposer, move || every_member_applies_batches(&raft, &view))
     }
@@ -127,6 +130,7 @@ pub trait Propose: Clone + Send + Sync + 'static {
 struct RaftProposer {
     raft: Raft,
     timeout: Duration,
+    sizes: Histogram,
 }
 
 impl Propose for RaftProposer {
@@ -134,6 +138,11 @@ impl Propose for RaftProposer {
         &self,
         request: Request,
     ) -> Result<Vec<Result<Accepted, Rejection>>, ApiError> {
+        let writes = match &request.command {
+            Command::Batch(requests) => requests.len(),
+            _ => 1,
+        };
+        self.sizes.observe(writes as f64);
         let written = tokio::time::timeout(self.timeout, self.raft.client_write(request)).await;
         match written {
             Err(_) => Err(ApiError::Indeterminate {
