@@ -106,6 +106,10 @@ pub struct NodeMetrics {
     pub proposals_failed: Counter,
     /// Client writes per log entry this node proposed as leader (`node/write_batch.rs`).
     pub write_batch_size: Histogram,
+    /// Leadership confirmations for linearizable reads, and the reads they answered
+    /// (`node/read_index.rs`).
+    pub read_index_rounds: Counter,
+    pub read_index_reads: Counter,
     pub log_sync: Histogram,
     pub snapshots_built: Counter,
     pub snapshot_build: Histogram,
@@ -159,6 +163,8 @@ impl NodeMetrics {
             leader_changes: Counter::default(),
             proposals_committed: Counter::default(),
             proposals_failed: Counter::default(),
+            read_index_rounds: Counter::default(),
+            read_index_reads: Counter::default(),
             log_sync: Histogram::new(vnet_metrics::LATENCY_BUCKETS_SECONDS),
             snapshots_built: Counter::default(),
             snapshot_build: Histogram::new(SNAPSHOT_BUCKETS_SECONDS),
@@ -250,6 +256,16 @@ impl NodeMetrics {
             "proposals_failed",
             "Client writes this node proposed as leader that failed or timed out",
             m.proposals_failed.clone(),
+        );
+        raft.register(
+            "read_index_rounds",
+            "Leadership confirmations this node ran as leader for linearizable reads",
+            m.read_index_rounds.clone(),
+        );
+        raft.register(
+            "read_index_reads",
+            "Linearizable reads answered by those confirmations (reads / rounds is the batch size)",
+            m.read_index_reads.clone(),
         );
         raft.register(
             "proposals_pending",

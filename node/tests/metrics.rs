@@ -98,6 +98,14 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
         ("witness", fabric.witness_metrics),
     ];
     assert_eq!(fabric.units[0].name, "unit-a");
+    // A linearizable read: wherever it lands, the leader confirms its read index.
+    pb::profile_service_client::ProfileServiceClient::new(fabric.api())
+        .get_profile(pb::GetProfileRequest {
+            name: profiles[0].name.clone(),
+            consistency: pb::ReadConsistency::Linearizable as i32,
+        })
+        .await
+        .expect("a linearizable read");
 
     // Each replica applies the switches' reports in its own time.
     let scrapes: Vec<(&str, String)> = wait_for(
@@ -131,6 +139,13 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
         let applied = sample(text, "vnet_raft_applied_index").unwrap();
         assert!(applied > 0.0 && sample(text, "vnet_raft_commit_index") >= Some(applied));
         assert!(sample(text, "vnet_raft_log_sync_duration_seconds_count") > Some(0.0));
+        for family in ["read_index_rounds", "read_index_reads"] {
+            let family = format!("vnet_raft_{family}_total");
+            assert!(
+                sample(text, &family).is_some(),
+                "{name} exports no {family}"
+            );
+        }
         // Pools: every identity is used or free.
         let sizes = series(text, "vnet_pool_size_identities");
         let used = series(text, "vnet_pool_used_identities");
@@ -155,6 +170,10 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
             // Every committed write was carried by a proposed entry: the batch sizes add up.
             assert!(sample(text, "vnet_raft_write_batch_size_sum") >= Some(count));
             assert_eq!(sample(text, "vnet_raft_proposals_pending"), Some(0.0));
+            // Each confirmation round answers at least one read.
+            let rounds = sample(text, "vnet_raft_read_index_rounds_total");
+            assert!(rounds >= Some(1.0), "read index rounds: {rounds:?}");
+            assert!(sample(text, "vnet_raft_read_index_reads_total") >= rounds);
         } else {
             assert!(lags.is_empty(), "a follower reports no lag: {lags:?}");
             let appends = handled("vnet.raft.v1.RaftPeer", "AppendEntries", "OK");

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::RaftError;
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -38,6 +38,7 @@ use crate::policy::Policy;
 mod access;
 mod leases;
 mod membership;
+mod read_index;
 mod status;
 mod write_batch;
 
@@ -49,6 +50,7 @@ pub use leases::{
     voter_sets, LeaseView, LEASE_REPORT_FRESH_MS, LEASE_REPORT_TIMEOUT_MS,
     PLACEMENT_CHANGES_PER_COMMAND_MAX, PLACEMENT_CHANGES_PER_PASS_MAX, PLACEMENT_TICK_MS,
 };
+pub use read_index::READ_INDEX_WAITERS_MAX;
 
 /// How long to wait for something to change (a leader to appear, metrics to move) before looking
 /// again while retrying a request toward the leader.
@@ -100,6 +102,8 @@ struct Inner {
     /// them, since each may still append an entry the target must hold.
     writes_in_flight: std::sync::atomic::AtomicUsize,
     metrics: Arc<NodeMetrics>,
+    /// Shares one leadership confirmation among concurrent linearizable reads.
+    read_index: read_index::ReadIndexBatcher<u64>,
     /// This node's `vnet-data.json`; the lock also serializes its rewrites.
     data_file: std::sync::Mutex<crate::data_file::DataFile>,
     /// Where this node, leading, sends client writes to be proposed (`write_batch.rs`).
@@ -188,6 +192,18 @@ impl Node {
             Duration::from_millis(config.request_timeout_ms),
             metrics.write_batch_size.clone(),
         );
+        let read_index = {
+            let raft = raft.clone();
+            read_index::ReadIndexBatcher::spawn(
+                move || read_index::confirm_leadership(raft.clone()),
+                Duration::from_millis(config.request_timeout_ms),
+                READ_INDEX_WAITERS_MAX,
+                read_index::RoundCounters {
+                    rounds: metrics.read_index_rounds.clone(),
+                    reads: metrics.read_index_reads.clone(),
+                },
+            )
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 id: config.id,
@@ -203,6 +219,7 @@ impl Node {
                 transferring: std::sync::atomic::AtomicBool::new(false),
                 writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
                 metrics,
+                read_index,
                 data_file: std::sync::Mutex::new(data_file),
                 batcher,
             }),
@@ -540,7 +557,6 @@ impl Node {
     /// Runs `request` here, as the leader. Answers `NotLeader` if this node is not the leader,
     /// which callers treat as "certainly not done; retry toward the leader".
     pub async fn execute_as_leader(&self, request: LeaderRequest) -> LeaderResult {
-        let timeout = self.request_timeout();
         let transferring = self
             .inner
             .transferring
@@ -596,41 +612,10 @@ impl Node {
                 }
             }
             LeaderRequest::ReadIndex => {
-                // get_read_log_id confirms leadership with a quorum before answering, so a
-                // deposed leader cannot hand out a stale read index.
-                match tokio::time::timeout(timeout, self.raft().get_read_log_id()).await {
-                    Err(_) => Err(ApiError::Unavailable {
-                        reason: format!(
-                            "could not confirm leadership with a quorum within {} ms",
-                            timeout.as_millis()
-                        ),
-                    }),
-                    Ok(Ok((read_log_id, _))) => {
-                        // openraft's read log id is max(its commit index, its first entry of the
-                        // term). A leader that restarts and resumes its term from a committed vote
-                        // knows a commit index older than what it had committed (and acknowledged)
-                        // before the crash, so that bound can be stale. Every acknowledged write
-                        // is in this leader's log (leadership was just confirmed), so its last log
-                        // index is a bound that cannot be: a reader waits for those entries too.
-                        let last_log_index = self.metrics().last_log_index.unwrap_or(0);
-                        Ok(LeaderReply::ReadIndex {
-                            index: read_log_id.map_or(0, |id| id.index).max(last_log_index),
-                        })
-                    }
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                        Err(ApiError::NotLeader {
-                            leader: f.leader_id,
-                        })
-                    }
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                        Err(ApiError::Unavailable {
-                            reason: e.to_string(),
-                        })
-                    }
-                    Ok(Err(RaftError::Fatal(e))) => Err(ApiError::Unavailable {
-                        reason: e.to_string(),
-                    }),
-                }
+                // One quorum confirmation serves every read waiting when it starts
+                // (`read_index.rs`; ARCHITECTURE.md, "Requests and retries").
+                let index = self.inner.read_index.read_index().await?;
+                Ok(LeaderReply::ReadIndex { index })
             }
             LeaderRequest::AddLearner {
                 id,
@@ -724,6 +709,7 @@ impl Node {
     }
 
     pub async fn shutdown(&self) {
+        self.inner.read_index.shutdown().await;
         if let Err(e) = self.raft().shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
