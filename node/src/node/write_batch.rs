@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use vnet_model::limits::{WRITE_BATCH_BYTES_MAX, WRITE_BATCH_REQUESTS_MAX};
 use vnet_model::member::PROTOCOL_BATCH;
 use vnet_model::{Accepted, Command, Rejection, Request};
@@ -50,8 +50,18 @@ struct Pending {
 
 /// A handle to the batching task; cheap to clone. The task ends when every handle is dropped.
 #[derive(Clone)]
-pub struct WriteBatcher {
+pub struct WriteBatcher<P: Propose = RaftProposer> {
     tx: mpsc::Sender<Pending>,
+    shared: Arc<Shared<P>>,
+}
+
+/// What the task and the callers that propose directly share. Holds no sender, so the task
+/// ends once the last handle is dropped.
+struct Shared<P> {
+    /// Proposals outstanding.
+    slots: Semaphore,
+    proposer: P,
+    may_batch: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl WriteBatcher {
@@ -66,17 +76,44 @@ impl WriteBatcher {
         };
         Self::start_with(proposer, move || every_member_applies_batches(&raft, &view))
     }
+}
 
+impl<P: Propose> WriteBatcher<P> {
     /// Starts the task with any proposer; `may_batch` is asked before each proposal.
-    fn start_with<P: Propose>(proposer: P, may_batch: impl Fn() -> bool + Send + 'static) -> Self {
+    fn start_with(proposer: P, may_batch: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(rx, proposer, may_batch));
-        Self { tx }
+        let shared = Arc::new(Shared {
+            slots: Semaphore::new(PROPOSALS_IN_FLIGHT),
+            proposer,
+            may_batch: Box::new(may_batch),
+        });
+        tokio::spawn(run(rx, shared.clone()));
+        Self { tx, shared }
     }
 
     /// Writes `request` (of `bytes` encoded bytes), alone or with others, and answers once the
     /// entry carrying it is applied here or the proposal failed.
     pub async fn write(&self, request: Request, bytes: usize) -> Written {
+        // Nobody waiting and a slot free: propose it from here, sparing a lone write the trip
+        // through the task. The semaphore is fair, so this never takes a slot the task waits
+        // for.
+        let shared = &self.shared;
+        let direct = if !(shared.may_batch)() {
+            Some(None)
+        } else if self.tx.capacity() == QUEUE_MAX {
+            shared.slots.try_acquire().ok().map(Some)
+        } else {
+            None
+        };
+        if let Some(slot) = direct {
+            let proposed = shared.proposer.propose(request).await;
+            drop(slot);
+            return answers(1, proposed).pop().unwrap_or_else(|| {
+                Err(ApiError::Internal {
+                    reason: "a write was proposed and came back without an answer".to_string(),
+                })
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             request,
@@ -99,8 +136,9 @@ impl WriteBatcher {
 /// Whether every node of the Raft membership has registered a protocol that applies
 /// `Command::Batch`. A node not yet registered counts as one that does not: it may be older.
 fn every_member_applies_batches(raft: &Raft, view: &StateView) -> bool {
-    let metrics = raft.metrics().borrow().clone();
-    let ids: Vec<NodeId> = metrics
+    let ids: Vec<NodeId> = raft
+        .metrics()
+        .borrow()
         .membership_config
         .membership()
         .nodes()
@@ -126,8 +164,9 @@ pub trait Propose: Clone + Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Vec<Result<Accepted, Rejection>>, ApiError>> + Send;
 }
 
+/// Proposes through openraft.
 #[derive(Clone)]
-struct RaftProposer {
+pub struct RaftProposer {
     raft: Raft,
     timeout: Duration,
     sizes: Histogram,
@@ -182,12 +221,8 @@ pub(super) fn client_write_error(
 
 /// The batching loop: take the first waiting write, wait for a free slot (writes arriving
 /// meanwhile queue behind it), then take every write already queued that fits, and propose.
-async fn run<P: Propose>(
-    mut rx: mpsc::Receiver<Pending>,
-    proposer: P,
-    may_batch: impl Fn() -> bool,
-) {
-    let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+/// Ends when the last handle is dropped.
+async fn run<P: Propose>(mut rx: mpsc::Receiver<Pending>, shared: Arc<Shared<P>>) {
     let mut held_over: Option<Pending> = None;
     loop {
         let first = match held_over.take() {
@@ -197,15 +232,17 @@ async fn run<P: Propose>(
                 None => return,
             },
         };
-        if !may_batch() {
+        if !(shared.may_batch)() {
             // A member may not apply batches: every write is its own entry, as before batching,
             // with no bound but the queue's.
-            tokio::spawn(propose(proposer.clone(), vec![first], None));
+            tokio::spawn(propose(shared.clone(), vec![first], false));
             continue;
         }
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = shared.slots.acquire().await else {
             return;
         };
+        // The proposal task gives the slot back (`propose`).
+        slot.forget();
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH_REQUESTS_MAX {
@@ -217,16 +254,15 @@ async fn run<P: Propose>(
             bytes = bytes.saturating_add(next.bytes);
             batch.push(next);
         }
-        tokio::spawn(propose(proposer.clone(), batch, Some(slot)));
+        tokio::spawn(propose(shared.clone(), batch, true));
     }
 }
 
-/// Proposes `batch` (alone if it is one write) and answers each of its callers; frees `slot`
-/// when done.
-async fn propose<P: Propose>(proposer: P, batch: Vec<Pending>, slot: Option<OwnedSemaphorePermit>) {
-    let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Written>>) =
+/// Proposes `batch` (alone if it is one write) and answers each of its callers; gives back the
+/// slot it holds, if `holds_slot`.
+async fn propose<P: Propose>(shared: Arc<Shared<P>>, batch: Vec<Pending>, holds_slot: bool) {
+    let (mut requests, replies): (Vec<Request>, Vec<oneshot::Sender<Written>>) =
         batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-    let mut requests = requests;
     let count = requests.len();
     let entry = if count == 1 {
         requests.swap_remove(0)
@@ -238,14 +274,22 @@ async fn propose<P: Propose>(proposer: P, batch: Vec<Pending>, slot: Option<Owne
             on_behalf_of: None,
         }
     };
-    let proposed = proposer.propose(entry).await;
-    drop(slot);
+    let proposed = shared.proposer.propose(entry).await;
+    if holds_slot {
+        shared.slots.add_permits(1);
+    }
+    for (reply, written) in replies.into_iter().zip(answers(count, proposed)) {
+        let _ = reply.send(written);
+    }
+}
+
+/// What each of the `count` writes of a proposal learns from its outcome.
+fn answers(
+    count: usize,
+    proposed: Result<Vec<Result<Accepted, Rejection>>, ApiError>,
+) -> Vec<Written> {
     match proposed {
-        Ok(results) if results.len() == count => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
-            }
-        }
+        Ok(results) if results.len() == count => results.into_iter().map(Ok).collect(),
         Ok(results) => {
             // The entry was committed, but its answers do not match its requests: say so to
             // every caller rather than guess which answer is whose.
@@ -253,17 +297,9 @@ async fn propose<P: Propose>(proposer: P, batch: Vec<Pending>, slot: Option<Owne
                 "a batch of {count} writes was applied with {} results",
                 results.len()
             );
-            for reply in replies {
-                let _ = reply.send(Err(ApiError::Internal {
-                    reason: reason.clone(),
-                }));
-            }
+            vec![Err(ApiError::Internal { reason }); count]
         }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
+        Err(e) => vec![Err(e); count],
     }
 }
 
@@ -356,7 +392,7 @@ mod tests {
     }
 
     fn spawn_write(
-        batcher: &WriteBatcher,
+        batcher: &WriteBatcher<Fake>,
         actor: &str,
         bytes: usize,
     ) -> tokio::task::JoinHandle<Written> {
@@ -367,7 +403,7 @@ mod tests {
 
     /// Writes one request at a time until every slot holds a proposal.
     async fn fill_every_slot(
-        batcher: &WriteBatcher,
+        batcher: &WriteBatcher<Fake>,
         fake: &Fake,
     ) -> Vec<tokio::task::JoinHandle<Written>> {
         let mut busy = Vec::new();
@@ -379,7 +415,7 @@ mod tests {
     }
 
     /// Writes waiting in the queue, besides the one the loop holds.
-    fn queued(batcher: &WriteBatcher) -> usize {
+    fn queued(batcher: &WriteBatcher<Fake>) -> usize {
         QUEUE_MAX - batcher.tx.capacity()
     }
 
@@ -501,6 +537,17 @@ mod tests {
             );
         }
         assert_eq!(fake.seen().len(), PROPOSALS_IN_FLIGHT + 1);
+    }
+
+    #[tokio::test]
+    async fn the_task_ends_when_the_last_handle_is_dropped() {
+        let batcher = WriteBatcher::start_with(Fake::new(None), || true);
+        let shared = Arc::downgrade(&batcher.shared);
+        drop(batcher);
+        until("the task let go of its state", || {
+            shared.upgrade().is_none()
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -269,6 +269,7 @@ impl World {
             node.ctl = ControllerRun::default();
             node.reads.clear();
             node.writes.clear();
+            node.batching.clear();
             node.outstanding.clear();
             node.waiting.clear();
             node.agent = Agent::new();

@@ -19,16 +19,16 @@ impl World {
     }
 
     pub(super) fn finish_write(&mut self, i: usize, write: PendingWrite, ok: bool) {
-        match write.waiter {
-            Waiter::Caller { .. } => self.reply(
-                i,
-                write.waiter,
-                if ok { Reply::Written } else { Reply::Failed },
-            ),
-            Waiter::Controller => {
-                let _ = ok; // decided afresh next pass either way
-                self.nodes[i].ctl.writing = false;
-                self.pump_controller(i);
+        for waiter in write.waiters {
+            match waiter {
+                Waiter::Caller { .. } => {
+                    self.reply(i, waiter, if ok { Reply::Written } else { Reply::Failed })
+                }
+                Waiter::Controller => {
+                    let _ = ok; // decided afresh next pass either way
+                    self.nodes[i].ctl.writing = false;
+                    self.pump_controller(i);
+                }
             }
         }
     }
@@ -111,17 +111,52 @@ impl World {
         }
     }
 
+    /// Proposes `request` now, or (as vnetd's leader does with writes that arrive while its
+    /// proposals are outstanding, `node/write_batch.rs`) holds it for a moment to go with the
+    /// writes that follow as one `Command::Batch` entry: half the time, so that revisions run
+    /// ahead of log indexes in every run.
     pub(super) fn propose(&mut self, i: usize, request: Request, waiter: Waiter) {
+        if self.rng.range(0, 2) == 0 {
+            return self.propose_now(i, vec![(request, waiter)]);
+        }
+        let node = &mut self.nodes[i];
+        node.batching.push((request, waiter));
+        if node.batching.len() == 1 {
+            let life = node.life;
+            let gather = self.rng.range(0, 2 * MS);
+            self.after_local(i, gather, Ev::ProposeBatch(i, life));
+        }
+    }
+
+    pub(super) fn propose_batch(&mut self, i: usize) {
+        let batch = std::mem::take(&mut self.nodes[i].batching);
+        if !batch.is_empty() {
+            self.propose_now(i, batch);
+        }
+    }
+
+    fn propose_now(&mut self, i: usize, batch: Vec<(Request, Waiter)>) {
+        let (mut requests, waiters): (Vec<Request>, Vec<Waiter>) = batch.into_iter().unzip();
+        let request = if requests.len() == 1 {
+            requests.swap_remove(0)
+        } else {
+            Request {
+                actor: "vnetd/batch".into(),
+                command: Command::Batch(requests),
+                trace: None,
+                on_behalf_of: None,
+            }
+        };
         let now = self.local(i);
         let term = self.nodes[i].raft.term();
         match self.nodes[i].raft.propose(request, now) {
             Some(index) => {
                 self.nodes[i]
                     .writes
-                    .insert(index, PendingWrite { term, waiter });
+                    .insert(index, PendingWrite { term, waiters });
                 self.after_raft(i);
             }
-            None => self.finish_write(i, PendingWrite { term, waiter }, false),
+            None => self.finish_write(i, PendingWrite { term, waiters }, false),
         }
     }
 

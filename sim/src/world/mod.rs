@@ -157,7 +157,8 @@ enum PendingRead {
 #[derive(Debug)]
 struct PendingWrite {
     term: u64,
-    waiter: Waiter,
+    /// Everyone whose write the entry carries (several for a batch).
+    waiters: Vec<Waiter>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -251,6 +252,8 @@ struct Node {
     ctl: ControllerRun,
     reads: BTreeMap<u64, PendingRead>,
     writes: BTreeMap<u64, PendingWrite>,
+    /// Writes held to go together as one batch entry (`Leader::propose`).
+    batching: Vec<(Request, Waiter)>,
     outstanding: BTreeMap<u64, Completion>,
     /// Requests waiting for this node to learn of a leader.
     waiting: Vec<(u64, Call)>,
@@ -330,6 +333,8 @@ enum Ev {
     /// A report request's answer did not come in time (node, life, ask id).
     ReportTimeout(usize, u64, u64),
     Watchdog(usize, u64),
+    /// Propose the writes held for a batch (node, life).
+    ProposeBatch(usize, u64),
     /// Boxed: a message is the largest event by far, and most events are ticks.
     Deliver {
         from: usize,
@@ -509,7 +514,8 @@ impl World {
             | Ev::AgentAction(i, _)
             | Ev::CallTimeout(i, _, _)
             | Ev::GrantTimeout(i, _, _)
-            | Ev::ReportTimeout(i, _, _) => Some(*i),
+            | Ev::ReportTimeout(i, _, _)
+            | Ev::ProposeBatch(i, _) => Some(*i),
             Ev::Deliver { to, .. } => Some(*to),
             Ev::Watchdog(..) | Ev::Fault(_) => None,
         };
@@ -536,6 +542,7 @@ impl World {
             Ev::RenewTick(i, life) if self.alive(i, life) => self.renew(i),
             Ev::ReconcileTick(i, life) if self.alive(i, life) => self.reconcile_tick(i),
             Ev::AgentAction(i, life) if self.alive(i, life) => self.agent_action(i),
+            Ev::ProposeBatch(i, life) if self.alive(i, life) => self.propose_batch(i),
             Ev::CallTimeout(i, life, call_id) if self.alive(i, life) => {
                 self.complete(i, call_id, Reply::Failed)
             }

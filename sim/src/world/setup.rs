@@ -154,6 +154,7 @@ impl World {
                 ctl: ControllerRun::default(),
                 reads: BTreeMap::new(),
                 writes: BTreeMap::new(),
+                batching: Vec::new(),
                 outstanding: BTreeMap::new(),
                 waiting: Vec::new(),
                 agent: Agent::new(),
