@@ -417,6 +417,24 @@ mod tests {
         busy
     }
 
+    /// Fills every slot, then starts `count` writes `w0..` that must wait: the loop holds the
+    /// first (waiting for a slot) and the rest queue behind it.
+    async fn queue_behind_busy_slots(
+        batcher: &WriteBatcher<Fake>,
+        fake: &Fake,
+        count: usize,
+    ) -> (
+        Vec<tokio::task::JoinHandle<Written>>,
+        Vec<tokio::task::JoinHandle<Written>>,
+    ) {
+        let busy = fill_every_slot(batcher, fake).await;
+        let waiting: Vec<_> = (0..count)
+            .map(|i| spawn_write(batcher, &format!("w{i}"), 10))
+            .collect();
+        until("the rest queued", || queued(batcher) == count - 1).await;
+        (busy, waiting)
+    }
+
     /// Writes waiting in the queue, besides the one the loop holds.
     fn queued(batcher: &WriteBatcher<Fake>) -> usize {
         QUEUE_MAX - batcher.tx.capacity()
@@ -443,14 +461,9 @@ mod tests {
     async fn writes_that_arrive_while_every_slot_is_busy_share_one_entry() {
         let fake = Fake::new(None);
         let batcher = WriteBatcher::start_with(fake.clone(), || true);
-        let busy = fill_every_slot(&batcher, &fake).await;
-        let waiting: Vec<_> = (0..5)
-            .map(|i| spawn_write(&batcher, &format!("w{i}"), 10))
-            .collect();
-        // The loop holds the first and waits for a slot; the other four queue behind it.
-        until("four queued", || queued(&batcher) == 4).await;
+        let (busy, waiting) = queue_behind_busy_slots(&batcher, &fake, 5).await;
         fake.release.add_permits(1);
-        until("a third proposal", || {
+        until("the next proposal", || {
             fake.seen().len() == PROPOSALS_IN_FLIGHT + 1
         })
         .await;
@@ -527,11 +540,7 @@ mod tests {
     async fn a_failed_proposal_fails_every_write_it_carried() {
         let fake = Fake::new(Some(ApiError::NotLeader { leader: Some(3) }));
         let batcher = WriteBatcher::start_with(fake.clone(), || true);
-        let busy = fill_every_slot(&batcher, &fake).await;
-        let waiting: Vec<_> = (0..3)
-            .map(|i| spawn_write(&batcher, &format!("w{i}"), 10))
-            .collect();
-        until("two queued", || queued(&batcher) == 2).await;
+        let (busy, waiting) = queue_behind_busy_slots(&batcher, &fake, 3).await;
         fake.release.add_permits(PROPOSALS_IN_FLIGHT + 1);
         for handle in busy.into_iter().chain(waiting) {
             assert_eq!(
