@@ -428,6 +428,45 @@ async fn the_leader_refuses_an_entry_past_the_size_limit() {
     target.assert_writes_go_on_through(leader).await;
 }
 
+/// Only a leader forms batches: a peer that forwards a `Batch` as its own write is refused with
+/// `INVALID_ARGUMENT` naming the command, nothing is proposed, and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_refuses_a_batch_forwarded_by_a_peer() {
+    use vnet_model::{Command, Request};
+    use vnet_node::error::ApiError;
+    use vnet_node::peer::{decode, encode, LeaderRequest, LeaderResult};
+
+    let target = PeerTarget::start().await;
+    let leader = target.leader;
+    let mut peer = target.peer(leader).await;
+    let delete = |name: &str| Request {
+        actor: "peer".into(),
+        command: Command::DeleteProfile {
+            name: name.into(),
+            expected_revision: None,
+        },
+        trace: None,
+        on_behalf_of: None,
+    };
+    let batch = LeaderRequest::Write(Request {
+        actor: "peer".into(),
+        command: Command::Batch(vec![delete("a"), delete("b")]),
+        trace: None,
+        on_behalf_of: None,
+    });
+    let reply = peer.forward(encode(&batch)).await.expect("answered");
+    let result: LeaderResult = decode(reply.get_ref(), "forward reply").expect("decodes");
+    match result {
+        Err(refused @ ApiError::Rejected(_)) => {
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+            let text = refused.to_string();
+            assert!(text.contains("command") && text.contains("batch"), "{text}");
+        }
+        other => panic!("expected the batch refusal, got {other:?}"),
+    }
+    target.assert_writes_go_on_through(leader).await;
+}
+
 /// A snapshot stream started by a chunk announcing 100 bytes, then a chunk at offset 2^60 (where
 /// openraft would grow its buffer until the allocation aborts the process) and one past the
 /// announced length: both are refused with `INVALID_ARGUMENT` before openraft sees them, and the

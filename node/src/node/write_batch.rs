@@ -435,6 +435,15 @@ mod tests {
         (busy, waiting)
     }
 
+    /// The answer of a write that must have been proposed and accepted.
+    async fn accepted(handle: tokio::task::JoinHandle<Written>) -> Accepted {
+        handle
+            .await
+            .expect("joined")
+            .expect("proposed")
+            .expect("ok")
+    }
+
     /// Writes waiting in the queue, besides the one the loop holds.
     fn queued(batcher: &WriteBatcher<Fake>) -> usize {
         QUEUE_MAX - batcher.tx.capacity()
@@ -474,11 +483,7 @@ mod tests {
         fake.release.add_permits(PROPOSALS_IN_FLIGHT);
         // Each caller gets the answer for its own request.
         for (i, handle) in waiting.into_iter().enumerate() {
-            let accepted = handle
-                .await
-                .expect("joined")
-                .expect("proposed")
-                .expect("ok");
+            let accepted = accepted(handle).await;
             assert_eq!(
                 accepted.outcome,
                 Outcome::PoolDeleted {
@@ -487,11 +492,7 @@ mod tests {
             );
         }
         for handle in busy {
-            handle
-                .await
-                .expect("joined")
-                .expect("proposed")
-                .expect("ok");
+            accepted(handle).await;
         }
     }
 
@@ -512,18 +513,10 @@ mod tests {
         }
         fake.release.add_permits(PROPOSALS_IN_FLIGHT + 2);
         for handle in waiting {
-            handle
-                .await
-                .expect("joined")
-                .expect("proposed")
-                .expect("ok");
+            accepted(handle).await;
         }
         for handle in busy {
-            handle
-                .await
-                .expect("joined")
-                .expect("proposed")
-                .expect("ok");
+            accepted(handle).await;
         }
         let shapes = fake.shapes();
         assert_eq!(
@@ -577,11 +570,7 @@ mod tests {
             .all(|shape| shape.len() == 1 && shape[0].starts_with("plain ")));
         fake.release.add_permits(6);
         for handle in writes {
-            handle
-                .await
-                .expect("joined")
-                .expect("proposed")
-                .expect("ok");
+            accepted(handle).await;
         }
     }
 }
