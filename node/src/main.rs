@@ -11,10 +11,10 @@ use vnet_node::{config::Args, run, telemetry, Listeners};
 /// Every request allocates dozens of small, short-lived buffers (h2 frames, protobuf and JSON
 /// strings, model values) across worker threads; under write load glibc's allocator took about
 /// a seventh of the node's CPU. With mimalloc, 64 writers spread over a three-node cluster on one
-/// two-core machine cost 260–275 µs of node CPU per write instead of 300–330, and 5,780–5,810
-/// writes/s instead of 4,860–5,350 (`vnetctl bench --writes`). Transparent huge pages are off
-/// (`no_thp`): with them every thread's heap became resident in 2 MiB pages, and a node at
-/// 10,000 profiles held 107 MiB instead of 48–52 (`cargo bench --bench scale`).
+/// two-core machine cost 283 µs of node CPU per write instead of 337, and went at 5,458 writes/s
+/// instead of 4,647 (means of five alternating runs of `vnetctl bench --writes`). Transparent
+/// huge pages are off (`no_thp`): with them every thread's heap became resident in 2 MiB pages,
+/// and a node at 10,000 profiles held 107 MiB instead of 48–52 (`cargo bench --bench scale`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
