@@ -104,7 +104,7 @@ async fn adds_promotes_and_removes_a_member() {
     let (api_addr, peer_addr) = (fourth.api_addr, fourth.peer_addr);
 
     let mut admin = cluster.node(leader).cluster().await;
-    admin
+    let added = admin
         .add_member(pb::AddMemberRequest {
             id: 4,
             name: "unit-c".into(),
@@ -113,7 +113,15 @@ async fn adds_promotes_and_removes_a_member() {
             role: pb::MemberRole::Unit as i32,
         })
         .await
-        .expect("add member");
+        .expect("add member")
+        .into_inner();
+    // The answer's revision is the new member's record, comparable with every other revision.
+    let event = first_event_from(cluster.node(leader), added.revision).await;
+    assert_eq!(event.revision, added.revision, "{event:?}");
+    assert!(
+        matches!(&event.change, Some(pb::watch_event::Change::MemberPut(m)) if m.id == 4),
+        "{event:?}"
+    );
     // The learner catches up: it can serve a local read of data written before it joined.
     let fourth_client = fourth.profiles();
     wait_for("the learner has replicated the profile", || {
@@ -134,6 +142,10 @@ async fn adds_promotes_and_removes_a_member() {
         .await
         .expect("promote")
         .into_inner();
+    assert!(
+        promoted.revision >= added.revision,
+        "{promoted:?} {added:?}"
+    );
     assert_eq!(
         promoted.member.expect("member").membership,
         pb::RaftMembership::Voter as i32
@@ -144,10 +156,23 @@ async fn adds_promotes_and_removes_a_member() {
         .expect_err("already a voter");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
 
-    admin
+    let removed = admin
         .remove_member(pb::RemoveMemberRequest { id: 4 })
         .await
-        .expect("remove");
+        .expect("remove")
+        .into_inner();
+    assert!(
+        removed.revision > promoted.revision,
+        "{removed:?} after promotion at {}",
+        promoted.revision
+    );
+    let event = first_event_from(cluster.node(leader), removed.revision).await;
+    assert_eq!(event.revision, removed.revision, "{event:?}");
+    assert_eq!(
+        event.change,
+        Some(pb::watch_event::Change::MemberRemoved(4)),
+        "{event:?}"
+    );
     let status = cluster
         .node(leader)
         .status(pb::ReadConsistency::Linearizable)
@@ -163,6 +188,24 @@ async fn adds_promotes_and_removes_a_member() {
 
     fourth.stop().await;
     cluster.stop_all().await;
+}
+
+/// The first change a watch from `revision` replays.
+async fn first_event_from(node: &TestNode, revision: u64) -> pb::WatchEvent {
+    let mut events = node
+        .watch()
+        .await
+        .watch(pb::WatchRequest {
+            from_revision: revision,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    tokio::time::timeout(WAIT_DEADLINE, events.message())
+        .await
+        .expect("an event in time")
+        .expect("the stream")
+        .expect("an event")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,9 +35,14 @@ pub fn new_member_addrs(peer_addr: &str, api_addr: &str) -> Result<(), ApiError>
     Ok(())
 }
 
-fn membership_index(reply: LeaderReply) -> Result<u64, ApiError> {
+/// The revision a membership change answers with. A leader older than revisions in these replies
+/// sent only the entry's log index, which is what the change answered with then.
+fn membership_revision(reply: LeaderReply) -> Result<u64, ApiError> {
     match reply {
-        LeaderReply::MembershipChanged { log_index } => Ok(log_index),
+        LeaderReply::MembershipChanged {
+            log_index,
+            revision,
+        } => Ok(revision.unwrap_or(log_index)),
         other => Err(ApiError::Internal {
             reason: format!("a membership change produced {other:?}"),
         }),
@@ -208,7 +213,7 @@ impl Api {
                 by: Some(caller.by()),
             })
             .await?;
-        let revision = membership_index(reply)?;
+        let revision = membership_revision(reply)?;
         Ok(Response::new(pb::AddMemberResponse {
             member: self.member_wire(request.id).await,
             revision,
@@ -222,7 +227,7 @@ impl Api {
     ) -> Result<Response<pb::PromoteMemberResponse>, Status> {
         let id = request.into_inner().id;
         let reply = self.node.execute(LeaderRequest::Promote { id }).await?;
-        let revision = membership_index(reply)?;
+        let revision = membership_revision(reply)?;
         Ok(Response::new(pb::PromoteMemberResponse {
             member: self.member_wire(id).await,
             revision,
@@ -243,7 +248,7 @@ impl Api {
             })
             .await?;
         Ok(Response::new(pb::RemoveMemberResponse {
-            revision: membership_index(reply)?,
+            revision: membership_revision(reply)?,
         }))
     }
 
@@ -470,5 +475,28 @@ impl ClusterService for Api {
             |caller, request| self.transfer_leader_as(caller, request),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_membership_reply_answers_its_revision_and_an_older_leaders_its_log_index() {
+        let older: LeaderReply =
+            serde_json::from_str(r#"{"MembershipChanged":{"log_index":5}}"#).expect("decodes");
+        assert_eq!(membership_revision(older).expect("a membership reply"), 5);
+        let newer = LeaderReply::MembershipChanged {
+            log_index: 5,
+            revision: Some(9),
+        };
+        let sent = serde_json::to_string(&newer).expect("encodes");
+        let received: LeaderReply = serde_json::from_str(&sent).expect("decodes");
+        assert_eq!(
+            membership_revision(received).expect("a membership reply"),
+            9
+        );
+        assert!(membership_revision(LeaderReply::ReadIndex { index: 5 }).is_err());
     }
 }

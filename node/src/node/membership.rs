@@ -117,12 +117,17 @@ impl Node {
             trace: None,
             on_behalf_of: by.on_behalf_of,
         };
-        match Box::pin(self.execute_as_leader(LeaderRequest::Write(request))).await {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(member = id, error = %e, "could not record the new member"),
-        }
+        let recorded = match Box::pin(self.execute_as_leader(LeaderRequest::Write(request))).await {
+            Ok(LeaderReply::Applied { revision, .. }) => Some(revision),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(member = id, error = %e, "could not record the new member");
+                None
+            }
+        };
         Ok(LeaderReply::MembershipChanged {
             log_index: added.log_id.index,
+            revision: Some(recorded.unwrap_or_else(|| self.applied_revision())),
         })
     }
 
@@ -150,7 +155,16 @@ impl Node {
         .map_err(client_write_error)?;
         Ok(LeaderReply::MembershipChanged {
             log_index: changed.log_id.index,
+            revision: Some(self.applied_revision()),
         })
+    }
+
+    /// The revision of this node's applied state. Once a membership change has returned here,
+    /// the leader has applied its entry, so this revision is at least that of every change
+    /// before it. Membership entries take no revision of their own: they change Raft's
+    /// configuration, not the model.
+    fn applied_revision(&self) -> u64 {
+        self.view().read(|applied| applied.state.revision())
     }
 
     pub(super) fn require_caught_up(
@@ -201,6 +215,7 @@ impl Node {
             reason: "the membership change did not commit in time".to_string(),
         })?
         .map_err(client_write_error)?;
+        let mut recorded = None;
         if self.view().read(|a| a.state.member(id).is_some()) {
             let by = by.unwrap_or_else(|| self.system_by());
             let request = Request {
@@ -212,12 +227,17 @@ impl Node {
             // Removing ourselves makes us step down; the record is then removed by a later
             // leader's view of the world only if someone asks. Log, don't fail: the membership
             // change itself is done.
-            if let Err(e) = Box::pin(self.execute(LeaderRequest::Write(request))).await {
-                tracing::warn!(member = id, error = %e, "could not remove the member record");
+            match Box::pin(self.execute(LeaderRequest::Write(request))).await {
+                Ok(LeaderReply::Applied { revision, .. }) => recorded = Some(revision),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(member = id, error = %e, "could not remove the member record")
+                }
             }
         }
         Ok(LeaderReply::MembershipChanged {
             log_index: changed.log_id.index,
+            revision: Some(recorded.unwrap_or_else(|| self.applied_revision())),
         })
     }
 

@@ -175,6 +175,11 @@ pub enum LeaderReply {
     },
     MembershipChanged {
         log_index: u64,
+        /// The cluster revision once the change took effect (see `AddMemberResponse` in
+        /// cluster.proto); absent from leaders older than it, whose callers fall back to
+        /// `log_index`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
     },
     Transferred {
         leader: NodeId,
