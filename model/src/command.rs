@@ -67,9 +67,8 @@ pub enum Command {
         /// The revision of the state the agent acted on when it made this report (nodes older
         /// than batched entries sent its log index, which was then never below its revision).
         /// A planned move off the unit completes only on a report at or after the move's
-        /// revision: an
-        /// earlier "not presenting" (say, right after a fence) says nothing about whether the
-        /// unit, not yet knowing of the move, will program the profile again.
+        /// revision: an earlier "not presenting" (say, right after a fence) says nothing about
+        /// whether the unit, not yet knowing of the move, will program the profile again.
         #[serde(default)]
         as_of: Revision,
     },

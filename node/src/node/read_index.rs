@@ -296,6 +296,24 @@ mod tests {
         }
     }
 
+    /// Starts one round (its first caller, its number and its release) and queues `count` more
+    /// callers behind it, waiting until all of them are queued.
+    async fn queue_behind_a_round(
+        batcher: &Arc<ReadIndexBatcher<usize>>,
+        gate: &mut Gate,
+        count: usize,
+    ) -> (
+        JoinHandle<Answer<usize>>,
+        (usize, oneshot::Sender<Answer<usize>>),
+        Vec<JoinHandle<Answer<usize>>>,
+    ) {
+        let first = read(batcher);
+        let round = gate.next_round().await;
+        let queued: Vec<_> = (0..count).map(|_| read(batcher)).collect();
+        until_waiting(batcher, count).await;
+        (first, round, queued)
+    }
+
     async fn answer(task: JoinHandle<Answer<usize>>) -> Answer<usize> {
         tokio::time::timeout(TIMEOUT, task)
             .await
@@ -319,10 +337,8 @@ mod tests {
     async fn callers_queued_behind_a_round_share_the_next_one() {
         const READERS: usize = 64;
         let (batcher, mut gate, counters) = gated(READERS, TIMEOUT);
-        let first = read(&batcher);
-        let (one, release_one) = gate.next_round().await;
-        let readers: Vec<_> = (0..READERS).map(|_| read(&batcher)).collect();
-        until_waiting(&batcher, READERS).await;
+        let (first, (one, release_one), readers) =
+            queue_behind_a_round(&batcher, &mut gate, READERS).await;
         release_one.send(Ok(one)).unwrap();
         let (two, release_two) = gate.next_round().await;
         release_two.send(Ok(two)).unwrap();
@@ -367,10 +383,8 @@ mod tests {
     #[tokio::test]
     async fn an_error_reaches_every_caller_of_its_round() {
         let (batcher, mut gate, _) = gated(16, TIMEOUT);
-        let first = read(&batcher);
-        let (_, release_one) = gate.next_round().await;
-        let readers: Vec<_> = (0..10).map(|_| read(&batcher)).collect();
-        until_waiting(&batcher, 10).await;
+        let (first, (_, release_one), readers) =
+            queue_behind_a_round(&batcher, &mut gate, 10).await;
         release_one.send(Ok(1)).unwrap();
         let (_, release_two) = gate.next_round().await;
         let refused = ApiError::NotLeader { leader: Some(3) };
@@ -408,10 +422,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_bound_a_caller_is_refused_naming_it() {
         let (batcher, mut gate, _) = gated(4, TIMEOUT);
-        let first = read(&batcher);
-        let (_, release_one) = gate.next_round().await;
-        let queued: Vec<_> = (0..4).map(|_| read(&batcher)).collect();
-        until_waiting(&batcher, 4).await;
+        let (first, (_, release_one), queued) = queue_behind_a_round(&batcher, &mut gate, 4).await;
         match batcher.read_index().await {
             Err(ApiError::Unavailable { reason }) => {
                 assert!(reason.contains("READ_INDEX_WAITERS_MAX"), "{reason}");
@@ -432,10 +443,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_answers_every_waiter_and_ends_the_task() {
         let (batcher, mut gate, _) = gated(8, TIMEOUT);
-        let first = read(&batcher);
-        let (_, _held) = gate.next_round().await;
-        let queued: Vec<_> = (0..3).map(|_| read(&batcher)).collect();
-        until_waiting(&batcher, 3).await;
+        let (first, (_, _held), queued) = queue_behind_a_round(&batcher, &mut gate, 3).await;
         tokio::time::timeout(TIMEOUT, batcher.shutdown())
             .await
             .expect("the task ends");
