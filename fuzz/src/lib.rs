@@ -10,10 +10,11 @@ use vnet_proto::vnet::raft::v1::RaftMessage;
 use vnet_proto::vnet::v1 as pb;
 
 /// The names of the targets, as directories under `fuzz/corpus/`.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "peer_message",
     "snapshot_file",
     "log_entry",
+    "wal_segment",
     "journal_line",
     "config_file",
     "public_request",
@@ -26,6 +27,7 @@ pub fn run(name: &str, data: &[u8]) {
         "peer_message" => peer_message(data),
         "snapshot_file" => snapshot_file(data),
         "log_entry" => log_entry(data),
+        "wal_segment" => wal_segment(data),
         "journal_line" => journal_line(data),
         "config_file" => config_file(data),
         "public_request" => public_request(data),
@@ -79,9 +81,14 @@ pub fn snapshot_file(data: &[u8]) {
     let _ = raft_store::snapshot_file::decode(&framed);
 }
 
-/// A Raft log entry as stored in sled, under index 7.
+/// A Raft log entry as a segment record holds it, for index 7.
 pub fn log_entry(data: &[u8]) {
     let _ = raft_store::log_store::decode_entry_bytes(7, data);
+}
+
+/// A Raft log segment file as read on open, its first index 7: header, records, torn tail.
+pub fn wal_segment(data: &[u8]) {
+    let _ = raft_store::wal::check_segment(7, data);
 }
 
 /// One line of a switch's journal: the bytes as they are, and as a record behind a valid CRC, so

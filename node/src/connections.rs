@@ -2,7 +2,7 @@
 //! of connections at once, each closed once it has sent nothing for the idle timeout.
 //!
 //! Without a cap, idle TCP connections use up the process's descriptors; then accept fails,
-//! every new client (and every peer reconnecting) hangs, and sled cannot open a file. So:
+//! every new client (and every peer reconnecting) hangs, and the Raft log cannot open a segment. So:
 //!
 //! - A connection past the cap is accepted and closed at once, never left in the kernel's
 //!   backlog, where its client would hang until its own timeout. A client is told "no" quickly
@@ -35,7 +35,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Pause after a failed accept, so a full descriptor table does not spin the accept loop.
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
-/// Descriptors kept for everything but served connections: sled's files, snapshots, peer
+/// Descriptors kept for everything but served connections: the log's segments, snapshots, peer
 /// channels, the switch, metrics scrapes, logs.
 pub const FDS_RESERVED: u64 = 256;
 

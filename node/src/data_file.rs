@@ -2,7 +2,7 @@
 //! the id of the node it belongs to and the id of the cluster it is a member of.
 //!
 //! ```json
-//! {"format_version": 1, "node_id": 2, "cluster_id": "5f0c9a1e7d3b4c28a6e1f0b9c2d4e6a8"}
+//! {"format_version": 2, "node_id": 2, "cluster_id": "5f0c9a1e7d3b4c28a6e1f0b9c2d4e6a8"}
 //! ```
 //!
 //! Written at a node's first start (tmp file, fsync, rename, directory fsync), before Raft opens
@@ -24,7 +24,11 @@ use raft_store::NodeId;
 pub const DATA_FILE: &str = "vnet-data.json";
 const TEMP_FILE: &str = "vnet-data.json.tmp";
 /// The data directory format this build writes and the newest it reads.
-pub const DATA_FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the Raft log in sled, under `raft-log/`.
+/// - 2: the Raft log in segment files, under `wal/`. A version-1 directory is upgraded on open:
+///   this file first, then `raft_store` imports the log and removes the sled files.
+pub const DATA_FORMAT_VERSION: u32 = 2;
 /// Longest cluster id accepted (from a file, a flag or a peer's header).
 pub const CLUSTER_ID_CHARS_MAX: usize = 64;
 /// A file larger than this is not ours.
@@ -150,7 +154,17 @@ pub fn open_for(dir: &Path, node_id: NodeId) -> Result<DataFile, DataFileError> 
             found: data.node_id,
             configured: node_id,
         }),
-        Some(data) => Ok(data),
+        Some(mut data) => {
+            if data.format_version < DATA_FORMAT_VERSION {
+                // Recorded before the store opens and imports the older log (removing its
+                // files): an older vnetd would find no log it knows in the directory and start
+                // as a new node, able to vote twice in a term. With version 2 recorded first, it
+                // refuses the directory instead, whenever a crash interrupts the upgrade.
+                data.format_version = DATA_FORMAT_VERSION;
+                store(dir, &data)?;
+            }
+            Ok(data)
+        }
         None => {
             let data = DataFile {
                 format_version: DATA_FORMAT_VERSION,
@@ -224,11 +238,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join(DATA_FILE),
-            r#"{"format_version": 2, "node_id": "renamed"}"#,
+            r#"{"format_version": 3, "node_id": "renamed"}"#,
         )
         .unwrap();
         let refused = open_for(dir.path(), 1).unwrap_err().to_string();
-        assert!(refused.contains("format version 2"), "{refused}");
+        assert!(refused.contains("format version 3"), "{refused}");
+    }
+
+    #[test]
+    fn an_older_format_is_recorded_as_this_one_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(DATA_FILE),
+            r#"{"format_version": 1, "node_id": 4, "cluster_id": "abc123"}"#,
+        )
+        .unwrap();
+        let opened = open_for(dir.path(), 4).unwrap();
+        assert_eq!(opened.format_version, DATA_FORMAT_VERSION);
+        assert_eq!(opened.cluster_id.as_deref(), Some("abc123"));
+        assert_eq!(load(dir.path()).unwrap(), Some(opened));
     }
 
     #[test]

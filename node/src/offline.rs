@@ -1,5 +1,5 @@
 //! Offline operations on data directories, run with `vnetd restore` and `vnetd recover` while no
-//! `vnetd` serves the directory (sled's lock refuses a second opener).
+//! `vnetd` serves the directory (the Raft log's lock refuses a second opener).
 //!
 //! - [`restore`] builds a new member's data directory from a backup (`vnetctl snapshot save`):
 //!   the whole model state at the backup's position, a Raft membership of the new initial

@@ -18,33 +18,44 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How a test damages a stopped node's data directory; returns the file it damaged.
 type Damage = fn(&Path) -> PathBuf;
 
+/// The newest segment of the node's Raft log.
+fn last_segment(data_dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .expect("the log directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
 fn truncate_log(data_dir: &Path) -> PathBuf {
-    let db = data_dir.join("raft-log/db");
-    let len = std::fs::metadata(&db).expect("db").len();
+    let segment = last_segment(data_dir);
+    let len = std::fs::metadata(&segment).expect("segment").len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&db)
-        .expect("open db")
+        .open(&segment)
+        .expect("open segment")
         .set_len(len / 3)
         .expect("truncate");
-    db
+    segment
 }
 
 fn overwrite_log(data_dir: &Path) -> PathBuf {
-    let db = data_dir.join("raft-log/db");
+    let segment = last_segment(data_dir);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .open(&db)
-        .expect("open db");
+        .open(&segment)
+        .expect("open segment");
     file.seek(SeekFrom::Start(64)).expect("seek");
     file.write_all(&vec![0xA5; 64 * 1024]).expect("overwrite");
-    db
+    segment
 }
 
 fn remove_log(data_dir: &Path) -> PathBuf {
-    let db = data_dir.join("raft-log/db");
-    std::fs::remove_file(&db).expect("remove db");
-    db
+    let segment = last_segment(data_dir);
+    std::fs::remove_file(&segment).expect("remove segment");
+    segment
 }
 
 fn damage_snapshot(data_dir: &Path) -> PathBuf {

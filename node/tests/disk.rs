@@ -105,7 +105,6 @@ fn stop_with(proc: &mut Proc, signal: Signal) -> (ExitStatus, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_quota_writes_are_refused_until_the_alarm_is_disarmed() {
     let _serial = SERIAL.lock().await;
-    // sled grows its file 512 KiB at a time; a fresh store takes one such segment.
     let quota: u64 = 3 * 1024 * 1024;
     let mut cluster = Cluster::start_with(&["--quota-bytes".into(), quota.to_string()], &[]);
     let leader = cluster.leader().await;
@@ -348,8 +347,8 @@ async fn a_full_disk_stops_the_node_cleanly_and_the_others_go_on() {
     let (exit, _) = stop_with(cluster.proc_mut(victim), Signal::SIGTERM);
     assert!(exit.success(), "{exit}");
     let data_dir = cluster.proc(victim).data_dir.clone();
-    let log_dir = data_dir.join("raft-log");
-    let moved = data_dir.join("raft-log.moved");
+    let log_dir = data_dir.join("wal");
+    let moved = data_dir.join("wal.moved");
     std::fs::rename(&log_dir, &moved).expect("move the log aside");
     let _disk = SmallDisk::mount(&log_dir, 1024 * 1024);
     copy_dir(&moved, &log_dir);

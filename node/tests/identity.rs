@@ -131,15 +131,15 @@ async fn a_data_dir_of_a_newer_format_or_of_another_node_is_refused_with_exit_1(
     std::fs::create_dir_all(&newer).expect("dir");
     std::fs::write(
         newer.join("vnet-data.json"),
-        r#"{"format_version": 2, "node_id": 1}"#,
+        r#"{"format_version": 3, "node_id": 1}"#,
     )
     .expect("write");
     let (code, stderr) = run_to_exit(&newer, 1).await;
     println!("newer format: {stderr}");
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("format version 2"), "{stderr}");
+    assert!(stderr.contains("format version 3"), "{stderr}");
     assert!(
-        !newer.join("raft-log").exists(),
+        !newer.join("wal").exists(),
         "the store was opened before the check"
     );
 

@@ -1,17 +1,19 @@
-//! Durable storage for vnet-ha's Raft: the log on sled, the state machine in memory, snapshots as
-//! checksummed files.
+//! Durable storage for vnet-ha's Raft: the log in append-only segment files, the state machine in
+//! memory, snapshots as checksummed files.
 //!
-//! - [`log_store`]: openraft's `RaftLogStorage` on sled (vote, committed, log entries), with the
-//!   fsync rules openraft's safety rests on.
+//! - [`wal`]: the log on disk (segments of checksummed records, the vote, the purge point, a
+//!   recent committed index), with the crash rules openraft's safety rests on.
+//! - [`log_store`]: openraft's `RaftLogStorage` over [`wal`], and the entry encoding.
 //! - [`state_machine`]: openraft's `RaftStateMachine`, applying [`vnet_model::apply`] to an
 //!   in-memory [`vnet_model::State`], shared read-only with the API through [`StateView`].
 //! - [`snapshot_file`]: the snapshot encoding (magic, version, length, CRC-32) and its atomic,
 //!   fsynced replacement on disk.
+//! - [`legacy`]: the one-time import of a store written when the log lived in sled.
 //!
 //! - [`usage`]: how much disk the store takes (what `vnetd`'s quota counts).
 //! - [`observer`]: [`StoreObserver`], told of every log sync and snapshot build (for metrics).
 //!
-//! This crate knows openraft, sled and the model; it knows nothing of gRPC, the network or the
+//! This crate knows openraft and the model; it knows nothing of gRPC, the network or the
 //! fabric. [`open`] is the one way in: it returns both halves over one data directory.
 
 // openraft's storage traits fix the error type to `StorageError`, which is large; the helpers
@@ -19,11 +21,13 @@
 // trait boundary would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod legacy;
 pub mod log_store;
 pub mod observer;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod usage;
+pub mod wal;
 
 use std::fmt;
 use std::io::Cursor;
@@ -87,10 +91,12 @@ pub enum OpenError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the Raft log database in {path}: {source}")]
-    Sled { path: PathBuf, source: sled::Error },
-    #[error("the Raft log in {path} is damaged: {reason}")]
-    Damaged { path: PathBuf, reason: String },
+    /// `error` names the file and what is wrong with it; it is not a `source`, so an error chain
+    /// prints it once.
+    #[error("cannot open the Raft log in {path}: {error}")]
+    Log { path: PathBuf, error: wal::WalError },
+    #[error(transparent)]
+    Import(#[from] legacy::ImportError),
     #[error("cannot use the snapshot in {path}: {source}")]
     Snapshot {
         path: PathBuf,
@@ -100,7 +106,7 @@ pub enum OpenError {
 
 /// Makes `data_dir` hold exactly `body` and nothing after it: the snapshot file first, then a log
 /// emptied down to a purge point at the snapshot's position, with `vote`. For offline tools (a
-/// restore, a recovery without a quorum), never while a node runs on the directory (sled's lock
+/// restore, a recovery without a quorum), never while a node runs on the directory (the log's lock
 /// refuses a second opener). A crash between the two steps leaves the new snapshot and the old
 /// log, which openraft reconciles on open by purging the log up to the snapshot; running the
 /// tool again finishes the job.
@@ -135,8 +141,12 @@ pub enum SeedError {
     Log(String),
 }
 
-/// Opens (creating if needed) the store in `data_dir`: `raft-log/` for sled, `snapshots/` for the
-/// snapshot file. A store that cannot be read whole is refused with an error, never half-opened.
+/// Where under a data directory the Raft log lives (see [`wal`]).
+pub const WAL_DIR: &str = "wal";
+
+/// Opens (creating if needed) the store in `data_dir`: `wal/` for the log, `snapshots/` for the
+/// snapshot file. A store of the older sled layout is imported first (see [`legacy`]). A store
+/// that cannot be read whole is refused with an error, never half-opened.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     open_observed(data_dir, std::sync::Arc::new(Unobserved))
 }
@@ -150,27 +160,21 @@ pub fn open_observed(
         path: data_dir.to_path_buf(),
         source,
     })?;
-    let log_path = data_dir.join("raft-log");
-    let db = sled::Config::new()
-        .path(&log_path)
-        // The log is small (purged behind snapshots); a small cache keeps memory in check.
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .map_err(|source| OpenError::Sled {
-            path: log_path.clone(),
-            source,
-        })?;
-    let log =
-        LogStore::open(&db, observer.clone(), data_dir.join("vote.mark")).map_err(|source| {
-            OpenError::Sled {
-                path: log_path.clone(),
-                source,
-            }
-        })?;
-    log.check_vote_mark().map_err(|reason| OpenError::Damaged {
-        path: log_path,
-        reason,
+    let wal_dir = data_dir.join(WAL_DIR);
+    if legacy::import(data_dir, &wal_dir)? {
+        tracing::info!(
+            dir = %wal_dir.display(),
+            "imported the Raft log from the older sled store"
+        );
+    }
+    let wal = wal::Wal::open(&wal_dir).map_err(|error| OpenError::Log {
+        path: wal_dir.clone(),
+        error,
     })?;
+    if let Some(repaired) = &wal.repaired {
+        tracing::warn!("{repaired}");
+    }
+    let log = LogStore::new(wal, observer.clone());
     let snapshot_path = data_dir.join("snapshots");
     let snapshots = snapshot_file::SnapshotDir::open(snapshot_path.clone()).map_err(|source| {
         OpenError::Snapshot {

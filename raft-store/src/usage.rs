@@ -4,9 +4,9 @@ use std::io;
 use std::path::Path;
 
 /// The directories under a data directory that hold the store (see [`crate::open`]).
-pub const STORE_DIRS: [&str; 2] = ["raft-log", "snapshots"];
+pub const STORE_DIRS: [&str; 2] = [crate::WAL_DIR, "snapshots"];
 
-/// Bytes the store's files take under `data_dir`: the sled log (`raft-log/`) and the snapshots
+/// Bytes the store's files take under `data_dir`: the Raft log (`wal/`) and the snapshots
 /// (`snapshots/`), by file length. Other files an operator keeps there (logs, say) do not count.
 /// A directory that does not exist yet counts as empty.
 pub fn disk_usage(data_dir: &Path) -> io::Result<u64> {
@@ -48,10 +48,14 @@ mod tests {
     fn counts_the_store_and_nothing_else() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(disk_usage(dir.path()).expect("empty"), 0);
-        std::fs::create_dir_all(dir.path().join("raft-log/blobs")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("wal/nested")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("snapshots")).expect("mkdir");
-        std::fs::write(dir.path().join("raft-log/db"), vec![0u8; 1000]).expect("write");
-        std::fs::write(dir.path().join("raft-log/blobs/1"), vec![0u8; 24]).expect("write");
+        std::fs::write(
+            dir.path().join("wal/00000000000000000000.seg"),
+            vec![0u8; 1000],
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("wal/nested/1"), vec![0u8; 24]).expect("write");
         std::fs::write(
             dir.path().join("snapshots/snapshot.current"),
             vec![0u8; 300],

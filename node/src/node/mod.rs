@@ -159,14 +159,11 @@ impl Node {
         // Before the store is opened: a directory of a newer format or of another node is refused
         // untouched.
         let data_file = crate::data_file::open_for(&config.data_dir, config.id)?;
-        let (mut log, state_machine) =
-            raft_store::open_observed(&config.data_dir, metrics.clone())?;
+        let (log, state_machine) = raft_store::open_observed(&config.data_dir, metrics.clone())?;
         let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        // Keep the log handle's sled db alive only through openraft; `log` moves into Raft.
-        let _ = &mut log;
         let view = state_machine.view();
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(
