@@ -287,10 +287,12 @@ async fn join_new_member(witness_pid: u32, endpoint: &str, data_dir: &std::path:
         let local = pb::GetClusterStatusRequest {
             consistency: pb::ReadConsistency::Local as i32,
         };
+        // `AddMember` answers the revision of the member record it wrote; the new member has
+        // caught up once its own applied revision reaches it.
         let applied = new_node
             .get_cluster_status(local)
             .await
-            .map(|s| s.into_inner().applied_index)
+            .map(|s| s.into_inner().revision)
             .unwrap_or(0);
         if applied >= added.revision {
             break;
