@@ -5,11 +5,14 @@
 //! Layout of the directory (`wal/` under the data directory):
 //! - `LOCK`: held with an exclusive file lock while the log is open, so a second `vnetd` (or an
 //!   offline tool while `vnetd` runs) is refused instead of writing beside it.
-//! - `<first index, 20 digits>.seg`: a segment. [`SEGMENT_MAGIC`] (which carries the format
-//!   version), then records: a `u32` little-endian length, then the entry in
-//!   [`crate::log_store::encode_entry`]'s format (version byte, CRC-32, body). A segment holds
-//!   consecutive indexes from the one in its name; segments follow one another without gaps. A
-//!   new segment starts once the last passes [`SEGMENT_BYTES`], so a purge deletes whole files.
+//! - `<first index, 20 digits>.seg`: a segment. A 16-byte header, [`SEGMENT_MAGIC`] (which
+//!   carries the format version) and the last index before the segment, then records: a `u32`
+//!   little-endian length, then the entry in [`crate::log_store::encode_entry`]'s format
+//!   (version byte, CRC-32, body). A segment holds consecutive indexes from the one in its name.
+//!   A new segment starts once the last passes [`SEGMENT_BYTES`], so a purge deletes whole
+//!   files, or where an append does not follow the last entry (a gap, which the header's
+//!   "last index before" keeps apart from a missing segment). Entries appended at an index the
+//!   log already holds replace the log from there on.
 //! - `vote`: the vote (JSON). `purged`: the last purged log id (JSON). Each is replaced whole:
 //!   a temporary file, fsynced, renamed over it, the directory fsynced.
 //! - `committed`: a recent committed index (decimal), replaced by rename at most every
@@ -101,6 +104,7 @@ struct Segment {
 }
 
 impl Segment {
+    /// The index of the last record; for an empty segment, the index before its first.
     fn last_index(&self) -> Option<u64> {
         (self.first + self.records.len() as u64).checked_sub(1)
     }
@@ -596,6 +600,8 @@ impl Wal {
         // Entries replace whatever the log holds from their first index on. openraft truncates
         // a conflicting tail itself before it appends; this keeps the log one sequence even if
         // it did not.
+        // (An empty last segment, its first append cut short by a crash, answers the index before
+        // it: the entries to replace are then in the segment before.)
         if self
             .segments
             .last()
@@ -1044,6 +1050,32 @@ mod tests {
         std::fs::remove_file(dir.path().join(VOTE)).expect("remove the vote");
         let err = refused(dir.path());
         assert!(err.contains("the vote was removed"), "{err}");
+    }
+
+    #[test]
+    fn an_overwrite_after_an_empty_last_segment_replaces_the_entries_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut wal = open_small(dir.path());
+            append(&mut wal, &entries(1, 0, 4));
+            // A new segment, its append cut short by a crash: only its header survives.
+            wal.segment_bytes = 0;
+            assert!(wal.append(&entries(1, 4, 1)).expect("append").is_some());
+        }
+        let newest = segment_files(dir.path()).pop().expect("segment");
+        File::options()
+            .write(true)
+            .open(&newest)
+            .and_then(|f| f.set_len(HEADER_BYTES as u64))
+            .expect("cut");
+        let mut wal = open_small(dir.path());
+        assert_eq!(ids(&wal), ids_of(&entries(1, 0, 4)));
+        append(&mut wal, &entries(2, 2, 3));
+        let mut expected = ids_of(&entries(1, 0, 2));
+        expected.extend(ids_of(&entries(2, 2, 3)));
+        assert_eq!(ids(&wal), expected);
+        drop(wal);
+        assert_eq!(ids(&open_small(dir.path())), expected);
     }
 
     #[test]
