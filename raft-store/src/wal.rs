@@ -897,11 +897,7 @@ mod tests {
         let tears: [(&str, Tear); 4] = [
             ("record cut short", |seg| {
                 let len = std::fs::metadata(seg).expect("meta").len();
-                File::options()
-                    .write(true)
-                    .open(seg)
-                    .and_then(|f| f.set_len(len - 3))
-                    .expect("cut");
+                cut_to(seg, len - 3);
             }),
             ("length cut short", |seg| {
                 let mut f = File::options().append(true).open(seg).expect("open");
@@ -946,6 +942,15 @@ mod tests {
             expected.extend(ids_of(&entries(2, kept, 2)));
             assert_eq!(ids(&wal), expected, "{what}");
         }
+    }
+
+    /// Cuts (or extends) the file at `path` to `len` bytes, as a crash or a careless hand might.
+    fn cut_to(path: &Path, len: u64) {
+        File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(len))
+            .unwrap_or_else(|e| panic!("cut {}: {e}", path.display()));
     }
 
     fn ids_of(entries: &[Entry]) -> Vec<LogId<NodeId>> {
@@ -996,11 +1001,7 @@ mod tests {
         // A torn earlier segment (its last record cut): not a crash's doing.
         let first = &files[0];
         let len = std::fs::metadata(first).expect("meta").len();
-        File::options()
-            .write(true)
-            .open(first)
-            .and_then(|f| f.set_len(len - 1))
-            .expect("cut");
+        cut_to(first, len - 1);
         let err = refused(dir.path());
         assert!(err.contains("later segments follow it"), "{err}");
 
@@ -1032,11 +1033,7 @@ mod tests {
         let whole = std::fs::read(&seg).expect("read");
         // Cut to three records: to a reader it looks like a torn tail, but entry 7 was
         // committed here, so fsynced data is gone.
-        File::options()
-            .write(true)
-            .open(&seg)
-            .and_then(|f| f.set_len(whole.len() as u64 / 2))
-            .expect("cut");
+        cut_to(&seg, whole.len() as u64 / 2);
         let cut = std::fs::read(&seg).expect("read");
         let err = refused(dir.path());
         assert!(err.contains("lost its newest writes"), "{err}");
@@ -1063,11 +1060,7 @@ mod tests {
             assert!(wal.append(&entries(1, 4, 1)).expect("append").is_some());
         }
         let newest = segment_files(dir.path()).pop().expect("segment");
-        File::options()
-            .write(true)
-            .open(&newest)
-            .and_then(|f| f.set_len(HEADER_BYTES as u64))
-            .expect("cut");
+        cut_to(&newest, HEADER_BYTES as u64);
         let mut wal = open_small(dir.path());
         assert_eq!(ids(&wal), ids_of(&entries(1, 0, 4)));
         append(&mut wal, &entries(2, 2, 3));
@@ -1256,11 +1249,7 @@ mod tests {
                         drop(wal);
                         let seg = segment_files(dir.path()).pop().expect("a segment");
                         let len = std::fs::metadata(&seg).expect("meta").len();
-                        File::options()
-                            .write(true)
-                            .open(&seg)
-                            .and_then(|f| f.set_len(len.saturating_sub(bytes).max(HEADER_BYTES as u64)))
-                            .expect("tear");
+                        cut_to(&seg, len.saturating_sub(bytes).max(HEADER_BYTES as u64));
                         wal = open_small(dir.path());
                         let survived: Vec<Entry> = batch
                             .into_iter()
