@@ -337,11 +337,19 @@ impl Wal {
             let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
                 continue;
             };
-            let first: u64 = stem.parse().map_err(|_| WalError::Damaged {
-                path: item.path(),
-                reason: "a segment name must be its first log index".into(),
-            })?;
-            firsts.push(first);
+            // Only the names this log writes: another spelling of an index (`5.seg`, `+5.seg`)
+            // would read a file twice or not at all.
+            match stem.parse::<u64>() {
+                Ok(first) if segment_name(first) == *name => firsts.push(first),
+                _ => {
+                    return Err(WalError::Damaged {
+                        path: item.path(),
+                        reason: "a segment's name must be its first log index in 20 digits, \
+                                 then .seg; this file is not the log's"
+                            .into(),
+                    })
+                }
+            }
         }
         firsts.sort_unstable();
 
@@ -1004,6 +1012,11 @@ mod tests {
         cut_to(first, len - 1);
         let err = refused(dir.path());
         assert!(err.contains("later segments follow it"), "{err}");
+
+        // A file that looks like a segment but is not named as the log names them.
+        std::fs::write(dir.path().join("5.seg"), b"").expect("write");
+        let err = refused(dir.path());
+        assert!(err.contains("5.seg") && err.contains("20 digits"), "{err}");
 
         // A newer segment format.
         let dir = tempfile::tempdir().expect("tempdir");
