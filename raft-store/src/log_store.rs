@@ -54,12 +54,21 @@ const ENTRY_HEADER_BYTES: usize = 5;
 
 /// An entry as stored: version byte, CRC-32 of the body, body.
 pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
-    let body = serde_json::to_vec(entry)?;
-    let mut bytes = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
-    bytes.push(ENTRY_FORMAT_VERSION);
-    bytes.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    bytes.extend_from_slice(&body);
+    let mut bytes = Vec::new();
+    encode_entry_into(entry, &mut bytes)?;
     Ok(bytes)
+}
+
+/// [`encode_entry`], appended to `buf` in place (the segment log writes many into one buffer).
+/// On an error `buf` may hold part of the entry.
+pub fn encode_entry_into(entry: &Entry, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let start = buf.len();
+    buf.push(ENTRY_FORMAT_VERSION);
+    buf.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut *buf, entry)?;
+    let crc = crc32fast::hash(&buf[start + ENTRY_HEADER_BYTES..]);
+    buf[start + 1..start + ENTRY_HEADER_BYTES].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 /// Why a stored entry cannot be read.

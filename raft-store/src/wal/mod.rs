@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use openraft::{LogId, Vote};
 
-use crate::log_store::{decode_entry_bytes, encode_entry};
+use crate::log_store::{decode_entry_bytes, encode_entry_into};
 use crate::{Entry, NodeId};
 
 mod files;
@@ -243,24 +243,25 @@ impl Wal {
         let mut buf = Vec::new();
         let mut added = Vec::with_capacity(entries.len());
         for entry in entries {
-            let bytes = encode_entry(entry).map_err(|e| WalError::Io {
+            let start = buf.len();
+            buf.extend_from_slice(&[0; 4]);
+            encode_entry_into(entry, &mut buf).map_err(|e| WalError::Io {
                 path: segment.path.clone(),
                 source: io::Error::other(e),
             })?;
-            let len = u32::try_from(bytes.len())
+            let encoded = buf.len() - start - 4;
+            let len = u32::try_from(encoded)
                 .ok()
                 .filter(|&len| len <= MAX_RECORD_BYTES)
                 .ok_or_else(|| WalError::Io {
                     path: segment.path.clone(),
                     source: io::Error::other(format!(
-                        "log entry {} encodes to {} bytes, past the record limit",
+                        "log entry {} encodes to {encoded} bytes, past the record limit",
                         entry.log_id.index,
-                        bytes.len()
                     )),
                 })?;
-            added.push((segment.len + buf.len() as u64, entry.log_id));
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&bytes);
+            buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            added.push((segment.len + start as u64, entry.log_id));
         }
         if let Err(source) = segment.file.write_all_at(&buf, segment.len) {
             // Leave no partial record behind for a later append to follow.

@@ -2,7 +2,7 @@
 //! committed index checked against what the log reaches, and only then a torn tail cut off.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -76,7 +76,14 @@ impl Wal {
         let count = firsts.len();
         for (n, first) in firsts.into_iter().enumerate() {
             let path = dir.join(segment_name(first));
-            let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+            // One open serves both the scan and the appends that follow.
+            let mut file = File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_at(&path))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io_at(&path))?;
             let scan = scan(&path, first, &bytes)?;
             let is_last = n + 1 == count;
             if let Some(torn) = &scan.torn {
@@ -103,11 +110,6 @@ impl Wal {
                     });
                 }
             }
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_at(&path))?;
             let torn = scan.torn;
             let mut segment = Segment {
                 first,
