@@ -31,12 +31,14 @@ fn last_segment(data_dir: &Path) -> PathBuf {
 
 fn truncate_log(data_dir: &Path) -> PathBuf {
     let segment = last_segment(data_dir);
-    let len = std::fs::metadata(&segment).expect("segment").len();
+    // A segment is created at its full size; its records end at the last byte that is not zero.
+    let bytes = std::fs::read(&segment).expect("segment");
+    let written = bytes.iter().rposition(|&b| b != 0).expect("records") + 1;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
         .expect("open segment")
-        .set_len(len / 3)
+        .set_len(written as u64 / 3)
         .expect("truncate");
     segment
 }

@@ -9,6 +9,10 @@
 //!   carries the format version) and the last index before the segment, then records: a `u32`
 //!   little-endian length, then the entry in [`crate::log_store::encode_entry`]'s format
 //!   (version byte, CRC-32, body). A segment holds consecutive indexes from the one in its name.
+//!   A segment is created at its full size ([`SEGMENT_BYTES`]), filled with zeros ahead of
+//!   need (or, failing that, as a hole that reads as zeros), and records fill it from the front:
+//!   a zero length followed only by zeros ends them.
+//! - `next-segment.tmp`: the next segment being filled with zeros; removed on open.
 //!   A new segment starts once the last passes [`SEGMENT_BYTES`], so a purge deletes whole
 //!   files, or where an append does not follow the last entry (a gap, which the header's
 //!   "last index before" keeps apart from a missing segment). Entries appended at an index the
@@ -24,13 +28,17 @@
 //! Why a crash leaves a log openraft can trust:
 //! - An append writes its records and then `fdatasync`s the segment; only then is it reported
 //!   durable (see [`crate::log_store`] for why that must be so). A crash before the fsync can
-//!   leave the last records torn: a length that runs past the end of the file, a checksum that
-//!   fails on the final record, or zeros where the filesystem extended the file but kept no
-//!   data. Those records were never reported durable, so [`Wal::open`] cuts them off. Damage
-//!   anywhere else (a bad record with good ones after it, a length no writer produces, a missing
-//!   segment) is refused by name: it means fsynced data changed.
+//!   leave the records of that append torn: a disk writes each sector whole or not at all, so
+//!   some sectors of the append hold its bytes and the others still hold zeros, in any mix, or
+//!   (where the file grew) the records run past its end. [`Wal::open`] cuts the log at the first
+//!   bad record if such a sector explains it: that record and everything after it were never
+//!   reported durable. A bad record that no zero sector explains (a flipped bit, a length no
+//!   writer produces), or a torn segment with segments after it, is refused by name: it means
+//!   fsynced data changed. Zeros written over fsynced records look like a torn append; the
+//!   `committed` check below refuses that where the lost records had been committed.
 //! - A truncation deletes whole segments from the last one backwards, then cuts the segment
-//!   holding the new end, then fsyncs. A crash part-way leaves a prefix of the old log that is
+//!   holding the new end (zeroing what it cut, so no old record can reappear behind a later
+//!   append), then fsyncs. A crash part-way leaves a prefix of the old log that is
 //!   still at least as long as the truncation asked: only the conflicting, uncommitted tail
 //!   openraft wanted gone, which its leader will replace again.
 //! - A purge records the purge point (fsynced) before deleting any segment, so a crash part-way
@@ -65,6 +73,9 @@ const LOCK: &str = "LOCK";
 const VOTE: &str = "vote";
 const PURGED: &str = "purged";
 const COMMITTED: &str = "committed";
+/// The next segment, filled with zeros ahead of need (see [`Wal::start_segment`]). Like every
+/// `.tmp` file, [`Wal::open`] removes it.
+const PREPARED: &str = "next-segment.tmp";
 
 /// Why the log cannot be opened or used. Each names what is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +129,38 @@ pub struct Wal {
     segment_bytes: u64,
     /// What [`Wal::open`] cut off a torn tail, if it did: for the caller to log.
     pub repaired: Option<String>,
+    /// The thread filling [`PREPARED`] with zeros for the next segment, if one was started.
+    prepared: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Not left writing beside a later opener of the directory.
+        if let Some(filling) = self.prepared.take() {
+            let _ = filling.join();
+        }
+    }
+}
+
+/// Fills a new file at `path` with `len` zeros and fsyncs it; on failure removes it, so a full
+/// disk is not left fuller. Returns whether the file is ready.
+fn fill_with_zeros(path: &Path, len: u64) -> bool {
+    let fill = || -> io::Result<()> {
+        let mut file = File::create(path)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_all()
+    };
+    let filled = fill();
+    if filled.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    filled.is_ok()
 }
 
 impl Wal {
@@ -265,7 +308,7 @@ impl Wal {
         }
         if let Err(source) = segment.file.write_all_at(&buf, segment.len) {
             // Leave no partial record behind for a later append to follow.
-            let _ = segment.file.set_len(segment.len);
+            let _ = segment.cut(segment.len, self.segment_bytes);
             return Err(WalError::Io {
                 path: segment.path.clone(),
                 source,
@@ -280,6 +323,16 @@ impl Wal {
     }
 
     /// Starts an empty segment at `first`, durably (file and directory entry).
+    ///
+    /// A segment is created at its full size, so that an append only fills space inside the
+    /// file and its `fdatasync` has no new file size to commit. Best is space already written
+    /// (with zeros): an `fdatasync` then flushes data alone, about a seventh less time per sync
+    /// on ext4 than a file that grows, and a lone write waits for two syncs in turn (the
+    /// leader's, then a follower's). Writing 8 MiB takes tens of milliseconds, so the next
+    /// segment is filled on a thread of its own while this one fills up; when it is not ready
+    /// the segment starts as a hole of the same size instead, which reads as zeros too. The
+    /// scan reads zeros as space not yet written, and a torn append as sectors left zero (see
+    /// `segment::interrupted`).
     fn start_segment(&mut self, first: u64) -> Result<(), WalError> {
         // An empty last segment (the log purged past it) is replaced, not followed.
         if self.segments.last().is_some_and(|s| s.records.is_empty()) {
@@ -288,17 +341,37 @@ impl Wal {
         }
         let previous = self.segments.last().and_then(Segment::last_index);
         let path = self.dir.join(segment_name(first));
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
         let mut header = SEGMENT_MAGIC.to_vec();
         header.extend_from_slice(&previous.unwrap_or(NO_PREVIOUS).to_le_bytes());
-        file.write_all(&header).map_err(io_at(&path))?;
-        file.sync_all().map_err(io_at(&path))?;
+        let size = self.segment_bytes.max(HEADER_BYTES as u64);
+        let file = match self.take_prepared() {
+            // The header is written and fsynced before the rename, so the segment never
+            // appears without it.
+            Some(prepared) => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&prepared)
+                    .map_err(io_at(&prepared))?;
+                file.write_all_at(&header, 0).map_err(io_at(&prepared))?;
+                file.sync_data().map_err(io_at(&prepared))?;
+                std::fs::rename(&prepared, &path).map_err(io_at(&path))?;
+                file
+            }
+            None => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(io_at(&path))?;
+                file.write_all_at(&header, 0).map_err(io_at(&path))?;
+                file.set_len(size).map_err(io_at(&path))?;
+                file.sync_all().map_err(io_at(&path))?;
+                file
+            }
+        };
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             first,
@@ -308,7 +381,29 @@ impl Wal {
             len: HEADER_BYTES as u64,
             previous,
         });
+        self.prepare_next(size);
         Ok(())
+    }
+
+    /// Starts filling the next segment's file with zeros, unless that is under way.
+    fn prepare_next(&mut self, size: u64) {
+        if self.prepared.is_some() {
+            return;
+        }
+        let path = self.dir.join(PREPARED);
+        self.prepared = std::thread::Builder::new()
+            .name("vnet-wal-prepare".into())
+            .spawn(move || fill_with_zeros(&path, size))
+            .ok();
+    }
+
+    /// The next segment's file, if its thread has finished filling it (never waits for it).
+    fn take_prepared(&mut self) -> Option<PathBuf> {
+        if !self.prepared.as_ref()?.is_finished() {
+            return None;
+        }
+        let filled = self.prepared.take()?.join().unwrap_or(false);
+        filled.then(|| self.dir.join(PREPARED))
     }
 
     /// Removes every entry at `index` and after, durably.
@@ -329,8 +424,9 @@ impl Wal {
             let keep = (index - segment.first) as usize;
             if keep < segment.records.len() {
                 let len = segment.records[keep].0;
-                segment.file.set_len(len).map_err(io_at(&segment.path))?;
-                segment.file.sync_all().map_err(io_at(&segment.path))?;
+                segment
+                    .cut(len, self.segment_bytes)
+                    .map_err(io_at(&segment.path))?;
                 segment.records.truncate(keep);
                 segment.len = len;
             }

@@ -120,10 +120,13 @@ impl Wal {
                 previous: scan.previous,
             };
             if let Some(torn) = torn {
+                // What the cut removes: up to the last byte that is not zero (past it is
+                // unwritten space).
+                let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |at| at + 1);
                 repaired = Some((
                     segment.path.clone(),
                     torn,
-                    bytes.len() as u64 - scan.valid_len,
+                    (written as u64).saturating_sub(scan.valid_len),
                 ));
                 if scan.valid_len < HEADER_BYTES as u64 {
                     segment.len = 0;
@@ -142,6 +145,7 @@ impl Wal {
             committed_written: None,
             segment_bytes: SEGMENT_BYTES,
             repaired: None,
+            prepared: None,
         };
         // The committed index is checked against the log before anything on disk changes, so a
         // refused log is left exactly as it was found.
@@ -180,8 +184,9 @@ impl Wal {
                 wal.segments.pop();
                 sync_dir(dir)?;
             } else {
-                segment.file.set_len(segment.len).map_err(io_at(&path))?;
-                segment.file.sync_all().map_err(io_at(&path))?;
+                segment
+                    .cut(segment.len, wal.segment_bytes)
+                    .map_err(io_at(&path))?;
             }
             wal.repaired = Some(format!(
                 "cut {cut} bytes off {} that an interrupted append left: {torn}",

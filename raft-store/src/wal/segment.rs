@@ -23,6 +23,8 @@ pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// past it is damage, not a torn write.
 pub(super) const MAX_RECORD_BYTES: u32 = 256 * 1024 * 1024;
 pub(super) const SEGMENT_SUFFIX: &str = ".seg";
+/// The unit a disk writes whole: a crash leaves each sector of a write either written or not.
+const SECTOR_BYTES: usize = 512;
 
 #[derive(Debug)]
 pub(super) struct Segment {
@@ -38,6 +40,14 @@ pub(super) struct Segment {
 }
 
 impl Segment {
+    /// Cuts the file to `len` bytes and extends it again, as a hole, to `preallocate` bytes, then
+    /// fsyncs: whatever stood past `len` now reads as zeros, as unwritten space does.
+    pub(super) fn cut(&self, len: u64, preallocate: u64) -> std::io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.set_len(len.max(preallocate))?;
+        self.file.sync_all()
+    }
+
     /// The index of the last record; for an empty segment, the index before its first.
     pub(super) fn last_index(&self) -> Option<u64> {
         (self.first + self.records.len() as u64).checked_sub(1)
@@ -57,8 +67,10 @@ pub(super) struct Scan {
     pub(super) torn: Option<String>,
 }
 
-/// Reads the records of a segment whose first index is `first`. A bad record is torn (and the
-/// scan ends there) only where a crash during an append could have left it: at the very end.
+/// Reads the records of a segment whose first index is `first`. The records end at the first
+/// zero length followed only by zeros (the segment's unused, preallocated space) or at the end of
+/// the file. A bad record before that is a torn write (and the scan ends there) only where an
+/// interrupted append explains it ([`interrupted`]); anything else is damage.
 pub(super) fn scan(path: &Path, first: u64, bytes: &[u8]) -> Result<Scan, WalError> {
     let damaged = |reason: String| WalError::Damaged {
         path: path.to_path_buf(),
@@ -91,67 +103,77 @@ pub(super) fn scan(path: &Path, first: u64, bytes: &[u8]) -> Result<Scan, WalErr
     let previous = (previous != NO_PREVIOUS).then_some(previous);
     let mut records = Vec::new();
     let mut pos = HEADER_BYTES;
+    let end_of = |pos: usize, records: Vec<(u64, LogId<NodeId>)>, torn: Option<String>| Scan {
+        previous,
+        records,
+        valid_len: pos as u64,
+        torn,
+    };
     while pos < bytes.len() {
         let index = first + records.len() as u64;
         let rest = &bytes[pos..];
         if rest[0] == 0 && rest.iter().all(|&b| b == 0) {
-            return Ok(Scan {
-                previous,
+            // Space preallocated for appends and not yet written.
+            return Ok(end_of(pos, records, None));
+        }
+        let Some(len) = rest.get(..4) else {
+            return Ok(end_of(
+                pos,
                 records,
-                valid_len: pos as u64,
-                torn: Some(format!("{} zero bytes at offset {pos}", rest.len())),
-            });
-        }
-        if rest.len() < 4 {
-            return Ok(Scan {
-                previous,
-                records,
-                valid_len: pos as u64,
-                torn: Some(format!("a record length cut short at offset {pos}")),
-            });
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        if len == 0 || len > MAX_RECORD_BYTES {
-            return Err(damaged(format!(
-                "the record of log index {index} at offset {pos} claims {len} bytes"
-            )));
-        }
-        let end = 4 + len as usize;
-        if rest.len() < end {
-            return Ok(Scan {
-                previous,
-                records,
-                valid_len: pos as u64,
-                torn: Some(format!(
-                    "the record of log index {index} at offset {pos} cut short"
-                )),
-            });
-        }
-        match decode_entry_bytes(index, &rest[4..end]) {
-            Ok(entry) => records.push((pos as u64, entry.log_id)),
-            // The last record of the file, unreadable: a write a crash interrupted.
-            Err(e) if rest.len() == end => {
-                return Ok(Scan {
-                    previous,
-                    records,
-                    valid_len: pos as u64,
-                    torn: Some(format!("{e} (the last record, at offset {pos})")),
-                })
+                Some(format!("a record length cut short at offset {pos}")),
+            ));
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+        let (extent, why) = if len == 0 || len > MAX_RECORD_BYTES {
+            (
+                4,
+                format!("the record of log index {index} at offset {pos} claims {len} bytes"),
+            )
+        } else if rest.len() < 4 + len as usize {
+            (
+                4 + len as usize,
+                format!("the record of log index {index} at offset {pos} cut short"),
+            )
+        } else {
+            match decode_entry_bytes(index, &rest[4..4 + len as usize]) {
+                Ok(entry) => {
+                    records.push((pos as u64, entry.log_id));
+                    pos += 4 + len as usize;
+                    continue;
+                }
+                Err(e) => (4 + len as usize, format!("{e}, at offset {pos}")),
             }
-            Err(e) => {
-                return Err(damaged(format!(
-                    "{e}, at offset {pos}, with records after it"
-                )))
-            }
+        };
+        if interrupted(bytes, pos, extent) {
+            return Ok(end_of(pos, records, Some(why)));
         }
-        pos += end;
+        return Err(damaged(format!(
+            "{why}, and no interrupted write explains it (none of its sectors reads as zeros)"
+        )));
     }
-    Ok(Scan {
-        previous,
-        records,
-        valid_len: pos as u64,
-        torn: None,
-    })
+    Ok(end_of(pos, records, None))
+}
+
+/// Whether an append that a crash interrupted explains a bad record spanning `extent` bytes from
+/// `pos`. Such an append leaves each sector it wrote either written or not: a disk writes a
+/// sector whole. A sector not written still holds what it held before, and past the records that
+/// is zeros (the preallocated space, or a tail [`super::Wal`] cut and zeroed). So the record runs
+/// past the end of the file, or its share of some sector reads as all zeros. A record garbled
+/// with no such sector (a flipped bit, a length no writer produces) is damage, wherever it is.
+fn interrupted(bytes: &[u8], pos: usize, extent: usize) -> bool {
+    let end = pos.saturating_add(extent);
+    if end > bytes.len() {
+        return true;
+    }
+    let mut at = pos;
+    while at < end {
+        let chunk_end = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
+        if bytes[at..chunk_end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        at = chunk_end;
+    }
+    false
 }
 
 /// Reads a segment's bytes as [`Wal::open`] does, from memory: how many records are whole, and

@@ -64,49 +64,89 @@ fn a_second_opener_is_refused_while_the_first_holds_the_log() {
     Wal::open(dir.path()).expect("open once the first is gone");
 }
 
+/// Where the last segment's records start, where they end, and its file.
+fn last_records(wal: &Wal) -> (PathBuf, Vec<u64>, u64) {
+    let segment = wal.segments.last().expect("a segment");
+    let starts = segment.records.iter().map(|&(at, _)| at).collect();
+    (segment.path.clone(), starts, segment.len)
+}
+
+/// Writes zeros over `from..to` of the file at `path`: sectors an interrupted write never wrote.
+fn zero(path: &Path, from: u64, to: u64) {
+    let file = File::options().write(true).open(path).expect("open");
+    file.write_all_at(&vec![0; (to - from) as usize], from)
+        .expect("zero");
+}
+
+fn sector_of(at: u64) -> u64 {
+    at / 512 * 512
+}
+
 #[test]
-fn a_torn_tail_is_cut_off_and_appends_go_on_after_it() {
-    type Tear = fn(&Path);
-    let tears: [(&str, Tear); 4] = [
-        ("record cut short", |seg| {
-            let len = std::fs::metadata(seg).expect("meta").len();
-            cut_to(seg, len - 3);
+fn a_torn_append_is_cut_off_and_appends_go_on_after_it() {
+    // Which bytes of the last append, `start..end`, a crash left unwritten; the file's length.
+    type Tear = fn(&Path, u64, u64);
+    let tears: [(&str, Tear); 5] = [
+        ("its sectors from the second on", |seg, start, end| {
+            zero(seg, sector_of(start) + 512, end)
         }),
-        ("length cut short", |seg| {
-            let mut f = File::options().append(true).open(seg).expect("open");
-            f.write_all(&[7, 0]).expect("write");
+        ("its first sector only", |seg, start, _| {
+            zero(seg, start, sector_of(start) + 512)
         }),
-        ("zeros", |seg| {
-            let mut f = File::options().append(true).open(seg).expect("open");
-            f.write_all(&[0; 300]).expect("write");
+        ("a sector in the middle", |seg, start, _| {
+            let middle = sector_of(start) + 1024;
+            zero(seg, middle, middle + 512)
         }),
-        ("last record's checksum", |seg| {
-            let mut bytes = std::fs::read(seg).expect("read");
-            let at = bytes.len() - 2;
-            bytes[at] ^= 0x10;
-            std::fs::write(seg, bytes).expect("write");
+        ("the whole append", |seg, start, end| zero(seg, start, end)),
+        ("its end, past the end of the file", |seg, _, end| {
+            cut_to(seg, end - 3)
         }),
     ];
     for (what, tear) in tears {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
+        let (seg, starts, end, durable) = {
             let mut wal = Wal::open(dir.path()).expect("open");
             wal.save_vote(&Vote::new(1, 1)).expect("vote");
             append(&mut wal, &entries(1, 0, 5));
-        }
-        let segment = segment_files(dir.path()).pop().expect("a segment");
-        tear(&segment);
-        let mut wal = Wal::open(dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let kept = if what == "record cut short" || what == "last record's checksum" {
-            4
-        } else {
-            5
+            // Written and never synced: about four sectors of records.
+            wal.append(&entries(1, 5, 40)).expect("append");
+            let (seg, starts, end) = last_records(&wal);
+            (seg, starts, end, 5usize)
         };
+        let start = starts[durable];
+        assert!(end - start > 1536, "{what}: the append spans four sectors");
+        let before = std::fs::read(&seg).expect("read");
+        tear(&seg, start, end);
+        let after = std::fs::read(&seg).expect("read");
+        // The records kept: those before the first byte the tear changed.
+        let changed = (0..before.len().min(after.len()))
+            .find(|&i| before[i] != after[i])
+            .unwrap_or(after.len()) as u64;
+        let kept = starts
+            .iter()
+            .enumerate()
+            .take_while(|&(k, _)| starts.get(k + 1).map_or(end, |&next| next) <= changed)
+            .count() as u64;
+        assert!(kept >= durable as u64 && kept < 45, "{what}: {kept}");
+
+        let mut wal = Wal::open(dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(ids(&wal), ids_of(&entries(1, 0, kept)), "{what}");
-        assert!(
+        // Sectors of the append that were written are cut off; an append none of whose
+        // sectors were written left nothing to cut.
+        let written = after[starts[kept as usize] as usize..]
+            .iter()
+            .any(|&b| b != 0);
+        assert_eq!(
             wal.repaired.as_deref().is_some_and(|r| r.contains("cut")),
-            "{what}"
+            written,
+            "{what}: {:?}",
+            wal.repaired
         );
+        // What the cut removed reads as zeros: no record of the torn append survives behind
+        // the appends that follow.
+        let valid = wal.segments.last().expect("segment").len as usize;
+        let bytes = std::fs::read(&seg).expect("read");
+        assert!(bytes[valid..].iter().all(|&b| b == 0), "{what}: zeroed");
         append(&mut wal, &entries(2, kept, 2));
         drop(wal);
         let wal = Wal::open(dir.path()).expect("reopen");
@@ -115,6 +155,74 @@ fn a_torn_tail_is_cut_off_and_appends_go_on_after_it() {
         expected.extend(ids_of(&entries(2, kept, 2)));
         assert_eq!(ids(&wal), expected, "{what}");
     }
+}
+
+#[test]
+fn the_next_segment_is_filled_ahead_and_a_leftover_one_is_removed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = open_small(dir.path());
+    append(&mut wal, &entries(1, 0, 6));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !wal
+        .prepared
+        .as_ref()
+        .expect("a segment in preparation")
+        .is_finished()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the next segment was never filled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let prepared = std::fs::metadata(dir.path().join(PREPARED)).expect("prepared");
+    assert_eq!(prepared.len(), 256);
+    let segments = wal.segments.len();
+    let mut next = 6;
+    while wal.segments.len() == segments {
+        append(&mut wal, &entries(1, next, 1));
+        next += 1;
+    }
+    let newest = &wal.segments.last().expect("segment").path;
+    assert_eq!(
+        std::fs::metadata(newest).expect("newest").ino(),
+        prepared.ino(),
+        "the new segment is the prepared file"
+    );
+    drop(wal);
+    // A crash while one was being filled leaves it behind: open removes it.
+    std::fs::write(dir.path().join(PREPARED), [0u8; 100]).expect("write");
+    let wal = open_small(dir.path());
+    assert!(!dir.path().join(PREPARED).exists());
+    assert!(wal.repaired.is_none(), "{:?}", wal.repaired);
+    assert_eq!(ids(&wal), ids_of(&entries(1, 0, next)));
+}
+
+#[test]
+fn a_segment_is_created_at_full_size_and_its_unwritten_space_is_no_repair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut wal = Wal::open(dir.path()).expect("open");
+        append(&mut wal, &entries(1, 0, 3));
+    }
+    let seg = segment_files(dir.path()).pop().expect("segment");
+    assert_eq!(std::fs::metadata(&seg).expect("meta").len(), SEGMENT_BYTES);
+    let mut wal = Wal::open(dir.path()).expect("reopen");
+    assert!(wal.repaired.is_none(), "{:?}", wal.repaired);
+    assert_eq!(ids(&wal), ids_of(&entries(1, 0, 3)));
+    append(&mut wal, &entries(1, 3, 2));
+    assert_eq!(ids(&wal), ids_of(&entries(1, 0, 5)));
+    // A truncation zeroes what it cuts and keeps the segment's size.
+    wal.truncate(2).expect("truncate");
+    drop(wal);
+    assert_eq!(std::fs::metadata(&seg).expect("meta").len(), SEGMENT_BYTES);
+    let wal = Wal::open(dir.path()).expect("reopen");
+    assert!(wal.repaired.is_none(), "{:?}", wal.repaired);
+    assert_eq!(ids(&wal), ids_of(&entries(1, 0, 2)));
+    let valid = wal.segments.last().expect("segment").len as usize;
+    let bytes = std::fs::read(&seg).expect("read");
+    assert!(bytes[valid..].iter().all(|&b| b == 0));
 }
 
 /// Cuts (or extends) the file at `path` to `len` bytes, as a crash or a careless hand might.
@@ -151,7 +259,7 @@ fn damage_before_the_tail_is_refused_by_name_and_left_as_found() {
     std::fs::write(last, &bytes).expect("write");
     let err = refused(dir.path());
     assert!(err.contains(&last.display().to_string()), "{err}");
-    assert!(err.contains("records after it"), "{err}");
+    assert!(err.contains("no interrupted write explains it"), "{err}");
     assert_eq!(std::fs::read(last).expect("read"), bytes, "left as found");
     std::fs::write(last, &original).expect("restore");
 
@@ -183,6 +291,22 @@ fn damage_before_the_tail_is_refused_by_name_and_left_as_found() {
     let err = refused(dir.path());
     assert!(err.contains("5.seg") && err.contains("20 digits"), "{err}");
 
+    // A flipped byte in the very last record: no sector of it reads as zeros, so no
+    // interrupted write explains it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (seg, end) = {
+        let mut wal = Wal::open(dir.path()).expect("open");
+        append(&mut wal, &entries(1, 0, 3));
+        let (seg, _, end) = last_records(&wal);
+        (seg, end)
+    };
+    let mut bytes = std::fs::read(&seg).expect("read");
+    bytes[end as usize - 2] ^= 0x10;
+    std::fs::write(&seg, &bytes).expect("write");
+    let err = refused(dir.path());
+    assert!(err.contains("no interrupted write explains it"), "{err}");
+    assert_eq!(std::fs::read(&seg).expect("read"), bytes, "left as found");
+
     // A newer segment format.
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -200,22 +324,34 @@ fn damage_before_the_tail_is_refused_by_name_and_left_as_found() {
 #[test]
 fn a_log_short_of_its_committed_index_or_missing_its_vote_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
+    let (seg, starts, end) = {
         let mut wal = Wal::open(dir.path()).expect("open");
         wal.save_vote(&Vote::new(1, 1)).expect("vote");
         append(&mut wal, &entries(1, 0, 8));
         wal.save_committed(Some(entry(1, 7).log_id))
             .expect("committed");
-    }
-    let seg = segment_files(dir.path()).pop().expect("segment");
+        last_records(&wal)
+    };
     let whole = std::fs::read(&seg).expect("read");
-    // Cut to three records: to a reader it looks like a torn tail, but entry 7 was
-    // committed here, so fsynced data is gone.
-    cut_to(&seg, whole.len() as u64 / 2);
-    let cut = std::fs::read(&seg).expect("read");
-    let err = refused(dir.path());
-    assert!(err.contains("lost its newest writes"), "{err}");
-    assert_eq!(std::fs::read(&seg).expect("read"), cut, "left as found");
+    // Cut to three records, or zeros over the rest: to a reader either looks like a torn
+    // append, but entry 7 was committed here, so fsynced data is gone.
+    type Loss = fn(&Path, u64, u64);
+    let losses: [(&str, Loss); 2] = [
+        ("cut", |seg, from, _| cut_to(seg, from)),
+        ("zeroed", |seg, from, end| zero(seg, from, end)),
+    ];
+    for (what, lose) in losses {
+        lose(&seg, starts[3], end);
+        let lost = std::fs::read(&seg).expect("read");
+        let err = refused(dir.path());
+        assert!(err.contains("lost its newest writes"), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(&seg).expect("read"),
+            lost,
+            "{what}: left as found"
+        );
+        std::fs::write(&seg, &whole).expect("restore");
+    }
     std::fs::write(&seg, &whole).expect("restore");
     assert_eq!(
         Wal::open(dir.path()).expect("whole again").committed(),
@@ -258,7 +394,9 @@ fn check_segment_reads_a_segment_as_open_does() {
     }
     let bytes = std::fs::read(segment_files(dir.path()).pop().expect("segment")).expect("read");
     assert_eq!(check_segment(7, &bytes).expect("whole"), (3, None));
-    let (records, torn) = check_segment(7, &bytes[..bytes.len() - 3]).expect("torn");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("records") + 1;
+    assert_eq!(check_segment(7, &bytes[..end]).expect("whole"), (3, None));
+    let (records, torn) = check_segment(7, &bytes[..end - 3]).expect("torn");
     assert_eq!(records, 2);
     assert!(torn.is_some_and(|t| t.contains("cut short")));
     let err = check_segment(8, &bytes).expect_err("another index");
@@ -302,10 +440,11 @@ enum Op {
         at: f64,
     },
     Reopen,
-    /// Reopen after a crash that tore `bytes` off the last segment's unsynced append.
+    /// Reopen after a crash that left sectors of the last, unsynced append unwritten.
     TornAppend {
         count: u64,
-        bytes: u64,
+        at: u64,
+        only_one: bool,
     },
 }
 
@@ -317,7 +456,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0.0..1.0f64).prop_map(|at| Op::Truncate { at }),
         1 => (0.0..1.0f64).prop_map(|at| Op::Purge { at }),
         1 => Just(Op::Reopen),
-        1 => (1..4u64, 1..40u64).prop_map(|(count, bytes)| Op::TornAppend { count, bytes }),
+        1 => (1..12u64, 0..4096u64, any::<bool>())
+            .prop_map(|(count, at, only_one)| Op::TornAppend { count, at, only_one }),
     ]
 }
 
@@ -418,15 +558,18 @@ proptest! {
                     drop(wal);
                     wal = open_small(dir.path());
                 }
-                Op::TornAppend { count, bytes } => {
+                Op::TornAppend { count, at, only_one } => {
                     let batch = entries(model.term, model.next(), count);
-                    // Written, never synced, then the tail torn off: at most the whole
-                    // records that survive are kept.
+                    // Written, never synced, then a crash: the sector holding byte `at` of the
+                    // append, and with it either every later sector or none, left unwritten.
+                    // At most the whole records before it are kept.
                     wal.append(&batch).expect("append");
+                    let (seg, starts, end) = last_records(&wal);
                     drop(wal);
-                    let seg = segment_files(dir.path()).pop().expect("a segment");
-                    let len = std::fs::metadata(&seg).expect("meta").len();
-                    cut_to(&seg, len.saturating_sub(bytes).max(HEADER_BYTES as u64));
+                    let start = starts[starts.len() - count as usize];
+                    let hit = sector_of(start + at % (end - start));
+                    let to = if only_one { (hit + 512).min(end) } else { end };
+                    zero(&seg, hit.max(start), to);
                     wal = open_small(dir.path());
                     let survived: Vec<Entry> = batch
                         .into_iter()
