@@ -246,8 +246,13 @@ async fn twenty_thousand_idle_connections_keep_no_new_client_out_for_long() {
         kept.len()
     );
     assert!(status.into_inner().leader_id.is_some());
+    // Beside the connections, the node opens files of its own for moments at a time (the Raft
+    // log's next segment while a thread fills it, a directory to fsync, the committed mark), so
+    // the count may sit a few above its level before the flood; without the cap it would be
+    // thousands above.
+    const OWN_FILES: usize = 8;
     assert!(
-        most_fds <= fds_before + CAP,
+        most_fds <= fds_before + CAP + OWN_FILES,
         "the server held {most_fds} descriptors, {fds_before} before the flood, cap {CAP}"
     );
     let log = log_of(&cluster, target);
