@@ -91,6 +91,15 @@ pub(super) fn scan(path: &Path, first: u64, bytes: &[u8]) -> Result<Scan, WalErr
         return Err(damaged("it does not start with a segment header".into()));
     }
     if !name_matches {
+        if bytes.iter().all(|&b| b == 0) {
+            // Created at its full size, and a crash came before its header reached the disk.
+            return Ok(Scan {
+                previous: None,
+                records: Vec::new(),
+                valid_len: 0,
+                torn: Some(format!("no header yet, {} zero bytes", bytes.len())),
+            });
+        }
         return Err(damaged("it does not start with a segment header".into()));
     }
     if bytes[magic - 1] != SEGMENT_MAGIC[magic - 1] {

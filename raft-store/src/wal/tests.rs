@@ -200,6 +200,41 @@ fn the_next_segment_is_filled_ahead_and_a_leftover_one_is_removed() {
 }
 
 #[test]
+fn a_new_segment_whose_header_never_reached_the_disk_holds_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut wal = Wal::open(dir.path()).expect("open");
+        append(&mut wal, &entries(1, 0, 3));
+    }
+    // The next segment, created at full size, with its header still zeros.
+    let newest = dir.path().join(segment_name(3));
+    File::create(&newest)
+        .and_then(|f| f.set_len(SEGMENT_BYTES))
+        .expect("create");
+    let mut wal = Wal::open(dir.path()).expect("open");
+    assert!(
+        wal.repaired
+            .as_deref()
+            .is_some_and(|r| r.contains("no header yet")),
+        "{:?}",
+        wal.repaired
+    );
+    assert!(!newest.exists(), "the empty segment is removed");
+    append(&mut wal, &entries(1, 3, 1));
+    assert_eq!(ids(&wal), ids_of(&entries(1, 0, 4)));
+    drop(wal);
+
+    // A header of zeros with records after it is not a creation a crash interrupted.
+    let seg = segment_files(dir.path()).pop().expect("segment");
+    zero(&seg, 0, HEADER_BYTES as u64);
+    let err = refused(dir.path());
+    assert!(
+        err.contains("does not start with a segment header"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_segment_is_created_at_full_size_and_its_unwritten_space_is_no_repair() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
