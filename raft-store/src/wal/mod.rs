@@ -347,37 +347,27 @@ impl Wal {
         let mut header = SEGMENT_MAGIC.to_vec();
         header.extend_from_slice(&previous.unwrap_or(NO_PREVIOUS).to_le_bytes());
         let size = self.segment_bytes.max(HEADER_BYTES as u64);
-        let file = match self.take_prepared() {
-            // The header is written and fsynced before the rename, so the segment never
-            // appears without it.
-            Some(prepared) => {
-                let file = File::options()
-                    .read(true)
-                    .write(true)
-                    .open(&prepared)
-                    .map_err(io_at(&prepared))?;
-                file.write_all_at(&header, 0).map_err(io_at(&prepared))?;
-                file.sync_data().map_err(io_at(&prepared))?;
-                std::fs::rename(&prepared, &path).map_err(io_at(&path))?;
-                file
-            }
+        // The header is durable first: neither the rename of a prepared file nor the new size
+        // of a fresh one may reach the disk before it, or a crash could leave a segment whose
+        // header reads as zeros.
+        let prepared = self.take_prepared();
+        let written = prepared.clone().unwrap_or_else(|| path.clone());
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(prepared.is_none())
+            .truncate(prepared.is_none())
+            .open(&written)
+            .map_err(io_at(&written))?;
+        file.write_all_at(&header, 0).map_err(io_at(&written))?;
+        file.sync_all().map_err(io_at(&written))?;
+        match prepared {
+            Some(prepared) => std::fs::rename(&prepared, &path).map_err(io_at(&path))?,
             None => {
-                let file = File::options()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(io_at(&path))?;
-                // The header is durable before the new size: a crash in between must not leave
-                // a long file whose header still reads as zeros.
-                file.write_all_at(&header, 0).map_err(io_at(&path))?;
-                file.sync_all().map_err(io_at(&path))?;
                 file.set_len(size).map_err(io_at(&path))?;
                 file.sync_all().map_err(io_at(&path))?;
-                file
             }
-        };
+        }
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             first,

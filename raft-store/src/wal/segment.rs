@@ -67,6 +67,18 @@ pub(super) struct Scan {
     pub(super) torn: Option<String>,
 }
 
+impl Scan {
+    /// A segment whose creation a crash interrupted: no records, and the whole file to remove.
+    fn unfinished(why: String) -> Self {
+        Scan {
+            previous: None,
+            records: Vec::new(),
+            valid_len: 0,
+            torn: Some(why),
+        }
+    }
+}
+
 /// Reads the records of a segment whose first index is `first`. The records end at the first
 /// zero length followed only by zeros (the segment's unused, preallocated space) or at the end of
 /// the file. A bad record before that is a torn write (and the scan ends there) only where an
@@ -81,24 +93,20 @@ pub(super) fn scan(path: &Path, first: u64, bytes: &[u8]) -> Result<Scan, WalErr
     if bytes.len() < HEADER_BYTES {
         if name_matches || SEGMENT_MAGIC.starts_with(bytes) {
             // A segment whose creation a crash interrupted: it holds nothing.
-            return Ok(Scan {
-                previous: None,
-                records: Vec::new(),
-                valid_len: 0,
-                torn: Some(format!("an unfinished header of {} bytes", bytes.len())),
-            });
+            return Ok(Scan::unfinished(format!(
+                "an unfinished header of {} bytes",
+                bytes.len()
+            )));
         }
         return Err(damaged("it does not start with a segment header".into()));
     }
     if !name_matches {
         if bytes.iter().all(|&b| b == 0) {
             // Created at its full size, and a crash came before its header reached the disk.
-            return Ok(Scan {
-                previous: None,
-                records: Vec::new(),
-                valid_len: 0,
-                torn: Some(format!("no header yet, {} zero bytes", bytes.len())),
-            });
+            return Ok(Scan::unfinished(format!(
+                "no header yet, {} zero bytes",
+                bytes.len()
+            )));
         }
         return Err(damaged("it does not start with a segment header".into()));
     }
