@@ -26,7 +26,7 @@ const COMMITTED_MARK: &str = "committed.mark";
 /// Why an older store could not be imported. Each names the path at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot open the older Raft log database in {path}")]
+    #[error("cannot open the older Raft log database in {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("the older Raft log in {path} is damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },

@@ -47,6 +47,19 @@ fn write_old_store(data_dir: &std::path::Path) {
     )
     .expect("vote mark");
     std::fs::write(data_dir.join("committed.mark"), "9").expect("committed mark");
+    drop((meta, log, db));
+    // sled's flusher thread lets go of the database a moment after the handle is dropped; the
+    // import must not find it still locked by this test.
+    let lock = std::fs::File::open(data_dir.join("raft-log/db")).expect("sled's db file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lock.try_lock().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sled never released its database"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    lock.unlock().expect("unlock");
 }
 
 async fn assert_imported(data_dir: &std::path::Path) {
