@@ -7,8 +7,8 @@
 //! - `append` reports completion through its callback only after the entries are fsynced: the
 //!   leader counts a follower's acknowledgement toward the commit quorum, and a client's write is
 //!   acknowledged once committed, so an acknowledged entry must already be on a quorum of disks.
-//!   The records are written under the log's lock; the `fdatasync` runs after it, outside the
-//!   lock, so it does not hold up readers (see [`LogStore::sync`] for the thread it runs on).
+//!   The records are written under the log's lock; the `fdatasync` runs on a blocking thread
+//!   after it, so it neither stalls the executor nor holds up readers.
 //! - `truncate` and `purge` fsync too (the order of their steps is argued in [`crate::wal`]).
 //!   They, and `save_vote`, run under the log's lock on the calling thread: each happens once
 //!   per conflict, snapshot or election, not per write.
@@ -162,46 +162,29 @@ impl LogStore {
         Ok(self.wal().is_pristine())
     }
 
-    /// Fsyncs what an append wrote. On a multi-threaded runtime the fsync runs right here, in
-    /// [`tokio::task::block_in_place`]; elsewhere (a current-thread runtime: tests, the
-    /// simulator) on a blocking thread.
+    /// Fsyncs what an append wrote, on a blocking thread.
     ///
-    /// Why here: the caller is the Raft core, which waits for this fsync before anything else
-    /// either way (openraft 0.9 replicates an entry only once the leader's own copy is durable,
-    /// and a follower answers only then). Handing the fsync to a blocking thread cost a wake-up
-    /// there and another back, about 50 µs each on the benchmark machine, on the leader and again
-    /// on the follower: a tenth of a lone write's time (README, "Benchmarks").
-    ///
-    /// Why this stalls nothing else: `block_in_place` first gives this worker's queue, and the
-    /// task it was about to run next, to another thread, which goes on running them while the
-    /// disk syncs. A slow disk holds up the Raft core alone, as it did on a blocking thread; a
-    /// lease renewal that happened to be queued on this worker still runs on time (the test
-    /// `a_slow_sync_holds_up_no_task_queued_behind_it` pins this). A plain blocking call here
-    /// would not: that task would wait for the disk.
+    /// The Raft core waits for this either way, but the executor must not: a task queued on the
+    /// same worker (a lease renewal, with its 800 ms TTL) would wait behind a slow disk
+    /// (`a_slow_sync_holds_up_no_task_queued_behind_it`). `block_in_place` would avoid both the
+    /// stall and the two wake-ups of the trip here, but handing the worker's queue to another
+    /// thread on every fsync measured slower for a lone writer (465 against 508 writes/s in
+    /// alternating runs), so the blocking thread stays.
     async fn sync(&self, unsynced: Unsynced) -> Result<(), WalError> {
         let observer = self.observer.clone();
-        let flush = move || {
+        tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let synced = unsynced.sync();
             observer.log_synced(started.elapsed());
             synced
-        };
-        match tokio::runtime::Handle::try_current().map(|rt| rt.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                return tokio::task::block_in_place(flush)
-            }
-            // Polled outside any runtime: there is no executor to stall.
-            Err(_) => return flush(),
-            Ok(_) => {}
-        }
-        tokio::task::spawn_blocking(flush)
-            .await
-            .unwrap_or_else(|e| {
-                Err(WalError::Io {
-                    path: "the Raft log's sync task".into(),
-                    source: std::io::Error::other(e),
-                })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(WalError::Io {
+                path: "the Raft log's sync task".into(),
+                source: std::io::Error::other(e),
             })
+        })
     }
 }
 
@@ -366,23 +349,17 @@ mod sync_tests {
     use crate::observer::StoreObserver;
     use openraft::{CommittedLeaderId, EntryPayload};
     use std::sync::mpsc;
-    use std::thread::ThreadId;
     use std::time::Duration;
 
-    /// Records the thread each log sync ran on, and first waits for `gate` when it has one.
+    /// Waits, in the sync, for `gate` when it has one, and records whether it opened.
     #[derive(Debug, Default)]
     struct Watcher {
-        threads: Mutex<Vec<ThreadId>>,
         gate: Mutex<Option<mpsc::Receiver<()>>>,
         gate_opened: Mutex<Option<bool>>,
     }
 
     impl StoreObserver for Watcher {
         fn log_synced(&self, _took: Duration) {
-            self.threads
-                .lock()
-                .unwrap()
-                .push(std::thread::current().id());
             if let Some(gate) = self.gate.lock().unwrap().take() {
                 let opened = gate.recv_timeout(Duration::from_secs(20)).is_ok();
                 *self.gate_opened.lock().unwrap() = Some(opened);
@@ -415,41 +392,9 @@ mod sync_tests {
             .expect("runtime")
     }
 
-    #[test]
-    fn on_a_multi_threaded_runtime_the_sync_runs_on_the_calling_thread() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let watcher = Arc::new(Watcher::default());
-        let store = store(dir.path(), watcher.clone());
-        let caller = multi_thread(2).block_on(async move {
-            tokio::spawn(async move {
-                let caller = std::thread::current().id();
-                store.sync(unsynced(&store, 1)).await.expect("sync");
-                caller
-            })
-            .await
-            .expect("task")
-        });
-        assert_eq!(*watcher.threads.lock().unwrap(), vec![caller]);
-    }
-
-    #[test]
-    fn on_a_current_thread_runtime_the_sync_runs_on_a_blocking_thread() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let watcher = Arc::new(Watcher::default());
-        let store = store(dir.path(), watcher.clone());
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(store.sync(unsynced(&store, 1)))
-            .expect("sync");
-        let threads = watcher.threads.lock().unwrap().clone();
-        assert_eq!(threads.len(), 1);
-        assert_ne!(threads[0], std::thread::current().id());
-    }
-
     /// The task a worker would run next (a lease renewal, say) runs while that worker's task
-    /// waits on a slow disk. The sync here waits until that task has run; were it stuck behind
-    /// the sync on the one worker, the wait would time out.
+    /// waits on a slow disk. The sync here waits until that task has run; were the fsync run
+    /// inline on the one worker, that task would be stuck behind it and the wait would time out.
     #[test]
     fn a_slow_sync_holds_up_no_task_queued_behind_it() {
         let dir = tempfile::tempdir().expect("tempdir");
