@@ -384,14 +384,6 @@ mod sync_tests {
             .expect("an append leaves something to sync")
     }
 
-    fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
-
     /// The task a worker would run next (a lease renewal, say) runs while that worker's task
     /// waits on a slow disk. The sync here waits until that task has run; were the fsync run
     /// inline on the one worker, that task would be stuck behind it and the wait would time out.
@@ -402,7 +394,13 @@ mod sync_tests {
         let (open, gate) = mpsc::channel();
         *watcher.gate.lock().unwrap() = Some(gate);
         let store = store(dir.path(), watcher.clone());
-        multi_thread(1).block_on(async move {
+        // One worker, so a task stuck behind the sync would have nowhere else to run.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
             tokio::spawn(async move {
                 // Spawned from a worker, this lands in that worker's next-task slot.
                 let queued = tokio::spawn(async move {

@@ -330,8 +330,8 @@ impl Wal {
     /// A segment is created at its full size, so that an append only fills space inside the
     /// file and its `fdatasync` has no new file size to commit. Best is space already written
     /// (with zeros): an `fdatasync` then flushes data alone, 8 to 14 % less time per sync on
-    /// ext4 than a file that grows (measured in the demo cluster), and a lone write waits for two syncs in turn (the
-    /// leader's, then a follower's). Writing 8 MiB takes tens of milliseconds, so the next
+    /// ext4 than a file that grows (measured in the demo cluster), and a lone write waits for
+    /// two syncs in turn (the leader's, then a follower's). Writing 8 MiB takes tens of milliseconds, so the next
     /// segment is filled on a thread of its own while this one fills up; when it is not ready
     /// the segment starts as a hole of the same size instead, which reads as zeros too. The
     /// scan reads zeros as space not yet written, and a torn append as sectors left zero (see
