@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vnet_model::{Accepted, Rejection, Request};
 
-pub use log_store::LogStore;
+pub use log_store::{Durability, LogStore};
 pub use observer::{StoreObserver, Unobserved};
 pub use state_machine::{Applied, Progress, StateMachineStore, StateView};
 
@@ -183,9 +183,11 @@ pub fn open_observed(
         }
     })?;
     let state_machine =
-        StateMachineStore::open(snapshots, observer).map_err(|source| OpenError::Snapshot {
-            path: snapshot_path,
-            source,
+        StateMachineStore::open(snapshots, observer, log.durability()).map_err(|source| {
+            OpenError::Snapshot {
+                path: snapshot_path,
+                source,
+            }
         })?;
     Ok((log, state_machine))
 }

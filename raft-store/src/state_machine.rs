@@ -20,6 +20,7 @@ use openraft::{
 use tokio::sync::watch;
 use vnet_model::{Command, Revision, State};
 
+use crate::log_store::Durability;
 use crate::observer::SharedObserver;
 use crate::snapshot_file::{self, SnapshotBody, SnapshotDir, SnapshotError, SnapshotMeta};
 use crate::{Entry, NodeId, PeerNode, Response, TypeConfig};
@@ -95,12 +96,15 @@ pub struct StateMachineStore {
     /// Distinguishes snapshots built at the same log id (openraft requires distinct ids).
     snapshot_seq: Arc<AtomicU64>,
     observer: SharedObserver,
+    /// How far this node's log is on disk: an entry is applied only once it is there.
+    durability: Durability,
 }
 
 impl StateMachineStore {
     pub(crate) fn open(
         snapshots: SnapshotDir,
         observer: SharedObserver,
+        durability: Durability,
     ) -> Result<Self, SnapshotError> {
         let applied = match snapshots.read_current()? {
             Some((_, body)) => Applied {
@@ -117,6 +121,7 @@ impl StateMachineStore {
             snapshots,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             observer,
+            durability,
         })
     }
 
@@ -191,6 +196,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // The leader's commit index may count its own copy before that copy is on disk (see
+        // `log_store`'s module doc); applying, and so answering a client or serving a read,
+        // waits until it is. A failed fsync stops Raft here.
+        if let Some(last) = entries.last() {
+            self.durability
+                .wait_for(last.log_id.index)
+                .await
+                .map_err(|e| {
+                    StorageIOError::new(
+                        ErrorSubject::Logs,
+                        ErrorVerb::Write,
+                        AnyError::error(format!(
+                            "log entry {} will not be applied: {e}",
+                            last.log_id.index
+                        )),
+                    )
+                })?;
+        }
         let mut applied = write_lock(&self.applied);
         let mut responses = Vec::new();
         for entry in entries {

@@ -108,6 +108,35 @@ struct Inner {
     data_file: std::sync::Mutex<crate::data_file::DataFile>,
     /// Where this node, leading, sends client writes to be proposed (`write_batch.rs`).
     batcher: WriteBatcher,
+    /// How far this node's Raft log is on disk.
+    durability: raft_store::Durability,
+    /// Dropped with the node, which ends `release_held_back_commits`.
+    _stop_releasing: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Sends a heartbeat as soon as this node's disk has a commit index that an AppendEntries held
+/// back from the followers (`Durability::cap_commit`): otherwise they would learn it only with
+/// the next write or heartbeat, up to `heartbeat_ms` later, and a linearizable read on a follower
+/// waits for it. Ends when `stop` is dropped or the log fails.
+async fn release_held_back_commits(
+    raft: Raft,
+    durability: raft_store::Durability,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let released = async {
+            let index = durability.held_back().await;
+            durability.wait_for(index).await
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            released = released => {
+                if released.is_err() || raft.trigger().heartbeat().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +189,11 @@ impl Node {
         // untouched.
         let data_file = crate::data_file::open_for(&config.data_dir, config.id)?;
         let (log, state_machine) = raft_store::open_observed(&config.data_dir, metrics.clone())?;
+        // The leader's fsync overlaps replication; the gates this needs are in the state machine
+        // (opened with this log) and in `NetworkFactory` (given its durability below).
+        let log = log.acknowledge_own_appends_early(config.id);
+        let durability = log.durability();
+        let releases_held_back_commits = durability.clone();
         let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
             path: config.data_dir.display().to_string(),
             source,
@@ -178,11 +212,18 @@ impl Node {
             Arc::new(raft_config),
             NetworkFactory {
                 peers: peers.clone(),
+                durability: durability.clone(),
             },
             log,
             state_machine,
         )
         .await?;
+        let (stop_releasing, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(release_held_back_commits(
+            raft.clone(),
+            releases_held_back_commits,
+            stopped,
+        ));
         let batcher = WriteBatcher::start(
             raft.clone(),
             view.clone(),
@@ -219,6 +260,8 @@ impl Node {
                 read_index,
                 data_file: std::sync::Mutex::new(data_file),
                 batcher,
+                durability,
+                _stop_releasing: stop_releasing,
             }),
         })
     }
@@ -249,6 +292,11 @@ impl Node {
         self.peers().set_cluster_id(cluster_id.to_string());
         tracing::info!(cluster_id, "this node belongs to cluster {cluster_id}");
         Ok(cluster_id.to_string())
+    }
+
+    /// How far this node's Raft log is on disk (see raft-store's `log_store`).
+    pub fn durability(&self) -> &raft_store::Durability {
+        &self.inner.durability
     }
 
     pub fn id(&self) -> NodeId {

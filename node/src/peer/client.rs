@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
 use vnet_proto::vnet::raft::v1::RaftMessage;
 
-use raft_store::{NodeId, PeerNode, TypeConfig};
+use raft_store::{Durability, NodeId, PeerNode, TypeConfig};
 
 use super::{
     decode, encode, ElectionControl, LeaderRequest, LeaderResult, LeaseRenewal, ProbeReply,
@@ -304,6 +304,8 @@ impl PeerClients {
 #[derive(Debug, Clone)]
 pub struct NetworkFactory {
     pub peers: PeerClients,
+    /// How far this node's log is on disk: the most it tells a follower is committed.
+    pub durability: Durability,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -314,6 +316,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.peer_addr.clone(),
             peers: self.peers.clone(),
+            durability: self.durability.clone(),
         }
     }
 }
@@ -322,6 +325,7 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     peers: PeerClients,
+    durability: Durability,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -403,6 +407,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         } else {
             None
         };
+        // The leader's commit index may count its own copy before that copy is on disk; a
+        // follower must not apply what a crash of the leader could still take from the quorum
+        // (see raft-store's `log_store` module doc), so it learns the commit only up to this
+        // node's disk. The leader's fsync is usually done before a follower's answer arrives, so
+        // this rarely lowers anything; when it does, the next AppendEntries carries the rest.
+        rpc.leader_commit = self.durability.cap_commit(rpc.leader_commit);
         let reply: AppendEntriesResponse<NodeId> = self
             .call(encode(&rpc), &option, RpcKind::AppendEntries)
             .await?;

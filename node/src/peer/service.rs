@@ -2,7 +2,9 @@
 //! node. A message it cannot read is refused with `INVALID_ARGUMENT` naming what was wrong.
 
 use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use vnet_proto::vnet::raft::v1::raft_peer_server::RaftPeer;
@@ -268,7 +270,27 @@ impl RaftPeer for PeerService {
             )
         })
         .map_err(|e| Status::invalid_argument(format!("peer message append-entries: {e}")))?;
+        let sent_upto = rpc
+            .entries
+            .last()
+            .map(|entry| entry.log_id.index)
+            .or(rpc.prev_log_id.map(|id| id.index));
         let result = self.node.raft().append_entries(rpc).await;
+        // A success tells the leader this node's log matches up to there, and the leader counts
+        // that toward its commit quorum: it must be on this disk. Entries received are fsynced
+        // before openraft hears of them, but a match can also cover entries this node wrote
+        // as leader and acknowledged before their fsync (raft-store's `log_store`), whose sync
+        // may still be queued if it stepped down just now.
+        let matched = match &result {
+            Ok(AppendEntriesResponse::Success) => sent_upto,
+            Ok(AppendEntriesResponse::PartialSuccess(upto)) => upto.map(|id| id.index),
+            _ => None,
+        };
+        if let Some(index) = matched {
+            self.node.durability().wait_for(index).await.map_err(|e| {
+                Status::unavailable(format!("this node's Raft log cannot be synced: {e}"))
+            })?;
+        }
         Ok(Response::new(encode(&result)))
     }
 

@@ -116,6 +116,11 @@ impl Unsynced {
     pub fn sync(&self) -> Result<(), WalError> {
         self.file.sync_data().map_err(io_at(&self.path))
     }
+
+    /// Are both writes in the same segment file (so one fsync, after both, covers both)?
+    pub fn same_file(&self, other: &Unsynced) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
+    }
 }
 
 /// The open log: the segments with an in-memory index of their records, and the metadata.
@@ -400,6 +405,15 @@ impl Wal {
         }
         let filled = self.prepared.take()?.join().unwrap_or(false);
         filled.then(|| self.dir.join(PREPARED))
+    }
+
+    /// The last segment, to fsync: after it, every entry the log holds is on disk, provided each
+    /// earlier segment was fsynced after its last write.
+    pub fn tail(&self) -> Option<Unsynced> {
+        self.segments.last().map(|s| Unsynced {
+            file: s.file.clone(),
+            path: s.path.clone(),
+        })
     }
 
     /// Removes every entry at `index` and after, durably.

@@ -208,6 +208,13 @@ impl Wal {
                 }
             }
         }
+        // What a previous run wrote but had not yet fsynced when it died may still be in the page
+        // cache, where this open reads it as if it were on disk. The log store counts everything
+        // it opens as durable, so it must be: one fsync per segment (a clean file costs next to
+        // nothing) before anyone is told of it.
+        for segment in &wal.segments {
+            segment.file.sync_data().map_err(io_at(&segment.path))?;
+        }
         Ok(wal)
     }
 
