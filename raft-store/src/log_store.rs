@@ -363,6 +363,14 @@ impl LogStore {
         self
     }
 
+    /// Appends `entries` as openraft's `append` does, telling no one when they are on disk: for
+    /// tests, outside this crate, of what waits on [`Durability`] (openraft's callback cannot be
+    /// made outside openraft).
+    #[doc(hidden)]
+    pub fn append_for_test(&self, entries: &[Entry]) -> Result<(), WalError> {
+        self.append_then(entries, Box::new(|_| {}))
+    }
+
     /// How far this log is on disk.
     pub fn durability(&self) -> Durability {
         Durability {

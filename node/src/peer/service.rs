@@ -229,6 +229,32 @@ pub fn admission<'a>(
     }
 }
 
+/// Returns once what `result`, an answer to an AppendEntries whose entries (or, with none, its
+/// `prev_log_id`) end at `sent_upto`, tells the leader is on this node's disk.
+///
+/// A success tells the leader this node's log matches up to there, and the leader counts that
+/// toward its commit quorum: it must be on this disk. Entries received are fsynced before
+/// openraft hears of them, but a match can also cover entries this node wrote as leader and
+/// acknowledged before their fsync (raft-store's `log_store`), whose sync may still be queued if
+/// it stepped down just now. A refusal claims nothing and goes at once.
+async fn once_on_disk(
+    durability: &raft_store::Durability,
+    sent_upto: Option<u64>,
+    result: &Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>,
+) -> Result<(), Status> {
+    let matched = match result {
+        Ok(AppendEntriesResponse::Success) => sent_upto,
+        Ok(AppendEntriesResponse::PartialSuccess(upto)) => upto.map(|id| id.index),
+        _ => None,
+    };
+    match matched {
+        Some(index) => durability.wait_for(index).await.map_err(|e| {
+            Status::unavailable(format!("this node's Raft log cannot be synced: {e}"))
+        }),
+        None => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(
@@ -276,21 +302,7 @@ impl RaftPeer for PeerService {
             .map(|entry| entry.log_id.index)
             .or(rpc.prev_log_id.map(|id| id.index));
         let result = self.node.raft().append_entries(rpc).await;
-        // A success tells the leader this node's log matches up to there, and the leader counts
-        // that toward its commit quorum: it must be on this disk. Entries received are fsynced
-        // before openraft hears of them, but a match can also cover entries this node wrote
-        // as leader and acknowledged before their fsync (raft-store's `log_store`), whose sync
-        // may still be queued if it stepped down just now.
-        let matched = match &result {
-            Ok(AppendEntriesResponse::Success) => sent_upto,
-            Ok(AppendEntriesResponse::PartialSuccess(upto)) => upto.map(|id| id.index),
-            _ => None,
-        };
-        if let Some(index) = matched {
-            self.node.durability().wait_for(index).await.map_err(|e| {
-                Status::unavailable(format!("this node's Raft log cannot be synced: {e}"))
-            })?;
-        }
+        once_on_disk(self.node.durability(), sent_upto, &result).await?;
         Ok(Response::new(encode(&result)))
     }
 
@@ -442,6 +454,70 @@ impl RaftPeer for PeerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Holds the store's first fsync until told.
+    #[derive(Debug)]
+    struct HeldSync(std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>);
+
+    impl raft_store::StoreObserver for HeldSync {
+        fn log_synced(&self, _took: Duration) {
+            if let Some(gate) = self.0.lock().unwrap().take() {
+                let _ = gate.recv_timeout(Duration::from_secs(20));
+            }
+        }
+        fn snapshot_built(&self, _took: Duration, _bytes: u64) {}
+    }
+
+    /// A node that, leading term 1, wrote entries 1..=3 and acknowledged them before their
+    /// fsync, which is still held, then stepped down: the next leader's AppendEntries that
+    /// matches them is answered only once they are on disk; a conflict is answered at once.
+    #[tokio::test]
+    async fn a_match_is_answered_only_once_on_this_disk() {
+        use openraft::storage::RaftLogStorage;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (open, gate) = std::sync::mpsc::channel();
+        let observer = Arc::new(HeldSync(std::sync::Mutex::new(Some(gate))));
+        let (log, _state_machine) =
+            raft_store::open_observed(dir.path(), observer).expect("open the store");
+        let mut log = log.acknowledge_own_appends_early(1);
+        log.save_vote(&Vote::new_committed(1, 1))
+            .await
+            .expect("vote");
+        let durability = log.durability();
+        let entries: Vec<Entry<TypeConfig>> = (1..=3)
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        log.append_for_test(&entries).expect("append");
+
+        let success = Ok(AppendEntriesResponse::Success);
+        let conflict = Ok(AppendEntriesResponse::Conflict);
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            once_on_disk(&durability, Some(3), &conflict),
+        )
+        .await
+        .expect("a conflict claims nothing and goes at once")
+        .expect("no error");
+        let answering = once_on_disk(&durability, Some(3), &success);
+        tokio::pin!(answering);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut answering)
+                .await
+                .is_err(),
+            "a match answered before the entries were on disk"
+        );
+        open.send(()).expect("release the fsync");
+        tokio::time::timeout(Duration::from_secs(20), answering)
+            .await
+            .expect("answered once on disk")
+            .expect("no error");
+    }
 
     const OURS: &str = "c0ffee00c0ffee00";
     const OTHER: &str = "deadbeefdeadbeef";
