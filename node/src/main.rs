@@ -78,16 +78,19 @@ enum Offline {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     vnet_tls::install_crypto_provider();
     let offline = std::env::args_os()
         .nth(1)
         .is_some_and(|first| first == "restore" || first == "recover");
     let result = if offline {
-        run_offline(Offline::parse()).await
+        let command = Offline::parse();
+        runtime(1).and_then(|runtime| runtime.block_on(run_offline(command)))
     } else {
-        serve().await
+        Args::parse()
+            .resolve()
+            .map_err(anyhow::Error::from)
+            .and_then(|config| runtime(config.worker_threads)?.block_on(serve(config)))
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -151,8 +154,23 @@ async fn run_offline(command: Offline) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = Args::parse().resolve()?;
+/// The async runtime: on this thread alone for one thread (see `Args::worker_threads`), else
+/// a pool of `threads` workers.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+async fn serve(config: vnet_node::config::Config) -> anyhow::Result<()> {
     let traces = config
         .otlp_endpoint
         .as_ref()
@@ -163,7 +181,11 @@ async fn serve() -> anyhow::Result<()> {
     let telemetry = telemetry::init(&config.log_level, config.log_format, traces.as_ref())?;
     let listeners = Listeners::bind(&config).await?;
     let served = run(config, listeners, shutdown_signal()).await;
-    telemetry.shutdown();
+    // The flush waits on the exporter's connection, which this runtime drives: wait for it off
+    // the runtime's threads, or with one thread nothing would drive it.
+    if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("vnetd: traces not flushed at exit: {e}");
+    }
     served
 }
 

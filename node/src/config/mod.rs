@@ -31,6 +31,9 @@ pub const DEFAULT_ELECTION_MIN_MS: u64 = 300;
 pub const DEFAULT_ELECTION_MAX_MS: u64 = 600;
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// One thread runs every task (see `Args::worker_threads`).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+const WORKER_THREADS_MAX: usize = 256;
 pub const DEFAULT_CAPACITY: u32 = 30;
 pub const DEFAULT_LEASE_TTL_MS: u64 = 800;
 pub const DEFAULT_DRIFT_MARGIN_MS: u64 = 150;
@@ -190,6 +193,16 @@ pub struct Args {
     /// How long a client request may wait for the leader, in milliseconds. [default: 5000]
     #[arg(long, env = "VNET_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+
+    /// Threads that run this node's tasks, 1 to 256. With 1, every task runs on one thread, and
+    /// a hand-off from one task to the next (of which a write makes about twenty) never has to
+    /// wake another thread; that measured fastest on a small machine: on two cores shared by
+    /// three nodes, 16 clients wrote about 20 % more per second than with a thread per core.
+    /// More threads spread CPU-heavy work (TLS handshakes, large listings, watch catch-up) over
+    /// cores. Log fsyncs and snapshot encoding run on threads of their own either way.
+    /// [default: 1]
+    #[arg(long, env = "VNET_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
 
     /// Export traces over OTLP/gRPC to this collector, e.g. `http://127.0.0.1:4317`. Off unless
     /// set.
@@ -385,6 +398,8 @@ pub struct Config {
     pub switch: Option<String>,
     pub unsafe_disable_fencing: bool,
     pub request_timeout_ms: u64,
+    /// Threads of the async runtime (see `Args::worker_threads`); 1 runs it on one thread.
+    pub worker_threads: usize,
     pub limits: ServerLimits,
     /// The store's disk quota (see `quota`).
     pub quota_bytes: u64,
@@ -475,6 +490,7 @@ impl Args {
             election_max_ms: self.election_max_ms.or(file.election_max_ms),
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            worker_threads: self.worker_threads.or(file.worker_threads),
             switch: self.switch.or(file.switch),
             lease_ttl_ms: self.lease_ttl_ms.or(file.lease_ttl_ms),
             drift_margin_ms: self.drift_margin_ms.or(file.drift_margin_ms),
@@ -674,6 +690,14 @@ impl Args {
                 ),
             ));
         }
+        let worker_threads = self.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS);
+        if !(1..=WORKER_THREADS_MAX).contains(&worker_threads) {
+            return Err(invalid(
+                "worker_threads",
+                worker_threads.to_string(),
+                format!("must be in 1..={WORKER_THREADS_MAX}"),
+            ));
+        }
         let tls = match (self.cacert, self.cert, self.key) {
             (Some(ca), Some(cert), Some(key)) => Some(vnet_tls::TlsFiles { ca, cert, key }),
             (None, None, None) => None,
@@ -753,6 +777,7 @@ impl Args {
             switch: self.switch,
             unsafe_disable_fencing: self.unsafe_disable_fencing,
             request_timeout_ms,
+            worker_threads,
             limits,
             quota_bytes,
             bootstrap_admin: self.bootstrap_admin,
@@ -786,6 +811,26 @@ mod tests {
         assert_eq!(config.raft.heartbeat_ms, DEFAULT_HEARTBEAT_MS);
         assert_eq!(config.capacity, DEFAULT_CAPACITY);
         assert_eq!(config.peer_advertise, "127.0.0.1:7101");
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_must_be_in_range() {
+        assert_eq!(base().resolve().expect("valid").worker_threads, 1);
+        let mut args = base();
+        args.worker_threads = Some(4);
+        assert_eq!(args.clone().resolve().expect("valid").worker_threads, 4);
+        for bad in [0, WORKER_THREADS_MAX + 1] {
+            args.worker_threads = Some(bad);
+            let err = args
+                .clone()
+                .resolve()
+                .expect_err("out of range")
+                .to_string();
+            assert!(
+                err.contains("worker_threads") && err.contains("1..=256"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
