@@ -84,6 +84,20 @@ struct Durable {
     failed: Option<String>,
 }
 
+impl Durable {
+    /// `id`, or the last entry on disk if that is before it.
+    fn on_disk(&self, id: Option<LogId<NodeId>>) -> Option<LogId<NodeId>> {
+        if !self.early {
+            return id;
+        }
+        match (id, self.upto) {
+            (Some(id), Some(upto)) if upto.index < id.index => Some(upto),
+            (Some(_), None) => None,
+            (id, _) => id,
+        }
+    }
+}
+
 /// A read handle on how far this node's log is on disk: the gates that keep an early
 /// acknowledgement from being acted on (see the module doc) wait on it.
 #[derive(Debug, Clone)]
@@ -125,7 +139,7 @@ impl Durability {
     /// `commit`, lowered to what is on disk here: the most a leader may tell its followers
     /// is committed.
     pub fn cap_commit(&self, commit: Option<LogId<NodeId>>) -> Option<LogId<NodeId>> {
-        let capped = self.on_disk(commit);
+        let capped = self.durable.borrow().on_disk(commit);
         if let Some(commit) = commit.filter(|_| capped != commit) {
             self.held_back
                 .index
@@ -133,19 +147,6 @@ impl Durability {
             self.held_back.notify.notify_one();
         }
         capped
-    }
-
-    /// `id`, or the last entry on disk if that is before it.
-    fn on_disk(&self, id: Option<LogId<NodeId>>) -> Option<LogId<NodeId>> {
-        let durable = self.durable.borrow();
-        if !durable.early {
-            return id;
-        }
-        match (id, durable.upto) {
-            (Some(id), Some(upto)) if upto.index < id.index => Some(upto),
-            (Some(_), None) => None,
-            (id, _) => id,
-        }
     }
 
     /// Waits until [`Durability::cap_commit`] has held a commit index back, and returns the
@@ -439,17 +440,20 @@ impl LogStore {
             Some(done)
         };
         // Queued under the log's lock, so the sync thread sees writes in the order they were made.
-        self.syncs
-            .send(SyncJob {
-                unsynced,
-                upto: last,
-                epoch,
-                done,
-            })
-            .map_err(|_| WalError::Io {
-                path: "the Raft log's sync thread".into(),
-                source: std::io::Error::other("it has stopped"),
-            })
+        self.queue_sync(SyncJob {
+            unsynced,
+            upto: last,
+            epoch,
+            done,
+        })
+    }
+
+    /// Hands `job` to the sync thread. Call under the log's lock (see `append_then`).
+    fn queue_sync(&self, job: SyncJob) -> Result<(), WalError> {
+        self.syncs.send(job).map_err(|_| WalError::Io {
+            path: "the Raft log's sync thread".into(),
+            source: std::io::Error::other("it has stopped"),
+        })
     }
 }
 
@@ -511,7 +515,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // Never past what is on disk here (see the module doc): `Wal::open` refuses a log that
         // does not reach its recorded committed index, and a restart re-applies up to it.
-        let committed = self.durability().on_disk(committed);
+        let committed = self.durable.borrow().on_disk(committed);
         self.wal()
             .save_committed(committed)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
@@ -545,39 +549,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut wal = self.wal();
-        wal.truncate(log_id.index)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        let delete_err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
+        wal.truncate(log_id.index).map_err(delete_err)?;
         // Syncs queued before this may not publish (new epoch), and what is on disk is at most
         // the new end. The entries before the cut are on disk once every sync queued so far
         // has run, so a sync of the last segment, queued behind them, publishes the new end.
         let last = wal.last_log_id();
+        let mut epoch = 0;
         self.durable.send_modify(|d| {
             d.epoch += 1;
-            if let (Some(upto), Some(last)) = (d.upto, last) {
-                if last.index < upto.index {
-                    d.upto = Some(last);
-                }
-            } else {
-                d.upto = None;
-            }
+            epoch = d.epoch;
+            d.upto = d
+                .upto
+                .zip(last)
+                .map(|(upto, last)| if last.index < upto.index { last } else { upto });
         });
-        if let (Some(unsynced), Some(upto)) = (wal.tail(), last) {
-            let epoch = self.durable.borrow().epoch;
-            let queued = self.syncs.send(SyncJob {
-                unsynced,
-                upto,
-                epoch,
-                done: None,
-            });
-            if queued.is_err() {
-                return Err(io_err(
-                    ErrorSubject::Logs,
-                    ErrorVerb::Delete,
-                    std::io::Error::other("the Raft log's sync thread has stopped"),
-                ));
-            }
+        match (wal.tail(), last) {
+            (Some(unsynced), Some(upto)) => self
+                .queue_sync(SyncJob {
+                    unsynced,
+                    upto,
+                    epoch,
+                    done: None,
+                })
+                .map_err(delete_err),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
