@@ -31,7 +31,7 @@ use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::lease::Grants;
 use crate::metrics::NodeMetrics;
-use crate::peer::client::{NetworkFactory, PeerCallError, PeerClients};
+use crate::peer::client::{NetworkFactory, OwedCommits, PeerCallError, PeerClients};
 use crate::peer::{ElectionControl, LeaderReply, LeaderRequest, LeaderResult};
 use crate::policy::Policy;
 
@@ -110,33 +110,46 @@ struct Inner {
     batcher: WriteBatcher,
     /// How far this node's Raft log is on disk.
     durability: raft_store::Durability,
-    /// Dropped with the node, which ends `release_held_back_commits`.
+    /// Dropped with the node, which ends `send_owed_commits`.
     _stop_releasing: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Sends a heartbeat as soon as this node's disk has a commit index that an AppendEntries held
-/// back from the followers (`Durability::cap_commit`): otherwise they would learn it only with
-/// the next write or heartbeat, up to `heartbeat_ms` later, and a linearizable read on a follower
-/// waits for it. Ends when `stop` is dropped or the log fails.
-async fn release_held_back_commits(
+/// Sends a heartbeat whenever the followers are owed a commit index (ARCHITECTURE.md, "Commit
+/// notices"): as soon as this node's disk has one that an AppendEntries held back from them
+/// (`Durability::cap_commit`), and when a commit notice a replication stream deferred
+/// (`OwedCommits`) is due. Otherwise they would learn it only with the next write or heartbeat,
+/// up to `heartbeat_ms` later, and a linearizable read on a follower would wait for it. Ends
+/// when `stop` is dropped or the log fails.
+async fn send_owed_commits(
     raft: Raft,
     durability: raft_store::Durability,
+    owed: OwedCommits,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Kept across turns: a held-back index is taken when first seen, and must not be dropped
+    // when a deferred notice falls due first.
+    let mut released = std::pin::pin!(held_back_released(durability.clone()));
     loop {
-        let released = async {
-            let index = durability.held_back().await;
-            durability.wait_for(index).await
-        };
         tokio::select! {
             _ = &mut stop => return,
-            released = released => {
-                if released.is_err() || raft.trigger().heartbeat().await.is_err() {
+            outcome = &mut released => {
+                if outcome.is_err() {
                     return;
                 }
+                released.set(held_back_released(durability.clone()));
             }
+            () = owed.due() => {}
+        }
+        if raft.trigger().heartbeat().await.is_err() {
+            return;
         }
     }
+}
+
+/// Waits until `cap_commit` has held a commit index back and the disk has it.
+async fn held_back_released(durability: raft_store::Durability) -> Result<(), String> {
+    let index = durability.held_back().await;
+    durability.wait_for(index).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +207,7 @@ impl Node {
         let log = log.acknowledge_own_appends_early(config.id);
         let durability = log.durability();
         let releases_held_back_commits = durability.clone();
+        let owed = OwedCommits::default();
         let pristine_at_start = log.is_pristine().map_err(|source| StartError::Log {
             path: config.data_dir.display().to_string(),
             source,
@@ -213,15 +227,20 @@ impl Node {
             NetworkFactory {
                 peers: peers.clone(),
                 durability: durability.clone(),
+                owed: owed.clone(),
+                commit_notice_defer: Duration::from_millis(
+                    crate::peer::client::COMMIT_NOTICE_DEFER_MS,
+                ),
             },
             log,
             state_machine,
         )
         .await?;
         let (stop_releasing, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(release_held_back_commits(
+        tokio::spawn(send_owed_commits(
             raft.clone(),
             releases_held_back_commits,
+            owed,
             stopped,
         ));
         let batcher = WriteBatcher::start(

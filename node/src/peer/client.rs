@@ -45,6 +45,13 @@ pub const PEER_KEEPALIVE_TIMEOUT_MS: u64 = 1_000;
 /// partial success, after which it sends the rest at once.
 pub const APPEND_BATCH_BYTES_MAX: usize = vnet_model::limits::APPEND_BATCH_BYTES_MAX;
 
+/// How long after a follower last acknowledged an AppendEntries of this replication stream a
+/// commit-only AppendEntries to it waits (ARCHITECTURE.md, "Commit notices"). openraft 0.9 sends
+/// one after every commit; with a write or two in flight, the next write's AppendEntries carries
+/// the commit anyway, within a millisecond. At most this long when the cluster goes quiet, a
+/// heartbeat carries it instead.
+pub const COMMIT_NOTICE_DEFER_MS: u64 = 5;
+
 /// Largest peer message accepted or sent: one log entry at `ENTRY_BYTES_MAX` (an AppendEntries
 /// holds more than one only within `APPEND_BATCH_BYTES_MAX`, a forwarded write holds one), or a
 /// snapshot chunk of `SNAPSHOT_CHUNK_BYTES_MAX` (1 MiB), plus 1 MiB for the JSON around either.
@@ -300,12 +307,61 @@ impl PeerClients {
     }
 }
 
+/// Commit indexes owed to followers whose commit-only AppendEntries were deferred, and when the
+/// heartbeat that pays them is due (ARCHITECTURE.md, "Commit notices").
+#[derive(Debug, Clone, Default)]
+pub struct OwedCommits {
+    inner: Arc<OwedInner>,
+}
+
+#[derive(Debug, Default)]
+struct OwedInner {
+    due: Mutex<Option<tokio::time::Instant>>,
+    notify: tokio::sync::Notify,
+}
+
+impl OwedCommits {
+    /// Some follower must hear of the current commit index by `at`.
+    fn owe_by(&self, at: tokio::time::Instant) {
+        let mut due = lock(&self.inner.due);
+        if due.is_none_or(|due| at < due) {
+            *due = Some(at);
+            self.inner.notify.notify_one();
+        }
+    }
+
+    /// Waits until a heartbeat is due to pay what is owed, and takes the debt: a heartbeat sent
+    /// now reaches every replication stream, and one that still defers owes again.
+    pub async fn due(&self) {
+        loop {
+            let due = *lock(&self.inner.due);
+            match due {
+                Some(at) if at <= tokio::time::Instant::now() => {
+                    *lock(&self.inner.due) = None;
+                    return;
+                }
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.inner.notify.notified() => {}
+                    }
+                }
+                None => self.inner.notify.notified().await,
+            }
+        }
+    }
+}
+
 /// openraft's network factory: one [`PeerConnection`] per replication target.
 #[derive(Debug, Clone)]
 pub struct NetworkFactory {
     pub peers: PeerClients,
     /// How far this node's log is on disk: the most it tells a follower is committed.
     pub durability: Durability,
+    /// Where a connection that defers a commit notice records when it is due.
+    pub owed: OwedCommits,
+    /// How long a commit notice may wait: `COMMIT_NOTICE_DEFER_MS`.
+    pub commit_notice_defer: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -317,6 +373,9 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.peer_addr.clone(),
             peers: self.peers.clone(),
             durability: self.durability.clone(),
+            owed: self.owed.clone(),
+            commit_notice_defer: self.commit_notice_defer,
+            acked: None,
         }
     }
 }
@@ -326,6 +385,43 @@ pub struct PeerConnection {
     addr: String,
     peers: PeerClients,
     durability: Durability,
+    owed: OwedCommits,
+    commit_notice_defer: Duration,
+    /// The last AppendEntries through this connection that the follower answered with a match.
+    acked: Option<Acked>,
+}
+
+/// An AppendEntries the follower acknowledged: under which vote, up to which entry, and when it
+/// was sent.
+#[derive(Debug, Clone, PartialEq)]
+struct Acked {
+    vote: openraft::Vote<NodeId>,
+    matching: Option<openraft::LogId<NodeId>>,
+    sent_at: tokio::time::Instant,
+}
+
+impl Acked {
+    /// Whether `rpc` only tells the follower a newer commit index, within `defer` of this
+    /// acknowledgement, so that it may wait; if so, by when it must be sent.
+    ///
+    /// Safety (ARCHITECTURE.md, "Commit notices"): the answer given instead of the follower's is
+    /// the one it already gave, under the same vote, for the same prefix of the log: a delayed
+    /// duplicate of a real reply, which Raft tolerates from any network. It matches no entry the
+    /// follower had not already matched, so no commit ever counts on it. A follower that has
+    /// since moved to a newer vote says so in the next exchange, at most `defer` later.
+    fn defers(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        now: tokio::time::Instant,
+        defer: Duration,
+    ) -> Option<tokio::time::Instant> {
+        let due = self.sent_at + defer;
+        (rpc.entries.is_empty()
+            && rpc.vote == self.vote
+            && rpc.prev_log_id == self.matching
+            && now < due)
+            .then_some(due)
+    }
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -413,9 +509,35 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // node's disk. The leader's fsync is usually done before a follower's answer arrives, so
         // this rarely lowers anything; when it does, the next AppendEntries carries the rest.
         rpc.leader_commit = self.durability.cap_commit(rpc.leader_commit);
-        let reply: AppendEntriesResponse<NodeId> = self
+        let now = tokio::time::Instant::now();
+        let deferred = self
+            .acked
+            .as_ref()
+            .and_then(|acked| acked.defers(&rpc, now, self.commit_notice_defer));
+        if let Some(due) = deferred {
+            self.owed.owe_by(due);
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let sent = self
             .call(encode(&rpc), &option, RpcKind::AppendEntries)
-            .await?;
+            .await;
+        let reply: AppendEntriesResponse<NodeId> = match sent {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.acked = None;
+                return Err(e);
+            }
+        };
+        let matching = rpc
+            .entries
+            .last()
+            .map(|entry| entry.log_id)
+            .or(rpc.prev_log_id);
+        self.acked = matches!(reply, AppendEntriesResponse::Success).then(|| Acked {
+            vote: rpc.vote,
+            matching,
+            sent_at: now,
+        });
         Ok(match (reply, cut_after) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -449,6 +571,263 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use tokio::time::Instant;
+    use vnet_proto::vnet::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
+
+    fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn append(
+        term: u64,
+        prev: Option<LogId<NodeId>>,
+        entries: &[LogId<NodeId>],
+        commit: Option<LogId<NodeId>>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(term, 1),
+            prev_log_id: prev,
+            entries: entries
+                .iter()
+                .map(|&log_id| Entry {
+                    log_id,
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: commit,
+        }
+    }
+
+    #[test]
+    fn only_a_commit_notice_for_an_acknowledged_prefix_of_the_same_vote_waits() {
+        let now = Instant::now();
+        let defer = Duration::from_millis(COMMIT_NOTICE_DEFER_MS);
+        let acked = Acked {
+            vote: Vote::new_committed(2, 1),
+            matching: Some(log_id(2, 7)),
+            sent_at: now,
+        };
+        let due = now + defer;
+        let notice = append(2, Some(log_id(2, 7)), &[], Some(log_id(2, 7)));
+        assert_eq!(acked.defers(&notice, now, defer), Some(due));
+        assert_eq!(
+            acked.defers(&notice, due - Duration::from_micros(1), defer),
+            Some(due)
+        );
+        // Past the window it goes.
+        assert_eq!(acked.defers(&notice, due, defer), None);
+        // Entries always go.
+        let entries = append(2, Some(log_id(2, 7)), &[log_id(2, 8)], Some(log_id(2, 7)));
+        assert_eq!(acked.defers(&entries, now, defer), None);
+        // A prefix the follower has not acknowledged (openraft probing back), or another vote,
+        // is a question only the follower can answer.
+        let other_prefix = append(2, Some(log_id(2, 6)), &[], Some(log_id(2, 7)));
+        assert_eq!(acked.defers(&other_prefix, now, defer), None);
+        let other_vote = append(3, Some(log_id(2, 7)), &[], Some(log_id(2, 7)));
+        assert_eq!(acked.defers(&other_vote, now, defer), None);
+        assert_eq!(acked.defers(&notice, now, Duration::ZERO), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn owed_commits_fall_due_at_the_earliest_deadline_and_are_taken_once() {
+        let owed = OwedCommits::default();
+        let start = Instant::now();
+        owed.owe_by(start + Duration::from_millis(5));
+        owed.owe_by(start + Duration::from_millis(3));
+        owed.owe_by(start + Duration::from_millis(9));
+        owed.due().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(3));
+        // Taken: nothing is due until something is owed again.
+        let waiting = tokio::time::timeout(Duration::from_secs(60), owed.due()).await;
+        assert!(waiting.is_err(), "a debt was paid twice");
+        let again = Instant::now();
+        let later = owed.clone();
+        let due = tokio::spawn(async move { later.due().await });
+        tokio::task::yield_now().await;
+        owed.owe_by(again + Duration::from_millis(4));
+        due.await.expect("due");
+        assert_eq!(again.elapsed(), Duration::from_millis(4));
+    }
+
+    /// A follower that answers every AppendEntries with the next scripted reply and counts what
+    /// it was sent.
+    #[derive(Clone)]
+    struct ScriptedFollower {
+        replies: Arc<Mutex<Vec<AppendEntriesResponse<NodeId>>>>,
+        received: Arc<Mutex<Vec<AppendEntriesRequest<TypeConfig>>>>,
+    }
+
+    type Answer = Result<tonic::Response<RaftMessage>, tonic::Status>;
+
+    fn unused() -> Answer {
+        Err(tonic::Status::unimplemented("not used by this test"))
+    }
+
+    #[tonic::async_trait]
+    impl RaftPeer for ScriptedFollower {
+        async fn append_entries(&self, request: tonic::Request<RaftMessage>) -> Answer {
+            let rpc: AppendEntriesRequest<TypeConfig> =
+                super::decode(request.get_ref(), "append-entries")?;
+            lock(&self.received).push(rpc);
+            let reply = lock(&self.replies).remove(0);
+            Ok(tonic::Response::new(encode(&Ok::<
+                _,
+                RaftError<NodeId, openraft::error::Infallible>,
+            >(reply))))
+        }
+        async fn vote(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+        async fn install_snapshot(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+        async fn forward(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+        async fn probe(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+        async fn trigger_election(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+        async fn grant_lease(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+        async fn lease_report(&self, _: tonic::Request<RaftMessage>) -> Answer {
+            unused()
+        }
+    }
+
+    /// A connection to a [`ScriptedFollower`] that answers `replies` in turn, deferring commit
+    /// notices for `defer`.
+    async fn scripted(
+        replies: Vec<AppendEntriesResponse<NodeId>>,
+        defer: Duration,
+    ) -> (
+        PeerConnection,
+        ScriptedFollower,
+        OwedCommits,
+        tempfile::TempDir,
+    ) {
+        let follower = ScriptedFollower {
+            replies: Arc::new(Mutex::new(replies)),
+            received: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftPeerServer::new(follower.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _state_machine) = raft_store::open(dir.path()).expect("open store");
+        let owed = OwedCommits::default();
+        let mut factory = NetworkFactory {
+            peers: PeerClients::new(1, Some("test-cluster".to_string()), None),
+            durability: log.durability(),
+            owed: owed.clone(),
+            commit_notice_defer: defer,
+        };
+        let node = PeerNode {
+            name: "follower".to_string(),
+            peer_addr: addr.to_string(),
+        };
+        let connection = factory.new_client(2, &node).await;
+        (connection, follower, owed, dir)
+    }
+
+    fn option() -> RPCOption {
+        RPCOption::new(Duration::from_secs(20))
+    }
+
+    #[tokio::test]
+    async fn a_commit_notice_after_a_match_waits_and_is_owed() {
+        use AppendEntriesResponse::Success;
+        let hour = Duration::from_secs(3600);
+        let (mut connection, follower, owed, _dir) = scripted(vec![Success, Success], hour).await;
+        let entries = append(2, None, &[log_id(2, 1), log_id(2, 2)], None);
+        let reply = connection
+            .append_entries(entries, option())
+            .await
+            .expect("sent");
+        assert_eq!(reply, Success);
+        // The commit notice for what the follower just matched waits, answered with the match
+        // it gave, and a heartbeat is owed.
+        let notice = append(2, Some(log_id(2, 2)), &[], Some(log_id(2, 2)));
+        let reply = connection
+            .append_entries(notice, option())
+            .await
+            .expect("deferred");
+        assert_eq!(reply, Success);
+        assert_eq!(lock(&follower.received).len(), 1, "the notice was sent");
+        assert!(lock(&owed.inner.due).is_some(), "nothing is owed");
+        // A question about another prefix goes to the follower.
+        let probe = append(2, Some(log_id(2, 1)), &[], Some(log_id(2, 2)));
+        connection
+            .append_entries(probe, option())
+            .await
+            .expect("sent");
+        let received = lock(&follower.received);
+        assert_eq!(received.len(), 2);
+        assert_eq!(received[1].prev_log_id, Some(log_id(2, 1)));
+    }
+
+    #[tokio::test]
+    async fn after_anything_but_a_match_every_append_entries_goes() {
+        use AppendEntriesResponse::{Conflict, HigherVote, Success};
+        let hour = Duration::from_secs(3600);
+        let higher = || HigherVote(Vote::new_committed(3, 2));
+        let (mut connection, follower, owed, _dir) =
+            scripted(vec![Success, higher(), Conflict, Success], hour).await;
+        let entries = append(2, None, &[log_id(2, 1)], None);
+        connection
+            .append_entries(entries.clone(), option())
+            .await
+            .expect("sent");
+        let more = append(2, Some(log_id(2, 1)), &[log_id(2, 2)], Some(log_id(2, 1)));
+        let reply = connection
+            .append_entries(more, option())
+            .await
+            .expect("sent");
+        assert_eq!(reply, higher());
+        // The follower moved on: its earlier match proves nothing now.
+        let notice = append(2, Some(log_id(2, 1)), &[], Some(log_id(2, 1)));
+        let reply = connection
+            .append_entries(notice.clone(), option())
+            .await
+            .expect("sent");
+        assert_eq!(reply, Conflict);
+        let reply = connection
+            .append_entries(notice, option())
+            .await
+            .expect("sent");
+        assert_eq!(reply, Success);
+        assert_eq!(lock(&follower.received).len(), 4);
+        assert!(lock(&owed.inner.due).is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_window_every_commit_notice_goes() {
+        use AppendEntriesResponse::Success;
+        let (mut connection, follower, owed, _dir) =
+            scripted(vec![Success, Success], Duration::ZERO).await;
+        let entries = append(2, None, &[log_id(2, 1)], None);
+        connection
+            .append_entries(entries, option())
+            .await
+            .expect("sent");
+        let notice = append(2, Some(log_id(2, 1)), &[], Some(log_id(2, 1)));
+        connection
+            .append_entries(notice, option())
+            .await
+            .expect("sent");
+        assert_eq!(lock(&follower.received).len(), 2);
+        assert!(lock(&owed.inner.due).is_none());
+    }
 
     #[test]
     fn a_batch_holds_what_fits_the_budget_and_at_least_one_entry() {
