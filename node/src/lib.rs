@@ -211,7 +211,7 @@ pub async fn run_with(
             NodeMetrics::peer_methods(),
         ))
         .add_service(
-            RaftPeerServer::new(peer::service::PeerService::new(node.clone()))
+            RaftPeerServer::new(peer::service::PeerService::new(node.clone(), stop.signal()))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )

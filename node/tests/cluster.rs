@@ -618,6 +618,63 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
     target.assert_writes_go_on_through(follower).await;
 }
 
+/// `AppendEntriesStream` admits and checks as `AppendEntries` does: a caller without the
+/// cluster's id is refused when it opens a stream, a malformed AppendEntries on an open stream
+/// ends it with `INVALID_ARGUMENT`, and the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_entries_streams_are_admitted_and_checked_like_single_calls() {
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+    use raft_store::{Entry, TypeConfig};
+    use vnet_node::peer::encode;
+    use vnet_proto::vnet::raft::v1::raft_peer_client::RaftPeerClient;
+    use vnet_proto::vnet::raft::v1::RaftMessage;
+
+    let target = PeerTarget::start().await;
+    let (leader, follower, term) = (target.leader, target.follower, target.term);
+    let follower_addr = target.cluster.node(follower).peer_addr;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{follower_addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the peer port");
+    let status = RaftPeerClient::new(channel)
+        .append_entries_stream(tokio_stream::iter(Vec::<RaftMessage>::new()))
+        .await
+        .expect_err("a stream without the cluster's id");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+
+    let id = |index: u64| LogId::new(CommittedLeaderId::new(term, leader), index);
+    let gap = encode(&AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: Some(id(1)),
+        entries: vec![Entry {
+            log_id: id(5),
+            payload: EntryPayload::Blank,
+        }],
+        leader_commit: None,
+    });
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let mut replies = target
+        .peer(follower)
+        .await
+        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("a member opens a stream")
+        .into_inner();
+    sender.send(gap).await.expect("the stream takes a message");
+    let status = replies
+        .message()
+        .await
+        .expect_err("a gap after prev_log_id");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        replies.message().await.ok().flatten().is_none(),
+        "the stream went on after an error"
+    );
+    target.assert_writes_go_on_through(follower).await;
+}
+
 /// The lease RPCs of the peer port against hostile input: a renewal for half a million control
 /// characters (3 MB of JSON, within the peer port's message limit), a malformed payload and a witness are refused with clear answers, and a lease
 /// report speaks for the node asked. The node keeps serving.

@@ -176,8 +176,10 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
             assert!(sample(text, "vnet_raft_read_index_reads_total") >= rounds);
         } else {
             assert!(lags.is_empty(), "a follower reports no lag: {lags:?}");
-            let appends = handled("vnet.raft.v1.RaftPeer", "AppendEntries", "OK");
-            assert!(sample(text, &appends) > Some(0.0), "{name}");
+            // The leader's AppendEntries come over streams it keeps open.
+            let streams = "grpc_server_started_total{grpc_type=\"bidi_stream\",\
+                 grpc_service=\"vnet.raft.v1.RaftPeer\",grpc_method=\"AppendEntriesStream\"}";
+            assert!(sample(text, streams) > Some(0.0), "{name}");
         }
     }
     // Leases: every voter grants both units; the units hold grants from all three voters.

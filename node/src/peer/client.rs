@@ -52,6 +52,13 @@ pub const APPEND_BATCH_BYTES_MAX: usize = vnet_model::limits::APPEND_BATCH_BYTES
 /// heartbeat carries it instead.
 pub const COMMIT_NOTICE_DEFER_MS: u64 = 5;
 
+/// How many open AppendEntries streams to one peer may wait unused: the replication stream's,
+/// and those of concurrent read-index rounds.
+pub const IDLE_APPEND_STREAMS_MAX: usize = 4;
+/// How long a peer that lacked `AppendEntriesStream` (an older `vnetd`) gets unary calls before
+/// a stream is tried again.
+pub const UNARY_APPEND_RETRY_MS: u64 = 60_000;
+
 /// Largest peer message accepted or sent: one log entry at `ENTRY_BYTES_MAX` (an AppendEntries
 /// holds more than one only within `APPEND_BATCH_BYTES_MAX`, a forwarded write holds one), or a
 /// snapshot chunk of `SNAPSHOT_CHUNK_BYTES_MAX` (1 MiB), plus 1 MiB for the JSON around either.
@@ -122,6 +129,29 @@ pub struct PeerClients {
     tls: Option<Arc<vnet_tls::ClientTls>>,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
     identity: Arc<Mutex<Identity>>,
+    /// Open AppendEntries streams not in use, by peer address.
+    idle_streams: Arc<Mutex<HashMap<String, Vec<AppendStream>>>>,
+    /// Peers that answered `AppendEntriesStream` with UNIMPLEMENTED, and until when they get
+    /// unary calls.
+    unary_until: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// One open `AppendEntriesStream`: AppendEntries go in through `sender`, answers come back in
+/// order on `replies`. Used by one call at a time; a call that does not finish drops it, so an
+/// answer is never read by the wrong call.
+struct AppendStream {
+    sender: tokio::sync::mpsc::Sender<RaftMessage>,
+    replies: tonic::Streaming<RaftMessage>,
+    /// The cluster id in the headers it was opened with.
+    cluster_id: Option<String>,
+}
+
+impl std::fmt::Debug for AppendStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendStream")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
 }
 
 // These locks guard plain maps with no invariants spanning calls; a panic while holding one
@@ -146,6 +176,8 @@ impl PeerClients {
                 node_id,
                 cluster_id,
             })),
+            idle_streams: Arc::default(),
+            unary_until: Arc::default(),
         }
     }
 
@@ -160,8 +192,14 @@ impl PeerClients {
 
     /// A call carrying this node's identity (every peer call goes through here), with a deadline.
     pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.identified(message);
         request.set_timeout(timeout);
+        request
+    }
+
+    /// A call carrying this node's identity, without a deadline (a stream that stays open).
+    fn identified<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         let identity = lock(&self.identity).clone();
         let metadata = request.metadata_mut();
         if let Ok(value) = identity.node_id.to_string().parse() {
@@ -173,6 +211,154 @@ impl PeerClients {
             metadata.insert(CLUSTER_ID_HEADER, value);
         }
         request
+    }
+
+    /// Sends one AppendEntries to the peer at `addr` and returns its answer: over an open
+    /// `AppendEntriesStream` (reused, or opened now), or as a unary call to a peer without them.
+    pub async fn append_entries(
+        &self,
+        addr: &str,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, PeerCallError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream = match self.idle_stream(addr) {
+            Some(stream) => stream,
+            None if self.unary_only(addr) => {
+                return self.append_entries_unary(addr, message, timeout).await
+            }
+            None => match tokio::time::timeout_at(deadline, self.open_append_stream(addr)).await {
+                Err(_) => {
+                    return Err(PeerCallError::Unreachable {
+                        addr: addr.to_string(),
+                        status: tonic::Status::deadline_exceeded(
+                            "no AppendEntries stream opened in time",
+                        ),
+                    })
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                    lock(&self.unary_until).insert(
+                        addr.to_string(),
+                        Instant::now() + Duration::from_millis(UNARY_APPEND_RETRY_MS),
+                    );
+                    return self.append_entries_unary(addr, message, timeout).await;
+                }
+                Ok(Err(status)) => return Err(PeerCallError::from_status(addr, status)),
+                Ok(Ok(stream)) => stream,
+            },
+        };
+        let no_answer = |status| PeerCallError::NoAnswer {
+            addr: addr.to_string(),
+            status,
+        };
+        if let Err(unsent) = stream.sender.send(message).await {
+            // The stream ended while it was idle (its connection died, say): nothing was sent.
+            // Once more on a stream opened now.
+            stream = match tokio::time::timeout_at(deadline, self.open_append_stream(addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(status)) => return Err(PeerCallError::from_status(addr, status)),
+                Err(_) => {
+                    return Err(PeerCallError::Unreachable {
+                        addr: addr.to_string(),
+                        status: tonic::Status::deadline_exceeded(
+                            "no AppendEntries stream opened in time",
+                        ),
+                    })
+                }
+            };
+            if stream.sender.send(unsent.0).await.is_err() {
+                return Err(PeerCallError::Unreachable {
+                    addr: addr.to_string(),
+                    status: tonic::Status::unavailable("the AppendEntries stream has closed"),
+                });
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.replies.message()).await {
+            Ok(Ok(Some(reply))) => {
+                self.put_idle_stream(addr, stream);
+                Ok(reply)
+            }
+            Ok(Ok(None)) => Err(no_answer(tonic::Status::unavailable(
+                "the AppendEntries stream ended without an answer",
+            ))),
+            Ok(Err(status)) => Err(match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown => no_answer(status),
+                _ => PeerCallError::Refused {
+                    addr: addr.to_string(),
+                    status,
+                },
+            }),
+            Err(_) => Err(no_answer(tonic::Status::deadline_exceeded(
+                "no AppendEntries answer in time",
+            ))),
+        }
+    }
+
+    async fn append_entries_unary(
+        &self,
+        addr: &str,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, PeerCallError> {
+        let mut client = self.client(addr)?;
+        client
+            .append_entries(self.request(message, timeout))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| PeerCallError::from_status(addr, status))
+    }
+
+    async fn open_append_stream(&self, addr: &str) -> Result<AppendStream, tonic::Status> {
+        let mut client = self.client(addr).map_err(|e| match e {
+            PeerCallError::Unreachable { status, .. }
+            | PeerCallError::NoAnswer { status, .. }
+            | PeerCallError::Refused { status, .. } => status,
+        })?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let cluster_id = self.cluster_id();
+        let request = self.identified(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        let replies = client.append_entries_stream(request).await?.into_inner();
+        Ok(AppendStream {
+            sender,
+            replies,
+            cluster_id,
+        })
+    }
+
+    /// An open stream to `addr` nobody is using, opened under this node's current cluster id.
+    fn idle_stream(&self, addr: &str) -> Option<AppendStream> {
+        let cluster_id = self.cluster_id();
+        let mut idle = lock(&self.idle_streams);
+        let streams = idle.get_mut(addr)?;
+        while let Some(stream) = streams.pop() {
+            if !stream.sender.is_closed() && stream.cluster_id == cluster_id {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put_idle_stream(&self, addr: &str, stream: AppendStream) {
+        let mut idle = lock(&self.idle_streams);
+        let streams = idle.entry(addr.to_string()).or_default();
+        if streams.len() < IDLE_APPEND_STREAMS_MAX {
+            streams.push(stream);
+        }
+    }
+
+    fn unary_only(&self, addr: &str) -> bool {
+        let mut unary = lock(&self.unary_until);
+        match unary.get(addr) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                unary.remove(addr);
+                false
+            }
+            None => false,
+        }
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, PeerCallError> {
@@ -438,28 +624,32 @@ impl PeerConnection {
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut client = self
-            .peers
-            .client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let request = self.peers.request(message, option.hard_ttl());
+        let timeout = option.hard_ttl();
         let reply = match rpc {
-            RpcKind::AppendEntries => client.append_entries(request).await,
-            RpcKind::Vote => client.vote(request).await,
-            RpcKind::InstallSnapshot => client.install_snapshot(request).await,
-        };
-        let reply = match reply {
-            Ok(reply) => reply.into_inner(),
-            Err(status) => {
-                let e = PeerCallError::from_status(&self.addr, status);
-                return Err(match e {
-                    PeerCallError::Unreachable { .. } => {
-                        RPCError::Unreachable(Unreachable::new(&e))
-                    }
-                    _ => RPCError::Network(NetworkError::new(&e)),
-                });
+            RpcKind::AppendEntries => {
+                self.peers
+                    .append_entries(&self.addr, message, timeout)
+                    .await
+            }
+            RpcKind::Vote | RpcKind::InstallSnapshot => {
+                let mut client = self
+                    .peers
+                    .client(&self.addr)
+                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                let request = self.peers.request(message, timeout);
+                let reply = match rpc {
+                    RpcKind::Vote => client.vote(request).await,
+                    _ => client.install_snapshot(request).await,
+                };
+                reply
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| PeerCallError::from_status(&self.addr, status))
             }
         };
+        let reply = reply.map_err(|e| match e {
+            PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            _ => RPCError::Network(NetworkError::new(&e)),
+        })?;
         let result: Result<T, RaftError<NodeId, E>> = decode(&reply, rpc.name())
             .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
         self.peers.record_contact(self.target);
@@ -657,6 +847,12 @@ mod tests {
     struct ScriptedFollower {
         replies: Arc<Mutex<Vec<AppendEntriesResponse<NodeId>>>>,
         received: Arc<Mutex<Vec<AppendEntriesRequest<TypeConfig>>>>,
+        /// Whether it has `AppendEntriesStream` (an older `vnetd` has not).
+        streams: bool,
+        /// Streams opened to it.
+        opened: Arc<std::sync::atomic::AtomicUsize>,
+        /// Ends each stream after this many answers, as a follower that restarts would.
+        answers_per_stream: usize,
     }
 
     type Answer = Result<tonic::Response<RaftMessage>, tonic::Status>;
@@ -676,6 +872,35 @@ mod tests {
                 _,
                 RaftError<NodeId, openraft::error::Infallible>,
             >(reply))))
+        }
+        type AppendEntriesStreamStream = crate::peer::service::AppendReplies;
+
+        async fn append_entries_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<RaftMessage>>,
+        ) -> Result<tonic::Response<Self::AppendEntriesStreamStream>, tonic::Status> {
+            if !self.streams {
+                return Err(tonic::Status::unimplemented("an older follower"));
+            }
+            self.opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let follower = self.clone();
+            let left = self.answers_per_stream;
+            let replies = futures::stream::unfold(
+                (follower, request.into_inner(), left),
+                |(follower, mut incoming, left)| async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    let message = incoming.message().await.ok().flatten()?;
+                    let reply = follower
+                        .append_entries(tonic::Request::new(message))
+                        .await
+                        .map(tonic::Response::into_inner);
+                    Some((reply, (follower, incoming, left - 1)))
+                },
+            );
+            Ok(tonic::Response::new(Box::pin(replies)))
         }
         async fn vote(&self, _: tonic::Request<RaftMessage>) -> Answer {
             unused()
@@ -702,19 +927,29 @@ mod tests {
 
     /// A connection to a [`ScriptedFollower`] that answers `replies` in turn, deferring commit
     /// notices for `defer`.
-    async fn scripted(
-        replies: Vec<AppendEntriesResponse<NodeId>>,
-        defer: Duration,
-    ) -> (
+    type Scripted = (
         PeerConnection,
         ScriptedFollower,
         OwedCommits,
         tempfile::TempDir,
-    ) {
-        let follower = ScriptedFollower {
+    );
+
+    fn follower(replies: Vec<AppendEntriesResponse<NodeId>>) -> ScriptedFollower {
+        ScriptedFollower {
             replies: Arc::new(Mutex::new(replies)),
             received: Arc::default(),
-        };
+            streams: true,
+            opened: Arc::default(),
+            answers_per_stream: usize::MAX,
+        }
+    }
+
+    async fn scripted(replies: Vec<AppendEntriesResponse<NodeId>>, defer: Duration) -> Scripted {
+        serve(follower(replies), defer).await
+    }
+
+    /// A connection, deferring commit notices for `defer`, to `follower` serving on loopback.
+    async fn serve(follower: ScriptedFollower, defer: Duration) -> Scripted {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -843,5 +1078,66 @@ mod tests {
             batch_len(std::iter::repeat_n(5_000, 300), APPEND_BATCH_BYTES_MAX),
             52
         );
+    }
+
+    #[tokio::test]
+    async fn append_entries_share_one_stream_and_an_older_follower_gets_single_calls() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use AppendEntriesResponse::Success;
+        for streams in [true, false] {
+            let scripted = ScriptedFollower {
+                streams,
+                ..follower(vec![Success, Success, Success])
+            };
+            let (mut connection, follower, _owed, _dir) = serve(scripted, Duration::ZERO).await;
+            for index in 1..=3 {
+                let prev = (index > 1).then(|| log_id(2, index - 1));
+                let entries = append(2, prev, &[log_id(2, index)], prev);
+                let reply = connection.append_entries(entries, option()).await;
+                assert_eq!(reply.expect("answered"), Success, "streams: {streams}");
+            }
+            assert_eq!(lock(&follower.received).len(), 3, "streams: {streams}");
+            let opened = follower.opened.load(Relaxed);
+            assert_eq!(opened, usize::from(streams), "streams: {streams}");
+            let unary = lock(&connection.peers.unary_until).contains_key(&connection.addr);
+            assert_eq!(unary, !streams, "streams: {streams}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_follower_ended_is_not_reused() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use AppendEntriesResponse::Success;
+        let scripted = ScriptedFollower {
+            answers_per_stream: 1,
+            ..follower(vec![Success, Success])
+        };
+        let (mut connection, follower, _owed, _dir) = serve(scripted, Duration::ZERO).await;
+        let first = append(2, None, &[log_id(2, 1)], None);
+        connection
+            .append_entries(first, option())
+            .await
+            .expect("answered");
+        assert_eq!(follower.opened.load(Relaxed), 1);
+        // The follower's end of the stream reaches this side as the stream closing.
+        let closed = async {
+            let all_closed = || {
+                lock(&connection.peers.idle_streams)
+                    .values()
+                    .flatten()
+                    .all(|stream| stream.sender.is_closed())
+            };
+            while !all_closed() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), closed)
+            .await
+            .expect("the ended stream closes");
+        let second = append(2, Some(log_id(2, 1)), &[log_id(2, 2)], None);
+        let reply = connection.append_entries(second, option()).await;
+        assert_eq!(reply.expect("answered on a new stream"), Success);
+        assert_eq!(follower.opened.load(Relaxed), 2, "no second stream");
+        assert_eq!(lock(&follower.received).len(), 2);
     }
 }

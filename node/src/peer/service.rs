@@ -20,17 +20,22 @@ use super::{
 use crate::auth::Principal;
 use crate::data_file::validate_cluster_id;
 use crate::node::Node;
+use crate::shutdown::ShutdownSignal;
 
 pub struct PeerService {
     node: Node,
     chunks: ChunkCheck,
+    /// Ends the open AppendEntries streams, which would otherwise hold the server's graceful
+    /// shutdown open for as long as their callers keep them.
+    stopping: ShutdownSignal,
 }
 
 impl PeerService {
-    pub fn new(node: Node) -> Self {
+    pub fn new(node: Node, stopping: ShutdownSignal) -> Self {
         Self {
             node,
             chunks: ChunkCheck::default(),
+            stopping,
         }
     }
 
@@ -45,82 +50,89 @@ impl PeerService {
         request: &Request<T>,
         headerless: Headerless,
     ) -> Result<Option<NodeId>, Status> {
-        let metadata = request.metadata();
-        let principal = crate::auth::principal(request)?;
-        let header_id = metadata
-            .get(NODE_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let members = self.members();
-        let proven = peer_caller(&principal, header_id, members.as_ref())
-            .map_err(|why| Status::permission_denied(format!("node {}: {why}", self.node.id())))?;
-        let caller_id = metadata
-            .get(NODE_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(id) = caller_id {
-            if self.node.view().read(|a| a.state.is_removed_id(id)) {
-                return Err(Status::failed_precondition(format!(
-                    "node {id} was removed from this cluster by a recovery without a quorum; it \
-                     may come back only with an empty data directory under a new id (`vnetctl \
-                     member add`)"
-                )));
-            }
-        }
-        let caller = match metadata.get(CLUSTER_ID_HEADER) {
-            None => None,
-            Some(value) => {
-                let caller = value.to_str().map_err(|_| {
-                    Status::invalid_argument(format!("{CLUSTER_ID_HEADER} is not text"))
-                })?;
-                validate_cluster_id(caller)
-                    .map_err(|e| Status::invalid_argument(format!("{CLUSTER_ID_HEADER}: {e}")))?;
-                Some(caller)
-            }
-        };
-        let caller_node = metadata
-            .get(NODE_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| crate::error::echoed(v).to_string())
-            .unwrap_or_else(|| "?".to_string());
-        let fresh = {
-            let metrics = self.node.raft().metrics().borrow().clone();
-            metrics.current_term == 0 && metrics.last_log_index.is_none()
-        };
-        let ours = self.node.cluster_id();
-        match admission(ours.as_deref(), caller, fresh, headerless) {
-            Admission::Admit => Ok(proven),
-            Admission::Adopt(caller) => {
-                self.node.adopt_cluster_id(caller).map_err(|e| {
-                    Status::unavailable(format!("cannot record the cluster id {caller}: {e}"))
-                })?;
-                Ok(proven)
-            }
-            Admission::Refuse(why) => Err(Status::failed_precondition(format!(
-                "node {} refuses the caller (node {caller_node}): {why}",
-                self.node.id()
-            ))),
-        }
+        admit(&self.node, request, headerless)
     }
 }
 
-impl PeerService {
-    /// The node ids that may speak on this port: the Raft membership (voters and learners) and
-    /// the founding members of --initial-cluster. `None` while this node knows of neither (a
-    /// node started empty to be added with `vnetctl member add`, which learns the membership from
-    /// the leader's first messages): then any node certificate of the cluster CA is admitted, and
-    /// the cluster-id admission still applies.
-    fn members(&self) -> Option<std::collections::BTreeSet<NodeId>> {
-        let metrics = self.node.raft().metrics().borrow().clone();
-        let mut members: std::collections::BTreeSet<NodeId> = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
-        members.extend(self.node.config().initial_cluster.iter().map(|m| m.id));
-        (!members.is_empty()).then_some(members)
+/// [`PeerService::admit_as`] for `node`.
+fn admit<T>(
+    node: &Node,
+    request: &Request<T>,
+    headerless: Headerless,
+) -> Result<Option<NodeId>, Status> {
+    let metadata = request.metadata();
+    let principal = crate::auth::principal(request)?;
+    let header_id = metadata
+        .get(NODE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let members = members(node);
+    let proven = peer_caller(&principal, header_id, members.as_ref())
+        .map_err(|why| Status::permission_denied(format!("node {}: {why}", node.id())))?;
+    let caller_id = metadata
+        .get(NODE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(id) = caller_id {
+        if node.view().read(|a| a.state.is_removed_id(id)) {
+            return Err(Status::failed_precondition(format!(
+                "node {id} was removed from this cluster by a recovery without a quorum; it \
+                 may come back only with an empty data directory under a new id (`vnetctl \
+                 member add`)"
+            )));
+        }
     }
+    let caller = match metadata.get(CLUSTER_ID_HEADER) {
+        None => None,
+        Some(value) => {
+            let caller = value.to_str().map_err(|_| {
+                Status::invalid_argument(format!("{CLUSTER_ID_HEADER} is not text"))
+            })?;
+            validate_cluster_id(caller)
+                .map_err(|e| Status::invalid_argument(format!("{CLUSTER_ID_HEADER}: {e}")))?;
+            Some(caller)
+        }
+    };
+    let caller_node = metadata
+        .get(NODE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| crate::error::echoed(v).to_string())
+        .unwrap_or_else(|| "?".to_string());
+    let fresh = {
+        let metrics = node.raft().metrics().borrow().clone();
+        metrics.current_term == 0 && metrics.last_log_index.is_none()
+    };
+    let ours = node.cluster_id();
+    match admission(ours.as_deref(), caller, fresh, headerless) {
+        Admission::Admit => Ok(proven),
+        Admission::Adopt(caller) => {
+            node.adopt_cluster_id(caller).map_err(|e| {
+                Status::unavailable(format!("cannot record the cluster id {caller}: {e}"))
+            })?;
+            Ok(proven)
+        }
+        Admission::Refuse(why) => Err(Status::failed_precondition(format!(
+            "node {} refuses the caller (node {caller_node}): {why}",
+            node.id()
+        ))),
+    }
+}
+
+/// The node ids that may speak on `node`'s peer port: the Raft membership (voters and learners)
+/// and the founding members of --initial-cluster. `None` while it knows of neither (a node
+/// started empty to be added with `vnetctl member add`, which learns the membership from the
+/// leader's first messages): then any node certificate of the cluster CA is admitted, and the
+/// cluster-id admission still applies.
+fn members(node: &Node) -> Option<std::collections::BTreeSet<NodeId>> {
+    let metrics = node.raft().metrics().borrow().clone();
+    let mut members: std::collections::BTreeSet<NodeId> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    members.extend(node.config().initial_cluster.iter().map(|m| m.id));
+    (!members.is_empty()).then_some(members)
 }
 
 /// Which node a peer call comes from, as the transport proves it. Without TLS
@@ -255,6 +267,61 @@ async fn once_on_disk(
     }
 }
 
+/// One AppendEntries from a caller admitted as `proven`: checked, appended, and answered once the
+/// answer is true on disk.
+async fn append_one(
+    node: &Node,
+    proven: Option<NodeId>,
+    message: &RaftMessage,
+) -> Result<RaftMessage, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = decode(message, "append-entries")?;
+    speaks_as(
+        proven,
+        rpc.vote.leader_id.node_id,
+        "append-entries vote.leader_id",
+    )?;
+    // openraft asserts what this checks: a malformed batch would panic its core.
+    super::indexes::check_terms(
+        [("vote", rpc.vote.leader_id.term)]
+            .into_iter()
+            .chain(
+                rpc.prev_log_id
+                    .iter()
+                    .map(|id| ("prev_log_id", id.leader_id.term)),
+            )
+            .chain(
+                rpc.entries
+                    .iter()
+                    .map(|e| ("entries", e.log_id.leader_id.term)),
+            )
+            .chain(
+                rpc.leader_commit
+                    .iter()
+                    .map(|id| ("leader_commit", id.leader_id.term)),
+            ),
+    )
+    .and_then(|()| {
+        super::indexes::check_append(
+            rpc.prev_log_id.map(|id| id.index),
+            rpc.entries.iter().map(|entry| entry.log_id.index),
+            rpc.leader_commit.map(|id| id.index),
+        )
+    })
+    .map_err(|e| Status::invalid_argument(format!("peer message append-entries: {e}")))?;
+    let sent_upto = rpc
+        .entries
+        .last()
+        .map(|entry| entry.log_id.index)
+        .or(rpc.prev_log_id.map(|id| id.index));
+    let result = node.raft().append_entries(rpc).await;
+    once_on_disk(node.durability(), sent_upto, &result).await?;
+    Ok(encode(&result))
+}
+
+/// The answers of an `AppendEntriesStream`, one per AppendEntries, in order.
+pub type AppendReplies =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(
@@ -262,48 +329,49 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let proven = self.admit_as(&request, Headerless::Refuse)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref(), "append-entries")?;
-        speaks_as(
-            proven,
-            rpc.vote.leader_id.node_id,
-            "append-entries vote.leader_id",
-        )?;
-        // openraft asserts what this checks: a malformed batch would panic its core.
-        super::indexes::check_terms(
-            [("vote", rpc.vote.leader_id.term)]
-                .into_iter()
-                .chain(
-                    rpc.prev_log_id
-                        .iter()
-                        .map(|id| ("prev_log_id", id.leader_id.term)),
-                )
-                .chain(
-                    rpc.entries
-                        .iter()
-                        .map(|e| ("entries", e.log_id.leader_id.term)),
-                )
-                .chain(
-                    rpc.leader_commit
-                        .iter()
-                        .map(|id| ("leader_commit", id.leader_id.term)),
-                ),
-        )
-        .and_then(|()| {
-            super::indexes::check_append(
-                rpc.prev_log_id.map(|id| id.index),
-                rpc.entries.iter().map(|entry| entry.log_id.index),
-                rpc.leader_commit.map(|id| id.index),
-            )
-        })
-        .map_err(|e| Status::invalid_argument(format!("peer message append-entries: {e}")))?;
-        let sent_upto = rpc
-            .entries
-            .last()
-            .map(|entry| entry.log_id.index)
-            .or(rpc.prev_log_id.map(|id| id.index));
-        let result = self.node.raft().append_entries(rpc).await;
-        once_on_disk(self.node.durability(), sent_upto, &result).await?;
-        Ok(Response::new(encode(&result)))
+        append_one(&self.node, proven, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = AppendReplies;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        self.admit_as(&request, Headerless::Refuse)?;
+        // Every message is admitted again, under the headers and certificate the stream was
+        // opened with: what admission depends on (the membership, a recovery's removals) can
+        // change while a stream stays open.
+        let (metadata, extensions, incoming) = request.into_parts();
+        let opened = Request::from_parts(metadata, extensions, ());
+        let state = Some((self.node.clone(), opened, incoming, self.stopping.clone()));
+        let replies = futures::stream::unfold(state, |state| async move {
+            let (node, opened, mut incoming, stopping) = state?;
+            let next = tokio::select! {
+                next = incoming.message() => next,
+                () = stopping.triggered() => {
+                    let stopped = Status::unavailable("this node is shutting down");
+                    return Some((Err(stopped), None));
+                }
+            };
+            let message = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(status), None)),
+            };
+            let reply = match admit(&node, &opened, Headerless::Refuse) {
+                Ok(proven) => append_one(&node, proven, &message).await,
+                Err(status) => Err(status),
+            };
+            match reply {
+                Ok(reply) => Some((Ok(reply), Some((node, opened, incoming, stopping)))),
+                // An error ends the stream with its status, as it ends a unary call.
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
