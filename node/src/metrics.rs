@@ -110,6 +110,8 @@ pub struct NodeMetrics {
     /// (`node/read_index.rs`).
     pub read_index_rounds: Counter,
     pub read_index_reads: Counter,
+    /// AppendEntries this node handled from a leader, streamed or unary (`peer/service.rs`).
+    pub append_entries_received: Counter,
     pub log_sync: Histogram,
     pub snapshots_built: Counter,
     pub snapshot_build: Histogram,
@@ -164,6 +166,7 @@ impl NodeMetrics {
             proposals_committed: Counter::default(),
             proposals_failed: Counter::default(),
             read_index_rounds: Counter::default(),
+            append_entries_received: Counter::default(),
             read_index_reads: Counter::default(),
             log_sync: Histogram::new(vnet_metrics::LATENCY_BUCKETS_SECONDS),
             snapshots_built: Counter::default(),
@@ -261,6 +264,12 @@ impl NodeMetrics {
             "read_index_rounds",
             "Leadership confirmations this node ran as leader for linearizable reads",
             m.read_index_rounds.clone(),
+        );
+        raft.register(
+            "append_entries_received",
+            "AppendEntries (heartbeats included) this node handled from a leader, each message of \
+             an AppendEntries stream counted",
+            m.append_entries_received.clone(),
         );
         raft.register(
             "read_index_reads",

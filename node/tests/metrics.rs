@@ -139,7 +139,11 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
         let applied = sample(text, "vnet_raft_applied_index").unwrap();
         assert!(applied > 0.0 && sample(text, "vnet_raft_commit_index") >= Some(applied));
         assert!(sample(text, "vnet_raft_log_sync_duration_seconds_count") > Some(0.0));
-        for family in ["read_index_rounds", "read_index_reads"] {
+        for family in [
+            "read_index_rounds",
+            "read_index_reads",
+            "append_entries_received",
+        ] {
             let family = format!("vnet_raft_{family}_total");
             assert!(
                 sample(text, &family).is_some(),
@@ -180,6 +184,8 @@ async fn every_endpoint_passes_promtool_and_reports_the_cluster() {
             let streams = "grpc_server_started_total{grpc_type=\"bidi_stream\",\
                  grpc_service=\"vnet.raft.v1.RaftPeer\",grpc_method=\"AppendEntriesStream\"}";
             assert!(sample(text, streams) > Some(0.0), "{name}");
+            let appends = sample(text, "vnet_raft_append_entries_received_total");
+            assert!(appends > Some(0.0), "{name} handled no AppendEntries");
         }
     }
     // Leases: every voter grants both units; the units hold grants from all three voters.

@@ -313,6 +313,7 @@ async fn append_one(
         .last()
         .map(|entry| entry.log_id.index)
         .or(rpc.prev_log_id.map(|id| id.index));
+    node.metrics_handle().append_entries_received.inc();
     let result = node.raft().append_entries(rpc).await;
     once_on_disk(node.durability(), sent_upto, &result).await?;
     Ok(encode(&result))
