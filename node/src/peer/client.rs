@@ -227,24 +227,16 @@ impl PeerClients {
             None if self.unary_only(addr) => {
                 return self.append_entries_unary(addr, message, timeout).await
             }
-            None => match tokio::time::timeout_at(deadline, self.open_append_stream(addr)).await {
-                Err(_) => {
-                    return Err(PeerCallError::Unreachable {
-                        addr: addr.to_string(),
-                        status: tonic::Status::deadline_exceeded(
-                            "no AppendEntries stream opened in time",
-                        ),
-                    })
-                }
-                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            None => match self.open_append_stream(addr, deadline).await {
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
                     lock(&self.unary_until).insert(
                         addr.to_string(),
                         Instant::now() + Duration::from_millis(UNARY_APPEND_RETRY_MS),
                     );
                     return self.append_entries_unary(addr, message, timeout).await;
                 }
-                Ok(Err(status)) => return Err(PeerCallError::from_status(addr, status)),
-                Ok(Ok(stream)) => stream,
+                Err(status) => return Err(PeerCallError::from_status(addr, status)),
+                Ok(stream) => stream,
             },
         };
         let no_answer = |status| PeerCallError::NoAnswer {
@@ -254,18 +246,10 @@ impl PeerClients {
         if let Err(unsent) = stream.sender.send(message).await {
             // The stream ended while it was idle (its connection died, say): nothing was sent.
             // Once more on a stream opened now.
-            stream = match tokio::time::timeout_at(deadline, self.open_append_stream(addr)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(status)) => return Err(PeerCallError::from_status(addr, status)),
-                Err(_) => {
-                    return Err(PeerCallError::Unreachable {
-                        addr: addr.to_string(),
-                        status: tonic::Status::deadline_exceeded(
-                            "no AppendEntries stream opened in time",
-                        ),
-                    })
-                }
-            };
+            stream = self
+                .open_append_stream(addr, deadline)
+                .await
+                .map_err(|status| PeerCallError::from_status(addr, status))?;
             if stream.sender.send(unsent.0).await.is_err() {
                 return Err(PeerCallError::Unreachable {
                     addr: addr.to_string(),
@@ -311,7 +295,13 @@ impl PeerClients {
             .map_err(|status| PeerCallError::from_status(addr, status))
     }
 
-    async fn open_append_stream(&self, addr: &str) -> Result<AppendStream, tonic::Status> {
+    /// Opens a stream to `addr` by `deadline`. A stream not open in time fails as UNAVAILABLE:
+    /// no AppendEntries was sent on it.
+    async fn open_append_stream(
+        &self,
+        addr: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<AppendStream, tonic::Status> {
         let mut client = self.client(addr).map_err(|e| match e {
             PeerCallError::Unreachable { status, .. }
             | PeerCallError::NoAnswer { status, .. }
@@ -320,7 +310,10 @@ impl PeerClients {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let cluster_id = self.cluster_id();
         let request = self.identified(tokio_stream::wrappers::ReceiverStream::new(receiver));
-        let replies = client.append_entries_stream(request).await?.into_inner();
+        let opened = tokio::time::timeout_at(deadline, client.append_entries_stream(request))
+            .await
+            .map_err(|_| tonic::Status::unavailable("no AppendEntries stream opened in time"))?;
+        let replies = opened?.into_inner();
         Ok(AppendStream {
             sender,
             replies,
@@ -579,7 +572,7 @@ pub struct PeerConnection {
 
 /// An AppendEntries the follower acknowledged: under which vote, up to which entry, and when it
 /// was sent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 struct Acked {
     vote: openraft::Vote<NodeId>,
     matching: Option<openraft::LogId<NodeId>>,
@@ -1120,17 +1113,13 @@ mod tests {
             .expect("answered");
         assert_eq!(follower.opened.load(Relaxed), 1);
         // The follower's end of the stream reaches this side as the stream closing.
-        let closed = async {
-            let all_closed = || {
-                lock(&connection.peers.idle_streams)
-                    .values()
-                    .flatten()
-                    .all(|stream| stream.sender.is_closed())
-            };
-            while !all_closed() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
+        let senders: Vec<_> = lock(&connection.peers.idle_streams)
+            .values()
+            .flatten()
+            .map(|stream| stream.sender.clone())
+            .collect();
+        assert_eq!(senders.len(), 1, "the answered stream waits in the pool");
+        let closed = futures::future::join_all(senders.iter().map(|sender| sender.closed()));
         tokio::time::timeout(Duration::from_secs(20), closed)
             .await
             .expect("the ended stream closes");

@@ -347,12 +347,15 @@ impl RaftPeer for PeerService {
         // change while a stream stays open.
         let (metadata, extensions, incoming) = request.into_parts();
         let opened = Request::from_parts(metadata, extensions, ());
-        let state = Some((self.node.clone(), opened, incoming, self.stopping.clone()));
+        // One shutdown future for the stream's life, not one per message.
+        let stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(self.stopping.triggered());
+        let state = Some((self.node.clone(), opened, incoming, stopped));
         let replies = futures::stream::unfold(state, |state| async move {
-            let (node, opened, mut incoming, stopping) = state?;
+            let (node, opened, mut incoming, mut stopping) = state?;
             let next = tokio::select! {
                 next = incoming.message() => next,
-                () = stopping.triggered() => {
+                () = &mut stopping => {
                     let stopped = Status::unavailable("this node is shutting down");
                     return Some((Err(stopped), None));
                 }
