@@ -620,7 +620,8 @@ async fn append_entries_with_out_of_range_indexes_are_refused() {
 
 /// `AppendEntriesStream` admits and checks as `AppendEntries` does: a caller without the
 /// cluster's id is refused when it opens a stream, a malformed AppendEntries on an open stream
-/// ends it with `INVALID_ARGUMENT`, and the node keeps serving.
+/// ends it with `INVALID_ARGUMENT`, one past `PEER_MESSAGE_BYTES_MAX` with `OUT_OF_RANGE`, and
+/// the node keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_entries_streams_are_admitted_and_checked_like_single_calls() {
     use openraft::raft::AppendEntriesRequest;
@@ -672,6 +673,27 @@ async fn append_entries_streams_are_admitted_and_checked_like_single_calls() {
         replies.message().await.ok().flatten().is_none(),
         "the stream went on after an error"
     );
+
+    // A message past the peer port's limit ends its stream unread.
+    let huge = RaftMessage {
+        format: "json/1".into(),
+        payload: vec![b' '; vnet_node::peer::client::PEER_MESSAGE_BYTES_MAX + 1],
+        data: Vec::new(),
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let mut replies = target
+        .peer(follower)
+        .await
+        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("a member opens a stream")
+        .into_inner();
+    sender.send(huge).await.expect("the stream takes a message");
+    let status = replies
+        .message()
+        .await
+        .expect_err("a message past the limit");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     target.assert_writes_go_on_through(follower).await;
 }
 
